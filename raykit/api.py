@@ -1,0 +1,168 @@
+"""The Python API: ``raykit.train(spec)``. The CLI and the jobs are thin layers over it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from raykit import storage
+from raykit.history import history_csv, read_history_csv
+from raykit.spec import RunSpec, SpecError, load_spec, yaml_load
+
+SPEC_FILE = "spec.yaml"
+METRICS_FILE = "metrics.csv"
+CURVES_FILE = "curves.png"
+RESULT_FILE = "result.json"
+# Fields that may change when a run is continued under the same name (more epochs, another cluster).
+_RESUMABLE_CHANGES = {"name", "storage", "train.epochs", "scaling"}
+
+
+@dataclass
+class TrainResult:
+    """A finished run.
+
+    Attributes:
+        spec: the resolved spec (name and storage filled in), as written to ``run_dir/spec.yaml``.
+        run_dir: ``<storage>/<name>``: spec, metrics CSV, curves PNG, result JSON and checkpoints.
+        metrics: the last epoch's metrics.
+        test_metrics: ``test_loss``, ``test_acc`` of the best checkpoint on the test split.
+        best_checkpoint: path or URI of the best checkpoint by ``checkpoint.monitor``.
+        history: one dict of metrics per epoch.
+    """
+
+    spec: RunSpec
+    run_dir: str
+    metrics: dict
+    test_metrics: dict
+    best_checkpoint: str | None
+    best_metrics: dict | None
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.test_metrics.get("test_acc")
+
+    def summary(self) -> str:
+        lines = [f"run directory:   {self.run_dir}"]
+        if self.test_accuracy is not None:
+            lines.append(f"test accuracy:   {self.test_accuracy:.4f} ({self.test_metrics['test_samples']} samples)")
+        if self.best_checkpoint:
+            monitor = self.spec.checkpoint.monitor
+            value = (self.best_metrics or {}).get(monitor)
+            shown = f" ({monitor} {value:.4f}, epoch {self.best_metrics.get('epoch')})" if value is not None else ""
+            lines.append(f"best checkpoint: {self.best_checkpoint}{shown}")
+        lines.append(f"wall time:       {self.seconds:.1f}s")
+        return "\n".join(lines)
+
+
+def train(spec: "RunSpec | dict | str | None" = None, overrides=(), *, address: str | None = None,
+          verbose: bool = True) -> TrainResult:
+    """Train a model as ``spec`` describes, on Ray Train workers.
+
+    Args:
+        spec: a ``RunSpec``, a dict, a YAML path, or None for the default job (digits CNN, 2 workers).
+        overrides: dotted ``"key=value"`` strings or a ``{key: value}`` dict applied on top.
+        address: Ray address to join; default: the current ``ray.init()``, else ``RAY_ADDRESS``, else a
+            new local Ray.
+        verbose: print the summary at the end (epoch lines come from the rank-0 worker either way).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        SpecError: the spec is invalid (raised before Ray is started or any resource is claimed).
+
+    Example::
+
+        import raykit
+        result = raykit.train("jobs/configs/digits_cnn_torch.yaml", ["train.epochs=5"])
+        print(result.test_accuracy, result.best_checkpoint)
+    """
+    started = time.perf_counter()
+    run_spec = resolve(load_spec(spec, overrides))
+    run_dir = storage.join(run_spec.storage, run_spec.name)
+    _check_continuation(run_spec, run_dir)
+
+    from raykit.ray import cluster, remote, trainer  # imports Ray only once the spec is known good
+
+    cluster.connect(address)
+    cluster.check_fits(run_spec)
+    storage.write_text(storage.join(run_dir, SPEC_FILE), run_spec.to_yaml())
+    outcome = trainer.fit(run_spec, run_dir)
+    history = (outcome.worker_return or {}).get("history") or _read_history(run_dir)
+    test_metrics = {}
+    if outcome.best_checkpoint:
+        test_metrics = remote.evaluate(run_spec, outcome.best_checkpoint, "test")
+    result = TrainResult(spec=run_spec, run_dir=run_dir, metrics=outcome.metrics or (history[-1] if history else {}),
+                         test_metrics=test_metrics, best_checkpoint=outcome.best_checkpoint,
+                         best_metrics=outcome.best_metrics, history=history,
+                         seconds=time.perf_counter() - started)
+    _write_outputs(result)
+    if verbose:
+        print(result.summary(), flush=True)
+    return result
+
+
+def resolve(spec: RunSpec) -> RunSpec:
+    """Fill in what the spec left to raykit: a run name, and an absolute storage path."""
+    name = spec.name or _generated_name(spec)
+    return dataclasses.replace(spec, name=name, storage=storage.resolve_storage(spec.storage))
+
+
+def _generated_name(spec: RunSpec) -> str:
+    model = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.model.name)
+    return f"{model}-{spec.framework}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def _check_continuation(spec: RunSpec, run_dir: str) -> None:
+    """Continuing a run under its name is fine; reusing the name for a different run is refused, so the
+    earlier run's checkpoints are never mixed with (or replaced by) another model's."""
+    spec_path = storage.join(run_dir, SPEC_FILE)
+    if not storage.exists(spec_path):
+        return
+    before = _flatten(yaml_load(storage.read_text(spec_path)) or {})
+    now = _flatten(spec.to_dict())
+    changed = sorted(key for key in before.keys() | now.keys()
+                     if before.get(key) != now.get(key) and not _may_change(key))
+    if changed:
+        raise SpecError([("name", f"a run named {spec.name!r} already exists in {run_dir} with different "
+                                  f"{', '.join(changed)}; accepted: the same spec (to resume it) or a new name")])
+
+
+def _may_change(key: str) -> bool:
+    return any(key == allowed or key.startswith(allowed + ".") for allowed in _RESUMABLE_CHANGES)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and not path.startswith(("tune.search_space", "scaling.resources")):
+            flat.update(_flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _read_history(run_dir: str) -> list[dict]:
+    path = storage.join(run_dir, METRICS_FILE)
+    return read_history_csv(storage.read_text(path)) if storage.exists(path) else []
+
+
+def _write_outputs(result: TrainResult) -> None:
+    from raykit.plots import curves_png
+
+    if result.history:
+        storage.write_text(storage.join(result.run_dir, METRICS_FILE), history_csv(result.history))
+        storage.write_bytes(storage.join(result.run_dir, CURVES_FILE),
+                            curves_png(result.history, f"{result.spec.name} ({result.spec.model.name}, "
+                                                       f"{result.spec.framework})"))
+    summary = {"name": result.spec.name, "metrics": result.metrics, "test_metrics": result.test_metrics,
+               "best_checkpoint": result.best_checkpoint, "best_metrics": result.best_metrics,
+               "seconds": result.seconds}
+    storage.write_text(storage.join(result.run_dir, RESULT_FILE), json.dumps(summary, indent=2, default=str))

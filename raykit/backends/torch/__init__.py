@@ -1,0 +1,1 @@
+"""PyTorch backend: models, checkpoint, loop."""

@@ -1,0 +1,80 @@
+"""PyTorch checkpoint files inside a raykit checkpoint directory.
+
+Layout: ``model.pt`` (the unwrapped model's state dict), ``optimizer.pt``, ``rng.json`` (Python,
+NumPy and torch RNG states of every rank) and ``manifest.json`` (see :mod:`raykit.checkpoint`).
+Everything is loaded with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from raykit.checkpoint import read_manifest, write_manifest
+
+WEIGHTS = "model.pt"
+OPTIMIZER = "optimizer.pt"
+RNG = "rng.json"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside a DDP wrapper."""
+    return model.module if hasattr(model, "module") else model
+
+
+def save(directory: str, *, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+         metrics: dict, rng_states: list[dict], spec: dict) -> None:
+    """Write a complete checkpoint into the empty directory ``directory``."""
+    root = Path(directory)
+    torch.save(unwrap(model).state_dict(), root / WEIGHTS)
+    torch.save(optimizer.state_dict(), root / OPTIMIZER)
+    (root / RNG).write_text(json.dumps(rng_states))
+    write_manifest(root, framework="torch", state=state, metrics=metrics, spec=spec)
+
+
+def load_weights(directory: str) -> dict[str, torch.Tensor]:
+    """The model state dict of a verified checkpoint, on the CPU."""
+    read_manifest(directory)
+    return torch.load(Path(directory) / WEIGHTS, map_location="cpu", weights_only=True)
+
+
+def restore(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, list[dict]]:
+    """Load weights and optimizer state; return the trainer state and the per-rank RNG states."""
+    manifest = read_manifest(directory)
+    root = Path(directory)
+    unwrap(model).load_state_dict(torch.load(root / WEIGHTS, map_location="cpu", weights_only=True))
+    optimizer.load_state_dict(torch.load(root / OPTIMIZER, map_location="cpu", weights_only=True))
+    return manifest["state"], json.loads((root / RNG).read_text())
+
+
+def capture_rng() -> dict:
+    """This process's Python, NumPy and torch RNG states as JSON-ready data."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": _to_lists(random.getstate()),
+             "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+             "torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def apply_rng(state: dict) -> None:
+    """Restore RNG states captured by :func:`capture_rng`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def _to_lists(value):
+    if isinstance(value, tuple):
+        return [_to_lists(v) for v in value]
+    return value

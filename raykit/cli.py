@@ -1,0 +1,82 @@
+"""The ``raykit`` command line: thin over the Python API.
+
+Exit codes: 0 success, 2 invalid spec or arguments (nothing was started), 1 the run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from raykit.spec import SpecError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+TRAIN_EXAMPLES = """\
+examples:
+  raykit train                                         # the default job: digits CNN, torch, 2 workers
+  raykit train jobs/configs/digits_cnn_torch.yaml --set train.epochs=5 --set optim.lr=3e-3
+  raykit train my.yaml --set scaling.num_workers=1 --set name=my-run   # same name again resumes
+  RAY_ADDRESS=auto raykit train my.yaml                # join a cluster started with `ray start`
+
+Every spec field can be set with --set DOTTED.KEY=VALUE (values are YAML: 0.01, true, [32, 64], {a: 1}).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raykit", description="Scalable deep-learning training on Ray "
+                                     "from one run spec.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = commands.add_parser("train", help="train a model as a run spec says",
+                                description="Train a model as a run spec says, on Ray Train workers.",
+                                epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(train)
+    return parser
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """CONFIG, --set and --address: shared by the CLI and the scripts in jobs/."""
+    parser.add_argument("config", nargs="?", default=None,
+                        help="run spec YAML (default: the built-in default job)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spec field by its dotted path, e.g. optim.lr=0.01 (repeatable)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address ('auto' joins a local `ray start` cluster); default: "
+                             "RAY_ADDRESS, else a new local Ray")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from raykit.api import train
+
+    train(args.config, args.overrides, address=args.address)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(lambda: run_train(args), debug=args.debug)
+
+
+def guarded(action, *, debug: bool) -> int:
+    """Run ``action``; user mistakes print one clear message (no traceback) unless ``debug``."""
+    try:
+        return action()
+    except SpecError as exc:
+        if debug:
+            raise
+        print(f"raykit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("raykit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the run failed: say what, and how to see more
+        if debug:
+            raise
+        print(f"raykit: run failed: {type(exc).__name__}: {exc}\n(rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Connecting to Ray: the user's own ``ray.init()``, a running cluster, or a new local instance."""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+from raykit.spec import RunSpec
+
+
+def connect(address: str | None = None) -> None:
+    """Make sure this process is connected to Ray.
+
+    Already initialised (the user's ``ray.init()``): nothing to do. ``address`` (or ``RAY_ADDRESS``,
+    which ``ray job submit`` sets for its jobs) given: join that cluster. ``address="auto"`` joins a
+    cluster started with ``ray start`` on this machine and falls back to a new local instance.
+    Otherwise start a local instance.
+    """
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address == "auto":
+        try:
+            ray.init(address="auto", log_to_driver=True)
+            return
+        except ConnectionError:
+            address = None
+    ray.init(address=address, log_to_driver=True)
+
+
+def check_fits(spec: RunSpec) -> None:
+    """Fail before launching when the cluster can never hold the worker group (Ray would wait forever)."""
+    available = _max_cluster_resources()
+    wanted = dict(spec.scaling.resources_per_worker)
+    if not wanted:
+        wanted = {"GPU": 1} if spec.scaling.use_gpu else {"CPU": 1}
+    elif spec.scaling.use_gpu:
+        wanted.setdefault("GPU", 1)
+    workers = spec.scaling.num_workers
+    for name, amount in wanted.items():
+        total = available.get(name, 0)
+        if amount * workers > total:
+            raise ResourceError(
+                f"scaling: {workers} workers x {amount:g} {name} = {amount * workers:g} {name}, but this Ray "
+                f"cluster has {total:g} {name}; lower scaling.num_workers or "
+                f"scaling.resources_per_worker, or set scaling.use_gpu=false")
+
+
+def _max_cluster_resources() -> dict:
+    """The most the cluster can ever hold: the autoscaler's limits where it has them, else what is there."""
+    try:
+        from ray._private.state import state  # the same source Ray Train's own fail-fast check reads
+
+        limits = state.get_max_resources_from_cluster_config()
+    except Exception:  # private API: fall back to the nodes present now
+        limits = None
+    return limits or ray.cluster_resources()
+
+
+class ResourceError(RuntimeError):
+    """The spec asks for more than the cluster has."""

@@ -1,0 +1,23 @@
+"""Backend work outside training, run as a Ray task with the resources of one training worker."""
+
+from __future__ import annotations
+
+import ray
+
+from raykit.backends import load_backend_module
+from raykit.spec import RunSpec, load_spec
+
+
+def _evaluate(spec_dict: dict, checkpoint: str, split: str) -> dict:
+    spec = load_spec(spec_dict)
+    from ray.train import Checkpoint
+
+    with Checkpoint(checkpoint).as_directory() as directory:
+        loop = load_backend_module(spec.framework, "loop")
+        return loop.evaluate_checkpoint(spec, directory, split, use_gpu=spec.scaling.use_gpu)
+
+
+def evaluate(spec: RunSpec, checkpoint: str, split: str = "test") -> dict:
+    """Loss and accuracy of ``checkpoint`` (path or URI) on ``split``, computed on a Ray worker."""
+    task = ray.remote(_evaluate).options(num_cpus=1, num_gpus=1 if spec.scaling.use_gpu else 0)
+    return ray.get(task.remote(spec.to_dict(), checkpoint, split))

@@ -1,0 +1,58 @@
+"""``train_loop_per_worker``: a backend's training loop inside a Ray Train worker."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import ray.train
+
+from raykit.backends import load_backend_module
+from raykit.session import WorkerSession
+from raykit.spec import load_spec
+
+
+def train_loop_per_worker(config: dict) -> dict:
+    """Entry point given to TorchTrainer / TensorflowTrainer; ``config`` is ``{"spec": <spec dict>}``."""
+    spec = load_spec(config["spec"])
+    _quiet_ray_report_log()
+    context = ray.train.get_context()
+    checkpoint = ray.train.get_checkpoint()
+    # A remote checkpoint is downloaded to a temporary directory for the duration of the loop.
+    local_copy = checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None)
+    with local_copy as resume_dir:
+        session = WorkerSession(
+            rank=context.get_world_rank(),
+            world_size=context.get_world_size(),
+            local_rank=context.get_local_rank(),
+            use_gpu=spec.scaling.use_gpu,
+            report=_report_to_ray,
+            resume_dir=resume_dir,
+            run_dir=config["run_dir"],
+            prepare_model=_model_preparer(spec.framework),
+        )
+        return load_backend_module(spec.framework, "loop").fit(spec, session)
+
+
+def _quiet_ray_report_log() -> None:
+    """Ray logs every report() at INFO with all its metrics, from every rank, past LoggingConfig's level;
+    raykit's own rank-0 epoch line says the same once."""
+    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
+
+
+def _report_to_ray(metrics: dict, checkpoint_dir: str | None) -> None:
+    checkpoint = None
+    dir_name = None
+    if checkpoint_dir is not None:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
+        dir_name = f"checkpoint_epoch={int(metrics['epoch']):04d}"
+    ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=dir_name)
+
+
+def _model_preparer(framework: str):
+    if framework == "torch":
+        from ray.train.torch import prepare_model
+
+        return prepare_model
+    return lambda model: model
+

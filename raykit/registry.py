@@ -1,0 +1,54 @@
+"""One small name -> factory registry, used for models (and later augment presets and schedules).
+
+A name is either registered by a backend with :meth:`Registry.register`, or a user factory written as
+``"package.module:function"``, which is imported only from that explicit string.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from raykit.spec import USER_FACTORY
+
+
+class Registry:
+    """Maps names to factories. ``field`` is the spec path that chooses from it (used in errors)."""
+
+    def __init__(self, field: str):
+        self.field = field
+        self._factories: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
+            if name in self._factories:
+                raise ValueError(f"{self.field}: {name!r} is registered twice")
+            self._factories[name] = factory
+            return factory
+
+        return decorate
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._factories)
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The factory for ``name``; a ``module:function`` name is imported."""
+        if name in self._factories:
+            return self._factories[name]
+        if USER_FACTORY.match(name):
+            return import_factory(name, self.field)
+        raise KeyError(f"{self.field}: got {name!r}; accepted: {', '.join(self._factories)}, "
+                       "or a factory 'package.module:function'")
+
+
+def import_factory(text: str, field: str) -> Callable[..., Any]:
+    """Import ``"package.module:function"`` and return the callable, with errors naming ``field``."""
+    module_name, _, attr = text.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(f"{field}: cannot import module {module_name!r} from {text!r}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ImportError(f"{field}: {module_name!r} has no callable {attr!r} (from {text!r})")
+    return factory

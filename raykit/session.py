@@ -1,0 +1,54 @@
+"""What a backend's training loop may ask of the world around it, and nothing more.
+
+The Ray layer builds a :class:`WorkerSession` from Ray Train's context; tests build one by hand with a
+stub ``report``. Backends never import Ray.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+def _no_report(metrics: dict, checkpoint_dir: str | None) -> None:
+    """Default ``report``: drop the metrics (single-process runs and tests that do not care)."""
+
+
+def _identity(model: Any) -> Any:
+    return model
+
+
+@dataclass
+class WorkerSession:
+    """One training worker's view of the run.
+
+    Attributes:
+        rank, world_size, local_rank: the worker's place in the group.
+        use_gpu: train on this worker's GPU.
+        report: ``report(metrics, checkpoint_dir)``, called the same number of times on every rank;
+            ``checkpoint_dir`` is a local directory (rank 0) or None.
+        resume_dir: a local checkpoint directory to continue from, or None.
+        run_dir: where the run's files live (local path or URI), or None to write nothing.
+        prepare_model: wraps the model for data-parallel training (DDP through Ray).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    use_gpu: bool = False
+    report: Callable[[dict, str | None], None] = _no_report
+    resume_dir: str | None = None
+    run_dir: str | None = None
+    prepare_model: Callable[[Any], Any] = field(default=_identity)
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+    def log(self, message: str) -> None:
+        """Print from rank 0 only: other ranks stay quiet."""
+        if self.is_chief:
+            # Not print(): under Ray Train, print is also routed to a logger, which shows it twice.
+            sys.stdout.write(message + "\n")
+            sys.stdout.flush()

@@ -1,0 +1,78 @@
+"""Files of a run on a local disk or any URI pyarrow understands (s3://, gs://, file://).
+
+Writes are whole-file and atomic: on a local disk through a temporary file and a rename, on object
+stores because an object appears only once its upload completes.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+from pathlib import Path
+
+
+def is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def resolve_storage(storage: str) -> str:
+    """An absolute local path (workers change directory) or the URI unchanged."""
+    if is_uri(storage):
+        return storage
+    return str(Path(storage).expanduser().resolve())
+
+
+def join(base: str, *parts: str) -> str:
+    if is_uri(base):
+        return posixpath.join(base, *parts)
+    return os.path.join(base, *parts)
+
+
+def _filesystem(location: str):
+    import pyarrow.fs
+
+    if is_uri(location):
+        return pyarrow.fs.FileSystem.from_uri(location)
+    return pyarrow.fs.LocalFileSystem(), os.path.abspath(location)
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    """Write ``data`` to ``location`` as one atomic step, creating parent directories."""
+    if not is_uri(location) or location.startswith("file://"):
+        path = Path(location.removeprefix("file://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return
+    fs, path = _filesystem(location)
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    with fs.open_output_stream(path) as stream:
+        stream.write(data)
+
+
+def write_text(location: str, text: str) -> None:
+    write_bytes(location, text.encode())
+
+
+def read_bytes(location: str) -> bytes:
+    fs, path = _filesystem(location)
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def read_text(location: str) -> str:
+    return read_bytes(location).decode()
+
+
+def exists(location: str) -> bool:
+    import pyarrow.fs
+
+    fs, path = _filesystem(location)
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound

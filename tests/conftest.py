@@ -1,0 +1,39 @@
+"""Shared fixtures. One Ray instance serves the whole test session (starting Ray costs seconds)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Each report() waits for the controller's poll; a short interval keeps tiny epochs fast.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """A local Ray (2 CPUs, like CI) for the session; yields the address other processes can join."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    address = ray.get_runtime_context().gcs_address
+    yield address
+    ray.shutdown()
+
+
+@pytest.fixture
+def storage(tmp_path) -> str:
+    """A fresh storage root for runs."""
+    return str(tmp_path / "runs")
+
+
+def run_cli(args: list[str], *, env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a command line (``python -m raykit.cli`` or a script) from the repo root, capturing output."""
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)

@@ -1,0 +1,145 @@
+"""The run spec: load, override, validation errors, round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from raykit.spec import RunSpec, SpecError, field_reference, load_spec, parse_override
+
+DEFAULT_JOB = "jobs/configs/digits_cnn_torch.yaml"
+
+
+def problems(source=None, overrides=()) -> dict[str, str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(source, overrides)
+    return dict(info.value.problems)
+
+
+def test_default_job_config_is_the_default_spec():
+    assert load_spec(DEFAULT_JOB) == RunSpec()
+    spec = RunSpec()
+    assert (spec.model.name, spec.framework, spec.scaling.num_workers) == ("cnn", "torch", 2)
+    assert spec.model.filters == [32, 64, 128] and spec.model.hidden == [128] and spec.model.dropout == 0.5
+
+
+def test_contract_field_names_exist():
+    paths = {row[0] for row in field_reference()}
+    contract = {"name", "storage", "framework", "model.name", "train.epochs", "train.batch_size",
+                "train.seed", "optim.lr", "scaling.num_workers", "scaling.use_gpu", "scaling.max_failures",
+                "augment.preset", "finetune.init_from", "finetune.freeze_first_n", "data.uri",
+                "tune.search_space", "tune.num_samples", "tune.scheduler", "train.precision",
+                "scaling.resources_per_worker", "scaling.placement_strategy"}
+    assert contract <= paths
+    assert all(help_text for _, _, _, help_text in field_reference())
+
+
+def test_yaml_file_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("name: exp1\noptim:\n  lr: 1e-2\ntrain:\n  epochs: 3\n")
+    spec = load_spec(path, ["optim.lr=0.05", "scaling.num_workers=1", "model.filters=[8, 16]"])
+    assert spec.name == "exp1"
+    assert spec.optim.lr == 0.05 and isinstance(spec.optim.lr, float)
+    assert spec.train.epochs == 3 and spec.scaling.num_workers == 1 and spec.model.filters == [8, 16]
+
+
+def test_scientific_notation_reads_as_number_in_files_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("optim:\n  lr: 3e-4\n")
+    assert load_spec(path).optim.lr == pytest.approx(3e-4)
+    assert load_spec(None, ["optim.lr=1e-3"]).optim.lr == pytest.approx(1e-3)
+
+
+def test_override_mapping_and_json_values():
+    spec = load_spec(None, {"train.epochs": 7})
+    assert spec.train.epochs == 7
+    spec = load_spec(None, ['tune.search_space={"optim.lr": {"loguniform": [1e-4, 1e-1]}}'])
+    assert spec.tune.search_space == {"optim.lr": {"loguniform": [1e-4, 1e-1]}}
+    spec = load_spec(None, ["scaling.resources_per_worker.CPU=2"])
+    assert spec.scaling.resources_per_worker == {"CPU": 2}
+
+
+def test_round_trip_through_yaml():
+    spec = load_spec(None, ["name=rt", "optim.lr=0.002", "model.name=mlp", "model.hidden=[64, 32]",
+                            "scaling.resources_per_worker={CPU: 1}"])
+    again = load_spec(yaml.safe_load(spec.to_yaml()))
+    assert again == spec
+    assert load_spec(spec) == spec
+
+
+def test_wrong_type_names_field_value_and_accepted():
+    found = problems({"train": {"epochs": "many"}})
+    assert "train.epochs" in found
+    assert "'many'" in found["train.epochs"] and "integer" in found["train.epochs"]
+
+
+def test_bool_is_not_an_integer_and_int_is_not_a_bool():
+    assert "train.epochs" in problems({"train": {"epochs": True}})
+    assert "scaling.use_gpu" in problems({"scaling": {"use_gpu": 1}})
+
+
+def test_unknown_keys_suggest_close_names():
+    found = problems({"optim": {"lrr": 0.1}, "trian": {}})
+    assert "did you mean 'lr'" in found["optim.lrr"]
+    assert "did you mean 'train'" in found["trian"]
+    found = problems(None, ["train.epoch=3"])
+    assert "did you mean 'epochs'" in found["train.epoch"]
+
+
+def test_out_of_range_and_choices():
+    found = problems({"train": {"epochs": 0}, "optim": {"lr": -1}, "model": {"name": "cnnn"},
+                      "framework": "jax"})
+    assert ">= 1" in found["train.epochs"]
+    assert "> 0" in found["optim.lr"]
+    assert "did you mean 'cnn'" in found["model.name"] and "mlp" in found["model.name"]
+    assert "torch" in found["framework"]
+    assert "< 1" in problems(None, ["model.dropout=1"])["model.dropout"]
+
+
+def test_every_problem_is_reported_at_once():
+    found = problems({"train": {"epochs": -1, "batch_size": 0}}, ["optim.lr=0"])
+    assert {"train.epochs", "train.batch_size", "optim.lr"} <= set(found)
+
+
+def test_cross_field_rules():
+    assert "train.batch_size" in problems(None, ["scaling.num_workers=3", "train.batch_size=64"])
+    assert "train.precision" in problems(None, ["train.precision=fp16"])
+    assert "data.test_fraction" in problems(None, ["data.val_fraction=0.5", "data.test_fraction=0.5"])
+    assert "name" in problems(None, ["name=a/b"])
+    found = problems(None, ["scaling.resources_per_worker={cpu: 1}"])
+    assert "'CPU'" in found["scaling.resources_per_worker.cpu"]
+    assert "scaling.resources_per_worker.GPU" in problems(None, ["scaling.resources_per_worker={GPU: 1}"])
+
+
+def test_user_model_factory_string_is_accepted_only_in_module_colon_form():
+    assert load_spec(None, ["model.name=my_pkg.models:build"]).model.name == "my_pkg.models:build"
+    assert "model.name" in problems(None, ["model.name=my_pkg.models.build"])
+
+
+def test_bad_config_sources(tmp_path):
+    assert "<config>" in problems(str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    assert "<config>" in problems(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    assert "<config>" in problems(listing)
+    assert "train" in problems({"train": 5})
+
+
+def test_override_syntax():
+    assert parse_override("optim.lr=0.1") == ("optim.lr", 0.1)
+    assert parse_override("name=") == ("name", "")
+    with pytest.raises(SpecError) as info:
+        parse_override("optim.lr")
+    assert "KEY=VALUE" in str(info.value)
+    assert "train.epochs" in problems(None, ["train.epochs.x=1"])
+
+
+def test_spec_is_plain_data():
+    spec = RunSpec()
+    assert dataclasses.is_dataclass(spec)
+    yaml.safe_load(spec.to_yaml())  # only plain YAML types
+    assert spec.per_worker_batch_size == 32
