@@ -1,0 +1,30 @@
+"""Command-line errors: exit codes and messages, with nothing started."""
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("entry", [["-m", "raykit.cli", "train"], ["jobs/train.py"]])
+def test_invalid_spec_exits_2_naming_the_field_without_traceback(entry):
+    out = run_cli([*entry, "--set", "optim.lr=-1", "--set", "train.epoch=3"])
+    assert out.returncode == 2
+    assert "optim.lr" in out.stderr and "train.epoch" in out.stderr and "did you mean 'epochs'" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "Started a local Ray" not in out.stderr + out.stdout
+
+
+def test_missing_config_file_exits_2():
+    out = run_cli(["-m", "raykit.cli", "train", "no/such.yaml"])
+    assert out.returncode == 2 and "no/such.yaml" in out.stderr
+
+
+@pytest.mark.parametrize("entry", [["-m", "raykit.cli", "train", "--help"], ["jobs/train.py", "--help"]])
+def test_help_shows_usage(entry):
+    out = run_cli(entry)
+    assert out.returncode == 0 and "--set" in out.stdout
+
+
+def test_train_help_has_a_real_example():
+    out = run_cli(["-m", "raykit.cli", "train", "--help"])
+    assert "raykit train jobs/configs/digits_cnn_torch.yaml --set" in out.stdout
