@@ -31,6 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a model as a run spec says, on Ray Train workers.",
                                 epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(train)
+    spec = commands.add_parser("spec", help="validate a run spec and print it resolved, or the field reference",
+                               description="Validate CONFIG with its --set overrides and print the full spec "
+                                           "as YAML, without starting anything.",
+                               epilog="examples:\n  raykit spec jobs/configs/digits_cnn_torch.yaml --set optim.lr=0.01"
+                                      "\n  raykit spec --reference    # every field, its default and meaning",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(spec)
+    spec.add_argument("--reference", action="store_true", help="print the spec reference table (Markdown)")
     return parser
 
 
@@ -53,9 +61,19 @@ def run_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_spec(args: argparse.Namespace) -> int:
+    from raykit.spec import load_spec, reference_markdown
+
+    print(reference_markdown() if args.reference else load_spec(args.config, args.overrides).to_yaml(), end="")
+    return EXIT_OK
+
+
+COMMANDS = {"train": run_train, "spec": run_spec}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return guarded(lambda: run_train(args), debug=args.debug)
+    return guarded(lambda: COMMANDS[args.command](args), debug=args.debug)
 
 
 def guarded(action, *, debug: bool) -> int:

@@ -184,7 +184,7 @@ class RunSpec:
 
     def to_yaml(self) -> str:
         """The spec as YAML text that :func:`load_spec` reads back to an equal spec."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
 
     @property
     def per_worker_batch_size(self) -> int:
@@ -487,14 +487,29 @@ def _check_cross_field(spec: RunSpec) -> None:
     if not backend_available(spec.framework):
         problems.append(("framework", f"got {spec.framework!r}, whose backend is not in this version of raykit; "
                          f"accepted: {', '.join(f for f in FRAMEWORKS if backend_available(f))}"))
-    if spec.finetune.init_from != "scratch" and not _looks_like_location(spec.finetune.init_from):
-        problems.append(("finetune.init_from", f"got {spec.finetune.init_from!r}; accepted: 'scratch' or a "
-                         "checkpoint directory path / URI"))
+    problems += _not_yet_supported(spec)
     if problems:
         raise SpecError(problems)
 
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _not_yet_supported(spec: RunSpec) -> list[tuple[str, str]]:
+    """Fields whose section exists but whose non-default values no backend implements yet: refuse them
+    rather than train as if they were not there."""
+    problems = []
+    finetune = spec.finetune
+    if finetune.init_from != "scratch":
+        problems.append(("finetune.init_from", f"got {finetune.init_from!r}; accepted in this version: scratch"))
+    if finetune.freeze_first_n:
+        problems.append(("finetune.freeze_first_n", f"got {finetune.freeze_first_n}; accepted in this version: 0"))
+    if finetune.freeze_patterns:
+        problems.append(("finetune.freeze_patterns", f"got {finetune.freeze_patterns!r}; accepted in this "
+                                                     "version: []"))
+    if spec.augment.ops:
+        problems.append(("augment.ops", f"got {spec.augment.ops!r}; accepted in this version: [] (no ops yet)"))
+    return problems
 
 
 def _resource_problems(scaling: ScalingSpec) -> list[tuple[str, str]]:
@@ -517,10 +532,6 @@ def backend_available(framework: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(f"raykit.backends.{framework}.loop") is not None
-
-
-def _looks_like_location(text: str) -> bool:
-    return "://" in text or text.startswith(("/", ".", "~")) or os.sep in text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -576,8 +587,19 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+def _accepted_text(ftype: Any, meta: Mapping) -> str:
+    """What a field accepts, in words: its type plus its choices or bounds."""
+    if meta.get("choices") is not None:
+        text = "one of " + ", ".join(map(str, meta["choices"]))
+        if meta.get("allow_factory"):
+            text += ", or 'package.module:function'"
+        return text + (" (or null)" if _is_optional(ftype) else "")
+    bounds = " and ".join(f"{symbol} {meta[key]}" for key, symbol, _ in _BOUNDS if key in meta)
+    return _type_name(ftype) + (f", {bounds}" if bounds else "")
+
+
 def field_reference() -> list[tuple[str, str, Any, str]]:
-    """Every spec field as ``(dotted path, type, default, help)``, for docs and ``--help``."""
+    """Every spec field as ``(dotted path, accepted values, default, help)``, for docs and ``--help``."""
     rows = []
 
     def walk(cls: type, prefix: str) -> None:
@@ -589,7 +611,17 @@ def field_reference() -> list[tuple[str, str, Any, str]]:
             if dataclasses.is_dataclass(ftype):
                 walk(ftype, path)
             else:
-                rows.append((path, _type_name(ftype), getattr(defaults, f.name), f.metadata.get("help", "")))
+                rows.append((path, _accepted_text(ftype, f.metadata), getattr(defaults, f.name),
+                             f.metadata.get("help", "")))
 
     walk(RunSpec, "")
     return rows
+
+
+def reference_markdown() -> str:
+    """The spec reference table in Markdown (the README embeds it; a test keeps them equal)."""
+    lines = ["| field | accepted | default | meaning |", "|---|---|---|---|"]
+    for path, type_name, default, help_text in field_reference():
+        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        lines.append(f"| `{path}` | {type_name} | `{shown}` | {help_text.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"

@@ -28,3 +28,15 @@ def test_help_shows_usage(entry):
 def test_train_help_has_a_real_example():
     out = run_cli(["-m", "raykit.cli", "train", "--help"])
     assert "raykit train jobs/configs/digits_cnn_torch.yaml --set" in out.stdout
+
+
+def test_spec_command_validates_and_prints_the_resolved_spec():
+    import yaml
+
+    from raykit.spec import load_spec
+
+    out = run_cli(["-m", "raykit.cli", "spec", "jobs/configs/digits_cnn_torch.yaml", "--set", "train.epochs=3"])
+    assert out.returncode == 0, out.stderr
+    assert load_spec(yaml.safe_load(out.stdout)).train.epochs == 3
+    out = run_cli(["-m", "raykit.cli", "spec", "--reference"])
+    assert out.returncode == 0 and "`scaling.num_workers`" in out.stdout

@@ -143,3 +143,26 @@ def test_spec_is_plain_data():
     assert dataclasses.is_dataclass(spec)
     yaml.safe_load(spec.to_yaml())  # only plain YAML types
     assert spec.per_worker_batch_size == 32
+
+
+def test_fields_no_backend_implements_yet_are_refused_not_ignored():
+    found = problems(None, ["finetune.freeze_first_n=10", "finetune.init_from=/tmp/ckpt",
+                            "augment.ops=[{op: hflip}]", "finetune.freeze_patterns=[conv]"])
+    assert {"finetune.freeze_first_n", "finetune.init_from", "augment.ops", "finetune.freeze_patterns"} <= set(found)
+
+
+def test_reference_lists_every_field_with_what_it_accepts():
+    from raykit.spec import reference_markdown
+
+    table = reference_markdown()
+    assert "| `optim.lr` | a number, > 0.0 and <= 10.0 | `0.001` |" in table
+    assert "one of torch, tf" in table
+
+
+def test_readme_spec_reference_is_generated_from_the_spec():
+    from pathlib import Path
+
+    from raykit.spec import reference_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert reference_markdown() in readme, "README's spec reference is stale: paste `raykit spec --reference`"
