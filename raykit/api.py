@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from raykit import storage
 from raykit.history import history_csv, read_history_csv
-from raykit.spec import RunSpec, SpecError, load_spec, yaml_load
+from raykit.spec import EPOCH_METRICS, RunSpec, SpecError, load_spec, yaml_load
 
 SPEC_FILE = "spec.yaml"
 METRICS_FILE = "metrics.csv"
@@ -31,6 +31,8 @@ class TrainResult:
         metrics: the last epoch's metrics.
         test_metrics: ``test_loss``, ``test_acc`` of the best checkpoint on the test split.
         best_checkpoint: path or URI of the best checkpoint by ``checkpoint.monitor``.
+        exported_model: the best model's weights under ``run_dir/export/``, named by
+            ``checkpoint.export_template``.
         history: one dict of metrics per epoch.
     """
 
@@ -42,6 +44,7 @@ class TrainResult:
     best_metrics: dict | None
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    exported_model: str | None = None
 
     @property
     def test_accuracy(self) -> float | None:
@@ -56,6 +59,8 @@ class TrainResult:
             value = (self.best_metrics or {}).get(monitor)
             shown = f" ({monitor} {value:.4f}, epoch {self.best_metrics.get('epoch')})" if value is not None else ""
             lines.append(f"best checkpoint: {self.best_checkpoint}{shown}")
+        if self.exported_model:
+            lines.append(f"exported model:  {self.exported_model}")
         lines.append(f"wall time:       {self.seconds:.1f}s")
         return "\n".join(lines)
 
@@ -149,6 +154,23 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def export_best(result: TrainResult) -> str:
+    """Copy the best checkpoint's weights to ``<run>/export/<checkpoint.export_template>`` (e.g.
+    ``15-1.00.pt``) with a JSON of its spec and metrics beside it. Ray's best-K retention never touches
+    this directory."""
+    manifest = json.loads(storage.read_text(storage.join(result.best_checkpoint, "manifest.json")))
+    weights = manifest["weights"]
+    metrics = {key: value for key, value in result.best_metrics.items() if key in EPOCH_METRICS}
+    stem = result.spec.checkpoint.export_template.format(**metrics)
+    suffix = weights[weights.index("."):] if "." in weights else ""
+    target = storage.join(result.run_dir, "export", stem + suffix)
+    storage.write_bytes(target, storage.read_bytes(storage.join(result.best_checkpoint, weights)))
+    storage.write_text(storage.join(result.run_dir, "export", stem + ".json"), json.dumps(
+        {"framework": manifest["framework"], "metrics": manifest["metrics"], "spec": manifest["spec"],
+         "source": result.best_checkpoint}, indent=1, default=str))
+    return target
+
+
 def _read_history(run_dir: str) -> list[dict]:
     path = storage.join(run_dir, METRICS_FILE)
     return read_history_csv(storage.read_text(path)) if storage.exists(path) else []
@@ -162,7 +184,9 @@ def _write_outputs(result: TrainResult) -> None:
         storage.write_bytes(storage.join(result.run_dir, CURVES_FILE),
                             curves_png(result.history, f"{result.spec.name} ({result.spec.model.name}, "
                                                        f"{result.spec.framework})"))
+    if result.best_checkpoint and result.best_metrics:
+        result.exported_model = export_best(result)
     summary = {"name": result.spec.name, "metrics": result.metrics, "test_metrics": result.test_metrics,
                "best_checkpoint": result.best_checkpoint, "best_metrics": result.best_metrics,
-               "seconds": result.seconds}
+               "exported_model": result.exported_model, "seconds": result.seconds}
     storage.write_text(storage.join(result.run_dir, RESULT_FILE), json.dumps(summary, indent=2, default=str))

@@ -32,12 +32,12 @@ def _sha256(path: Path) -> str:
 
 
 def write_manifest(directory: str | os.PathLike, *, framework: str, state: dict, metrics: dict,
-                   spec: dict) -> dict:
+                   spec: dict, weights: str) -> dict:
     """Checksum every file in ``directory`` and write the manifest last (tmp file + rename)."""
     root = Path(directory)
     files = {p.relative_to(root).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
              for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
-    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "framework": framework,
+    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "framework": framework, "weights": weights,
                 "epoch": state.get("epoch"), "global_step": state.get("global_step"),
                 "metrics": metrics, "state": state, "spec": spec, "files": files}
     tmp = root / f".{MANIFEST}.tmp"

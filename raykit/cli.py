@@ -39,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(spec)
     spec.add_argument("--reference", action="store_true", help="print the spec reference table (Markdown)")
+    preview = commands.add_parser(
+        "augment-preview", help="write a PNG grid of original vs augmented training images",
+        description="Apply the spec's augmentation (augment.preset + augment.ops) to a few training images "
+                    "and write original vs augmented side by side as a PNG.",
+        epilog="examples:\n  raykit augment-preview jobs/configs/digits_cnn_torch.yaml --set augment.preset=light"
+               "\n  raykit augment-preview my.yaml --set 'augment.ops=[{op: rotate, degrees: 30}]' --out rot.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(preview)
+    preview.add_argument("--out", default="augment-preview.png", help="PNG to write (default: %(default)s)")
+    preview.add_argument("--rows", type=int, default=6, help="how many images (default: %(default)s)")
     return parser
 
 
@@ -68,7 +78,24 @@ def run_spec(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"train": run_train, "spec": run_spec}
+def run_augment_preview(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from raykit.augment import resolve_ops
+    from raykit.backends import load_backend_module
+    from raykit.data import load_splits
+    from raykit.spec import load_spec
+
+    spec = load_spec(args.config, args.overrides)
+    images = load_splits(spec.data).train.x[: max(args.rows, 1)]
+    preview_png = load_backend_module(spec.framework, "augment").preview_png
+    png = preview_png(images, resolve_ops(spec.augment.preset, spec.augment.ops), spec.train.seed, rows=len(images))
+    Path(args.out).write_bytes(png)
+    print(f"wrote {args.out}")
+    return EXIT_OK
+
+
+COMMANDS = {"train": run_train, "spec": run_spec, "augment-preview": run_augment_preview}
 
 
 def main(argv: list[str] | None = None) -> int:

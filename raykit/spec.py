@@ -29,6 +29,11 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from raykit.augment import OPS as AUGMENT_OPS
+from raykit.augment import PRESETS, validate_ops
+
+AUGMENT_PRESETS = tuple(PRESETS)
+
 
 class _YamlLoader(yaml.SafeLoader):
     """Safe YAML loader that also reads ``1e-3`` as a number (YAML 1.2 does; PyYAML's 1.1 does not)."""
@@ -47,18 +52,19 @@ def yaml_load(text: str) -> Any:
 
 # What the backends implement. Each backend's model registry is tested against this tuple, so the
 # spec can validate model names without importing torch or TensorFlow.
-MODEL_NAMES = ("mlp", "cnn")
-AUGMENT_PRESETS = ("none",)
-AUGMENT_OPS: tuple[str, ...] = ()
+MODEL_NAMES = ("mlp", "cnn", "resnet18", "resnet34", "resnet50")
+RESNETS = ("resnet18", "resnet34", "resnet50")
 FRAMEWORKS = ("torch", "tf")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant",)
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 MODES = ("max", "min")
 SCHEDULERS = ("fifo",)
 SEARCHERS = ("random",)
-MONITORED_METRICS = ("val_acc", "val_loss", "train_loss")
+MONITORED_METRICS = ("val_acc", "val_loss", "train_loss", "train_acc")
+# What every epoch reports (usable in checkpoint.export_template).
+EPOCH_METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "global_step")
 USER_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -93,19 +99,36 @@ class ModelSpec:
     dropout: float = _field(0.5, help="Dropout before the classification head.", ge=0.0, lt=1.0)
     batchnorm_momentum: float = _field(
         0.1, help="Batch-norm momentum in PyTorch's sense (weight of the new batch).", gt=0.0, lt=1.0)
+    stem: str = _field("auto", help="resnet stem: 'imagenet' (7x7 stride 2 + max-pool), 'small' (3x3 stride 1, "
+                                    "no pool, for 8x8-32x32 images), 'auto' (small below 64 px).",
+                       choices=("auto", "imagenet", "small"))
+    pretrained: str = _field("none", help="resnet weights: 'none', or 'imagenet' from torchvision's local cache "
+                                          "($TORCH_HOME/hub/checkpoints; nothing is downloaded).",
+                             choices=("none", "imagenet"))
 
 
 @dataclass
 class AugmentSpec:
-    preset: str = _field("none", help="Named augmentation recipe.", choices=AUGMENT_PRESETS)
-    ops: list[dict] = _field([], help="Extra augmentation ops, each {op: NAME, ...params}.")
+    preset: str = _field("none", help="Named recipe, applied before ops: none; light (shift 0.1 + rotate 10); "
+                                      "standard (random_crop pad 4, hflip, normalize 0.5/0.5).",
+                         choices=AUGMENT_PRESETS)
+    ops: list[dict] = _field([], help="Ops after the preset, each {op: NAME, ...params}; NAME one of "
+                                      f"{', '.join(AUGMENT_OPS)} (see README, Augmentation).")
 
 
 @dataclass
 class FinetuneSpec:
-    init_from: str = _field("scratch", help="'scratch', or a raykit checkpoint directory / URI to start from.")
-    freeze_first_n: int = _field(0, help="Freeze the first N parameterised layers (the head never).", ge=0)
-    freeze_patterns: list[str] = _field([], help="Freeze layers whose name matches any of these regexes.")
+    init_from: str = _field("scratch", help="'scratch', a raykit checkpoint directory, or a state-dict file "
+                                            "(.pt/.pth, torchvision format); local path or URI.")
+    key_prefix_map: dict = _field({}, help="Rename weight-key prefixes before loading, {old.: new.}; 'module.' "
+                                           "and '_orig_mod.' are always stripped.")
+    freeze_first_n: int = _field(0, help="Freeze the first N layers that own parameters (conv, batch norm, "
+                                         "linear; registration order); the head is never frozen.", ge=0)
+    freeze_patterns: list[str] = _field([], help="Also freeze layers whose name matches any of these regexes.")
+    unfreeze_every: int = _field(0, help="Gradual unfreezing: every K epochs unfreeze one more frozen layer, "
+                                         "from the top; 0 = never.", ge=0)
+    backbone_lr_mult: float = _field(1.0, help="Learning-rate multiplier for everything but the head "
+                                               "(discriminative learning rates).", gt=0.0, le=100.0)
 
 
 @dataclass
@@ -114,7 +137,16 @@ class OptimSpec:
     lr: float = _field(1e-3, help="Learning rate.", gt=0.0, le=10.0)
     weight_decay: float = _field(0.0, help="Weight decay.", ge=0.0, le=1.0)
     momentum: float = _field(0.9, help="Momentum (sgd).", ge=0.0, lt=1.0)
-    schedule: str = _field("constant", help="Learning-rate schedule.", choices=SCHEDULES)
+    nesterov: bool = _field(False, help="Nesterov momentum (sgd).")
+    schedule: str = _field("constant", help="Learning-rate schedule, stepped every optimizer step.",
+                           choices=SCHEDULES)
+    warmup_epochs: float = _field(0.0, help="Linear warm-up from 0 over this many epochs (any schedule).",
+                                  ge=0.0, le=10_000)
+    step_size: int = _field(10, help="step: multiply the rate by gamma every step_size epochs.", ge=1)
+    gamma: float = _field(0.1, help="step: the factor.", gt=0.0, le=1.0)
+    min_lr_fraction: float = _field(0.0, help="cosine / onecycle: final rate as a fraction of lr.", ge=0.0,
+                                    lt=1.0)
+    grad_clip_norm: float = _field(0.0, help="Clip the global gradient norm to this; 0 = off.", ge=0.0)
 
 
 @dataclass
@@ -123,8 +155,13 @@ class TrainSpec:
     batch_size: int = _field(64, help="Global batch size, split evenly across the workers.", ge=1,
                              le=1_000_000)
     seed: int = _field(0, help="Seed for weights, shuffling and augmentation.", ge=0)
-    precision: str = _field("fp32", help="Numeric precision: fp32, bf16 autocast, fp16 (GPU only).",
-                            choices=PRECISIONS)
+    precision: str = _field("fp32", help="Numeric precision: fp32, bf16 autocast, fp16 autocast with a grad "
+                                         "scaler (GPU only).", choices=PRECISIONS)
+    grad_accum_steps: int = _field(1, help="Accumulate gradients over this many batches per optimizer step.",
+                                   ge=1, le=10_000)
+    label_smoothing: float = _field(0.0, help="Label smoothing of the cross-entropy loss.", ge=0.0, lt=1.0)
+    early_stopping_patience: int = _field(0, help="Stop after this many epochs without a better "
+                                                  "checkpoint.monitor; 0 = off.", ge=0)
 
 
 @dataclass
@@ -133,6 +170,8 @@ class CheckpointSpec:
     keep_best: int = _field(2, help="How many checkpoints to keep, ranked by the monitored metric.", ge=1)
     monitor: str = _field("val_acc", help="Metric that ranks checkpoints.", choices=MONITORED_METRICS)
     mode: str = _field("max", help="Whether a higher or a lower monitored value is better.", choices=MODES)
+    export_template: str = _field("{epoch:02d}-{val_acc:.2f}", help="File name of the exported best model "
+                                  "(under <run>/export/), formatted with its metrics.")
 
 
 @dataclass
@@ -481,13 +520,15 @@ def _check_cross_field(spec: RunSpec) -> None:
         problems.append(("train.precision", "got 'fp16' with scaling.use_gpu=false; accepted on CPU: fp32, "
                          "bf16"))
     problems += _resource_problems(spec.scaling)
+    problems += _metric_mode_problems(spec)
+    problems += _finetune_problems(spec)
     if spec.name is not None and not _RUN_NAME.match(spec.name):
         problems.append(("name", f"got {spec.name!r}; accepted: letters, digits, '.', '_', '-' "
                          "(no '/' or spaces), starting with a letter or digit"))
     if not backend_available(spec.framework):
         problems.append(("framework", f"got {spec.framework!r}, whose backend is not in this version of raykit; "
                          f"accepted: {', '.join(f for f in FRAMEWORKS if backend_available(f))}"))
-    problems += _not_yet_supported(spec)
+    problems += validate_ops(spec.augment.ops)
     if problems:
         raise SpecError(problems)
 
@@ -495,21 +536,83 @@ def _check_cross_field(spec: RunSpec) -> None:
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def _not_yet_supported(spec: RunSpec) -> list[tuple[str, str]]:
-    """Fields whose section exists but whose non-default values no backend implements yet: refuse them
-    rather than train as if they were not there."""
+def _metric_mode_problems(spec: RunSpec) -> list[tuple[str, str]]:
+    """A loss is minimised and an accuracy maximised; the other way round is a mistake worth stopping."""
     problems = []
-    finetune = spec.finetune
-    if finetune.init_from != "scratch":
-        problems.append(("finetune.init_from", f"got {finetune.init_from!r}; accepted in this version: scratch"))
-    if finetune.freeze_first_n:
-        problems.append(("finetune.freeze_first_n", f"got {finetune.freeze_first_n}; accepted in this version: 0"))
-    if finetune.freeze_patterns:
-        problems.append(("finetune.freeze_patterns", f"got {finetune.freeze_patterns!r}; accepted in this "
-                                                     "version: []"))
-    if spec.augment.ops:
-        problems.append(("augment.ops", f"got {spec.augment.ops!r}; accepted in this version: [] (no ops yet)"))
+    for section, metric_field in (("checkpoint", "monitor"), ("tune", "metric")):
+        metric = getattr(getattr(spec, section), metric_field)
+        mode = getattr(spec, section).mode
+        wanted = "min" if metric.endswith("loss") else "max"
+        if mode != wanted:
+            problems.append((f"{section}.mode", f"got {mode!r} for {section}.{metric_field}={metric!r}; "
+                                                f"accepted: {wanted!r} (a {metric} is "
+                                                f"{'minimised' if wanted == 'min' else 'maximised'})"))
+    template = spec.checkpoint.export_template
+    sample = {name: 1 if name in ("epoch", "global_step") else 0.5 for name in EPOCH_METRICS}
+    try:
+        name = template.format(**sample)
+    except (KeyError, IndexError, ValueError) as exc:
+        problems.append(("checkpoint.export_template", f"got {template!r} ({type(exc).__name__}: {exc}); "
+                                                       f"accepted: a format string of {', '.join(EPOCH_METRICS)}"))
+    else:
+        if "/" in name or not name.strip():
+            problems.append(("checkpoint.export_template", f"got {template!r}; accepted: a file name without '/'"))
     return problems
+
+
+def _finetune_problems(spec: RunSpec) -> list[tuple[str, str]]:
+    finetune, problems = spec.finetune, []
+    location = finetune.init_from
+    if location != "scratch" and "://" not in location and not Path(location).expanduser().exists():
+        problems.append(("finetune.init_from", f"got {location!r}, which does not exist; accepted: 'scratch', a "
+                                               "raykit checkpoint directory or a state-dict file (path or URI)"))
+    for index, pattern in enumerate(finetune.freeze_patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append((f"finetune.freeze_patterns[{index}]", f"got {pattern!r}, not a regex ({exc})"))
+    if finetune.unfreeze_every and not (finetune.freeze_first_n or finetune.freeze_patterns):
+        problems.append(("finetune.unfreeze_every", f"got {finetune.unfreeze_every} with nothing frozen; set "
+                                                    "finetune.freeze_first_n or freeze_patterns, or 0"))
+    if spec.model.pretrained == "imagenet":
+        problems += _pretrained_problems(spec)
+    return problems
+
+
+def _pretrained_problems(spec: RunSpec) -> list[tuple[str, str]]:
+    if spec.model.name not in RESNETS:
+        return [("model.pretrained", f"got 'imagenet' for model.name={spec.model.name!r}; accepted with: "
+                                     f"{', '.join(RESNETS)}")]
+    if spec.finetune.init_from != "scratch":
+        return [("model.pretrained", "got 'imagenet' together with finetune.init_from; accepted: one of the two")]
+    if imagenet_weights_file(spec.model.name) is None:
+        names = " or ".join(IMAGENET_FILES[spec.model.name])
+        return [("model.pretrained", f"got 'imagenet' but {names} is not in {torch_hub_checkpoints()} and raykit "
+                                     "never downloads; copy the file there (or set TORCH_HOME to a directory whose "
+                                     "hub/checkpoints holds it), or set finetune.init_from to the file's path "
+                                     "and model.pretrained=none")]
+    return []
+
+
+# torchvision's ImageNet weight files (IMAGENET1K_V1, and V2 for resnet50), as named in its local cache.
+IMAGENET_FILES = {"resnet18": ("resnet18-f37072fd.pth",), "resnet34": ("resnet34-b627a593.pth",),
+                  "resnet50": ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")}
+
+
+def torch_hub_checkpoints() -> Path:
+    """torch.hub's cache directory, computed as torch does, without importing torch."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+    return Path(home).expanduser() / "hub" / "checkpoints"
+
+
+def imagenet_weights_file(model_name: str) -> Path | None:
+    """The cached torchvision ImageNet weights for ``model_name``, or None when not on this machine."""
+    for name in IMAGENET_FILES.get(model_name, ()):
+        path = torch_hub_checkpoints() / name
+        if path.is_file():
+            return path
+    return None
 
 
 def _resource_problems(scaling: ScalingSpec) -> list[tuple[str, str]]:

@@ -40,3 +40,11 @@ def test_spec_command_validates_and_prints_the_resolved_spec():
     assert load_spec(yaml.safe_load(out.stdout)).train.epochs == 3
     out = run_cli(["-m", "raykit.cli", "spec", "--reference"])
     assert out.returncode == 0 and "`scaling.num_workers`" in out.stdout
+
+
+def test_augment_preview_writes_a_png(tmp_path):
+    out_file = tmp_path / "grid.png"
+    out = run_cli(["-m", "raykit.cli", "augment-preview", "jobs/configs/digits_cnn_torch.yaml", "--set",
+                   "augment.preset=light", "--out", str(out_file), "--rows", "3"])
+    assert out.returncode == 0, out.stderr
+    assert out_file.read_bytes()[:4] == b"\x89PNG"

@@ -145,10 +145,33 @@ def test_spec_is_plain_data():
     assert spec.per_worker_batch_size == 32
 
 
-def test_fields_no_backend_implements_yet_are_refused_not_ignored():
-    found = problems(None, ["finetune.freeze_first_n=10", "finetune.init_from=/tmp/ckpt",
-                            "augment.ops=[{op: hflip}]", "finetune.freeze_patterns=[conv]"])
-    assert {"finetune.freeze_first_n", "finetune.init_from", "augment.ops", "finetune.freeze_patterns"} <= set(found)
+def test_finetune_and_augment_fields_are_checked(tmp_path):
+    found = problems(None, ["finetune.init_from=/no/such/weights.pt", "finetune.freeze_patterns=['conv[']",
+                            "augment.ops=[{op: rotat}]"])
+    assert "does not exist" in found["finetune.init_from"] and "finetune.freeze_patterns[0]" in found
+    assert "nothing frozen" in problems(None, ["finetune.unfreeze_every=2"])["finetune.unfreeze_every"]
+    assert "did you mean 'rotate'" in found["augment.ops[0].op"]
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"")
+    spec = load_spec(None, [f"finetune.init_from={weights}", "finetune.freeze_first_n=3",
+                            "augment.preset=standard", "augment.ops=[{op: mixup, alpha: 0.4}]"])
+    assert spec.finetune.freeze_first_n == 3 and spec.augment.ops == [{"op": "mixup", "alpha": 0.4}]
+
+
+def test_monitor_and_mode_must_agree_and_export_template_must_format():
+    assert "'min'" in problems(None, ["checkpoint.monitor=val_loss"])["checkpoint.mode"]
+    assert load_spec(None, ["checkpoint.monitor=val_loss", "checkpoint.mode=min"]).checkpoint.mode == "min"
+    assert "KeyError" in problems(None, ["checkpoint.export_template='{acc}'"])["checkpoint.export_template"]
+
+
+def test_pretrained_imagenet_needs_the_local_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    message = problems(None, ["model.name=resnet18", "model.pretrained=imagenet"])["model.pretrained"]
+    assert "resnet18-f37072fd.pth" in message and str(tmp_path) in message and "never downloads" in message
+    assert "model.pretrained" in problems(None, ["model.pretrained=imagenet"])  # cnn has none
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"")
+    assert load_spec(None, ["model.name=resnet18", "model.pretrained=imagenet"]).model.pretrained == "imagenet"
 
 
 def test_reference_lists_every_field_with_what_it_accepts():

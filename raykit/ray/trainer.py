@@ -45,7 +45,14 @@ def run_config(spec: RunSpec) -> ray.train.RunConfig:
         ),
         # raykit prints its own per-epoch line; Ray's per-report INFO lines would drown it.
         logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        worker_runtime_env=_forwarded_environment(),
     )
+
+
+def _forwarded_environment() -> dict | None:
+    """RAYKIT_* variables of the driver, for the workers (Ray copies only its own RAY_TRAIN_* ones)."""
+    env_vars = {key: value for key, value in os.environ.items() if key.startswith("RAYKIT_")}
+    return {"env_vars": env_vars} if env_vars else None
 
 
 def build_trainer(spec: RunSpec, run_dir: str):

@@ -86,7 +86,8 @@ def test_fit_learns_reports_every_epoch_and_checkpoints(tmp_path):
     assert len(recorder.checkpoints) == 3 and len(out["history"]) == 3
     manifest = read_manifest(recorder.checkpoints[-1])
     assert manifest["framework"] == "torch" and manifest["epoch"] == 3
-    assert set(manifest["files"]) == {"model.pt", "optimizer.pt", "rng.json"}
+    assert set(manifest["files"]) == {"model.pt", "optimizer.pt", "scheduler.pt", "rng.json"}
+    assert manifest["weights"] == "model.pt"
     assert (run_dir / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs
 
 

@@ -1,7 +1,8 @@
 """PyTorch checkpoint files inside a raykit checkpoint directory.
 
-Layout: ``model.pt`` (the unwrapped model's state dict), ``optimizer.pt``, ``rng.json`` (Python,
-NumPy and torch RNG states of every rank) and ``manifest.json`` (see :mod:`raykit.checkpoint`).
+Layout: ``model.pt`` (the unwrapped model's state dict), ``optimizer.pt``, ``scheduler.pt``,
+``scaler.pt`` (fp16 only), ``rng.json`` (Python, NumPy and torch RNG states of every rank) and
+``manifest.json`` (see :mod:`raykit.checkpoint`).
 Everything is loaded with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
 """
 
@@ -19,6 +20,8 @@ from raykit.checkpoint import read_manifest, write_manifest
 
 WEIGHTS = "model.pt"
 OPTIMIZER = "optimizer.pt"
+SCHEDULER = "scheduler.pt"
+SCALER = "scaler.pt"
 RNG = "rng.json"
 
 
@@ -27,14 +30,17 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def save(directory: str, *, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+def save(directory: str, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler, state: dict,
          metrics: dict, rng_states: list[dict], spec: dict) -> None:
-    """Write a complete checkpoint into the empty directory ``directory``."""
+    """Write a complete checkpoint into the empty directory ``directory`` (the manifest last)."""
     root = Path(directory)
     torch.save(unwrap(model).state_dict(), root / WEIGHTS)
     torch.save(optimizer.state_dict(), root / OPTIMIZER)
+    torch.save(scheduler.state_dict(), root / SCHEDULER)
+    if scaler.is_enabled():
+        torch.save(scaler.state_dict(), root / SCALER)
     (root / RNG).write_text(json.dumps(rng_states))
-    write_manifest(root, framework="torch", state=state, metrics=metrics, spec=spec)
+    write_manifest(root, framework="torch", state=state, metrics=metrics, spec=spec, weights=WEIGHTS)
 
 
 def load_weights(directory: str) -> dict[str, torch.Tensor]:
@@ -43,12 +49,21 @@ def load_weights(directory: str) -> dict[str, torch.Tensor]:
     return torch.load(Path(directory) / WEIGHTS, map_location="cpu", weights_only=True)
 
 
-def restore(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, list[dict]]:
-    """Load weights and optimizer state; return the trainer state and the per-rank RNG states."""
+def restore(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+            scaler) -> tuple[dict, list[dict]]:
+    """Load weights, optimizer, schedule and grad-scaler state; return the trainer state and the
+    per-rank RNG states."""
     manifest = read_manifest(directory)
     root = Path(directory)
-    unwrap(model).load_state_dict(torch.load(root / WEIGHTS, map_location="cpu", weights_only=True))
-    optimizer.load_state_dict(torch.load(root / OPTIMIZER, map_location="cpu", weights_only=True))
+
+    def load(name: str):
+        return torch.load(root / name, map_location="cpu", weights_only=True)
+
+    unwrap(model).load_state_dict(load(WEIGHTS))
+    optimizer.load_state_dict(load(OPTIMIZER))
+    scheduler.load_state_dict(load(SCHEDULER))
+    if scaler.is_enabled() and (root / SCALER).is_file():
+        scaler.load_state_dict(load(SCALER))
     return manifest["state"], json.loads((root / RNG).read_text())
 
 

@@ -7,6 +7,7 @@ gradients, and validation metrics are summed over all ranks so they cover the wh
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import shutil
 import tempfile
@@ -18,81 +19,214 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from raykit import faults
+from raykit.augment import resolve_ops
 from raykit.backends.torch import checkpoint as ckpt
+from raykit.backends.torch import finetune
+from raykit.backends.torch.augment import Augmenter, build_augmenter, make_generator, soft_cross_entropy
 from raykit.backends.torch.models import build_model, to_model_layout
-from raykit.data import Split, load_splits
+from raykit.data import Split, Splits, load_splits
 from raykit.history import epoch_line, history_csv, is_improvement
+from raykit.schedules import lr_multiplier
 from raykit.session import WorkerSession
 from raykit.spec import OptimSpec, RunSpec
 from raykit.storage import join, write_text
 
+Batch = tuple[torch.Tensor, torch.Tensor]
+
 
 @dataclass
 class Progress:
-    """What a resume needs besides weights and optimizer: where we are and what we have seen."""
+    """What a resume needs besides weights, optimizer and schedule: where we are, what we have seen."""
 
     epoch: int = 0  # epochs completed
-    global_step: int = 0
+    global_step: int = 0  # optimizer steps
     best_metric: float | None = None
+    stale_epochs: int = 0  # epochs since the monitored metric last improved
+    stopped_early: bool = False
     history: list[dict] = field(default_factory=list)
 
     def as_state(self) -> dict:
-        return {"epoch": self.epoch, "global_step": self.global_step, "best_metric": self.best_metric,
-                "history": self.history}
+        return dict(self.__dict__)
+
+
+@dataclass
+class Worker:
+    """Everything one rank trains with."""
+
+    spec: RunSpec
+    session: WorkerSession
+    device: torch.device
+    model: nn.Module  # the bare model
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    augmenter: Augmenter
+    freezable: list[str]  # layers the spec freezes at the start
+    wrapped: nn.Module | None = None  # the DDP-wrapped model for training
+    frozen: list[str] | None = None  # layers frozen right now
 
 
 def fit(spec: RunSpec, session: WorkerSession) -> dict:
-    """Train ``spec`` on this worker; return ``{"history": [...], "best_metric": ...}``."""
-    device = worker_device(session)
+    """Train ``spec`` on this worker; return ``{"history": [...], "best_metric": ..., "stopped_early": ...}``."""
     seed_everything(spec.train.seed)
     splits = load_splits(spec.data)
-    num_classes = spec.model.num_classes or splits.num_classes
-    model = build_model(spec.model, splits.input_shape, num_classes).to(device)
-    optimizer = build_optimizer(spec.optim, model.parameters())
+    worker = _build_worker(spec, session, splits)
     progress = Progress()
     if session.resume_dir:
-        progress = _resume(session, model, optimizer)
+        progress = _resume(worker)
     else:
+        report = finetune.load_initial_weights(spec, worker.model)
+        if report:
+            session.log(report.summary())
         seed_everything(spec.train.seed + session.rank)  # same init on all ranks, own dropout masks
-    model = session.prepare_model(model)
 
-    train = _to_device(splits.train, device)
-    val = _to_device(splits.val.shard(session.rank, session.world_size), device)
-    started = time.perf_counter()
-    first_epoch = progress.epoch
+    train = _to_device(splits.train, worker.device)
+    val = _to_device(splits.val.shard(session.rank, session.world_size), worker.device)
+    started, first_epoch = time.perf_counter(), progress.epoch
     for epoch in range(first_epoch + 1, spec.train.epochs + 1):
+        if progress.stopped_early:
+            break
+        _update_freezing(worker, epoch)
         epoch_started = time.perf_counter()
-        train_loss, train_acc, steps = _train_epoch(spec, session, model, optimizer, train, epoch, device)
+        train_loss, train_acc, steps = _train_epoch(worker, train, epoch)
         progress.global_step += steps
-        val_loss, val_acc = _evaluate_sharded(model, val, device, spec.train.precision)
+        val_loss, val_acc = _evaluate_sharded(worker, val)
         seconds = time.perf_counter() - epoch_started
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                   "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": seconds,
+                   "val_acc": val_acc, "lr": worker.optimizer.param_groups[0]["lr"], "epoch_time_s": seconds,
                    "samples_per_s": len(train[1]) / seconds, "global_step": progress.global_step}
-        progress.epoch = epoch
-        progress.history.append(metrics)
-        if is_improvement(metrics[spec.checkpoint.monitor], progress.best_metric, spec.checkpoint.mode):
-            progress.best_metric = metrics[spec.checkpoint.monitor]
-        done = epoch - first_epoch
-        session.log(epoch_line(metrics, spec.train.epochs, time.perf_counter() - started,
-                               (time.perf_counter() - started) / done * (spec.train.epochs - epoch)))
-        _report(spec, session, model, optimizer, progress, metrics)
-    return {"history": progress.history, "best_metric": progress.best_metric}
+        _record(spec, progress, metrics)
+        elapsed = time.perf_counter() - started
+        remaining = (spec.train.epochs - epoch) * elapsed / (epoch - first_epoch)
+        session.log(epoch_line(metrics, spec.train.epochs, elapsed, remaining))
+        if progress.stopped_early:
+            session.log(f"early stopping: {spec.checkpoint.monitor} has not improved for "
+                        f"{spec.train.early_stopping_patience} epochs")
+        _report(worker, progress, metrics)
+        faults.inject("after_report", epoch=epoch, rank=session.rank)
+    return {"history": progress.history, "best_metric": progress.best_metric,
+            "stopped_early": progress.stopped_early}
 
 
-def _resume(session: WorkerSession, model: nn.Module, optimizer: torch.optim.Optimizer) -> Progress:
-    state, rng_states = ckpt.restore(session.resume_dir, model, optimizer)
+def _build_worker(spec: RunSpec, session: WorkerSession, splits: Splits) -> Worker:
+    device = worker_device(session)
+    num_classes = spec.model.num_classes or splits.num_classes
+    _check_labels(splits, num_classes)
+    model = build_model(spec.model, splits.input_shape, num_classes).to(device)
+    optimizer = build_optimizer(spec.optim, finetune.parameter_groups(model, spec.optim.lr,
+                                                                      spec.finetune.backbone_lr_mult))
+    steps_per_epoch = optimizer_steps_per_epoch(len(splits.train), spec, session.world_size)
+    multiplier = lr_multiplier(spec.optim, steps_per_epoch, steps_per_epoch * spec.train.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+    scaler = torch.amp.GradScaler(device.type, enabled=spec.train.precision == "fp16")
+    augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes, spec.train.seed)
+    return Worker(spec, session, device, model, optimizer, scheduler, scaler, augmenter,
+                  freezable=finetune.frozen_layer_names(model, spec.finetune))
+
+
+def _check_labels(splits: Splits, num_classes: int) -> None:
+    largest = max(int(s.y.max()) for s in (splits.train, splits.val, splits.test) if len(s))
+    if largest >= num_classes:
+        raise ValueError(f"model.num_classes: got {num_classes}, but the data has label {largest}; accepted: "
+                         f"at least {largest + 1}, or null to take it from the data")
+
+
+def _update_freezing(worker: Worker, epoch: int) -> None:
+    """Freeze (and, with gradual unfreezing, thaw) layers for this epoch; re-wrap for DDP when it changes,
+    because DDP only synchronises the parameters that required gradients when it was built."""
+    frozen = finetune.frozen_at_epoch(worker.freezable, worker.spec.finetune, epoch)
+    if worker.wrapped is not None and frozen == worker.frozen:
+        return
+    if worker.frozen is not None and frozen != worker.frozen:
+        worker.session.log(f"epoch {epoch}: {len(frozen)} layers frozen (was {len(worker.frozen)})")
+    elif frozen:
+        worker.session.log(f"freezing {len(frozen)} layers: {', '.join(frozen[:6])}{' ...' if len(frozen) > 6 else ''}")
+    finetune.apply_freezing(worker.model, frozen)
+    worker.frozen = frozen
+    worker.wrapped = worker.session.prepare_model(worker.model)
+
+
+def optimizer_steps_per_epoch(num_train: int, spec: RunSpec, world_size: int) -> int:
+    per_rank = num_train // world_size
+    batches = math.ceil(per_rank / spec.per_worker_batch_size)
+    return math.ceil(batches / spec.train.grad_accum_steps)
+
+
+def _train_epoch(worker: Worker, train: Batch, epoch: int) -> tuple[float, float, int]:
+    spec, session, device = worker.spec, worker.session, worker.device
+    x, y = train
+    order = epoch_order(len(y), spec.train.seed, epoch, session.rank, session.world_size).to(device)
+    generator = make_generator(device, spec.train.seed, epoch, session.rank)
+    batch, accum = spec.per_worker_batch_size, spec.train.grad_accum_steps
+    starts = list(range(0, len(order), batch))
+    worker.wrapped.train()
+    finetune.keep_frozen_norms_in_eval(worker.model, worker.frozen)
+    totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
+    steps = 0
+    worker.optimizer.zero_grad(set_to_none=True)
+    for index, start in enumerate(starts):
+        chosen = order[start:start + batch]
+        labels = y[chosen]
+        images, targets = worker.augmenter.train_batch(x[chosen], labels, generator)
+        last_of_step = (index + 1) % accum == 0 or index == len(starts) - 1
+        # Between optimizer steps, skip DDP's all-reduce: gradients only need averaging once per step.
+        sync = contextlib.nullcontext() if last_of_step or not hasattr(worker.wrapped, "no_sync") \
+            else worker.wrapped.no_sync()
+        with sync:
+            with autocast(device, spec.train.precision):
+                logits = worker.wrapped(images)
+                loss = soft_cross_entropy(logits.float(), targets, spec.train.label_smoothing)
+            worker.scaler.scale(loss / accum).backward()
+        if last_of_step:
+            _optimizer_step(worker)
+            steps += 1
+        if index == len(starts) // 2:
+            faults.inject("mid_epoch", epoch=epoch, rank=session.rank)
+        totals += torch.stack([loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double(),
+                               torch.tensor(len(labels), device=device, dtype=torch.float64)])
+    totals = _all_reduce(totals, session.world_size)
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2]), steps
+
+
+def _optimizer_step(worker: Worker) -> None:
+    if worker.spec.optim.grad_clip_norm:
+        worker.scaler.unscale_(worker.optimizer)
+        torch.nn.utils.clip_grad_norm_(worker.model.parameters(), worker.spec.optim.grad_clip_norm)
+    worker.scaler.step(worker.optimizer)
+    worker.scaler.update()
+    worker.scheduler.step()
+    worker.optimizer.zero_grad(set_to_none=True)
+
+
+def _record(spec: RunSpec, progress: Progress, metrics: dict) -> None:
+    """Add the epoch to the history; track the best monitored value and early stopping."""
+    progress.epoch = metrics["epoch"]
+    progress.history.append(metrics)
+    value = metrics[spec.checkpoint.monitor]
+    if is_improvement(value, progress.best_metric, spec.checkpoint.mode):
+        progress.best_metric, progress.stale_epochs = value, 0
+    else:
+        progress.stale_epochs += 1
+    patience = spec.train.early_stopping_patience
+    progress.stopped_early = bool(patience) and progress.stale_epochs >= patience
+
+
+def _resume(worker: Worker) -> Progress:
+    session = worker.session
+    state, rng_states = ckpt.restore(session.resume_dir, worker.model, worker.optimizer, worker.scheduler,
+                                     worker.scaler)
     if len(rng_states) == session.world_size:
         ckpt.apply_rng(rng_states[session.rank])
     session.log(f"resuming after epoch {state['epoch']} from {session.resume_dir}")
     return Progress(**state)
 
 
-def _report(spec: RunSpec, session: WorkerSession, model: nn.Module, optimizer: torch.optim.Optimizer,
-            progress: Progress, metrics: dict) -> None:
+def _report(worker: Worker, progress: Progress, metrics: dict) -> None:
     """Report this epoch's metrics on every rank, with a checkpoint from rank 0 when one is due."""
-    epoch = progress.epoch
-    due = epoch % spec.checkpoint.every_n_epochs == 0 or epoch == spec.train.epochs
+    spec, session, epoch = worker.spec, worker.session, progress.epoch
+    due = (epoch % spec.checkpoint.every_n_epochs == 0 or epoch == spec.train.epochs
+           or progress.stopped_early)
     rng_states = _gather(ckpt.capture_rng(), session) if due else []
     directory = None
     if session.is_chief:
@@ -100,39 +234,14 @@ def _report(spec: RunSpec, session: WorkerSession, model: nn.Module, optimizer: 
             write_text(join(session.run_dir, "metrics.csv"), history_csv(progress.history))
         if due:
             directory = tempfile.mkdtemp(prefix=f"raykit-ckpt-{epoch:04d}-")
-            ckpt.save(directory, model=model, optimizer=optimizer, state=progress.as_state(),
-                      metrics=metrics, rng_states=rng_states, spec=spec.to_dict())
+            ckpt.save(directory, model=worker.model, optimizer=worker.optimizer, scheduler=worker.scheduler,
+                      scaler=worker.scaler, state=progress.as_state(), metrics=metrics, rng_states=rng_states,
+                      spec=spec.to_dict())
     try:
         session.report(metrics, directory)
     finally:
         if directory:
             shutil.rmtree(directory, ignore_errors=True)
-
-
-def _train_epoch(spec: RunSpec, session: WorkerSession, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 train: tuple[torch.Tensor, torch.Tensor], epoch: int, device: torch.device
-                 ) -> tuple[float, float, int]:
-    x, y = train
-    order = epoch_order(len(y), spec.train.seed, epoch, session.rank, session.world_size).to(device)
-    batch = spec.per_worker_batch_size
-    model.train()
-    totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
-    steps = 0
-    for start in range(0, len(order), batch):
-        index = order[start:start + batch]
-        images, labels = x[index], y[index]
-        with _autocast(device, spec.train.precision):
-            logits = model(images)
-            loss = nn.functional.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        steps += 1
-        totals += torch.stack([loss.detach().double() * len(labels),
-                               (logits.argmax(1) == labels).sum().double(),
-                               torch.tensor(len(labels), device=device, dtype=torch.float64)])
-    totals = _all_reduce(totals, session.world_size)
-    return float(totals[0] / totals[2]), float(totals[1] / totals[2]), steps
 
 
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> torch.Tensor:
@@ -144,24 +253,22 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> to
     return order[rank::world_size]
 
 
-@torch.no_grad()
-def _evaluate_sharded(model: nn.Module, split: tuple[torch.Tensor, torch.Tensor], device: torch.device,
-                      precision: str, world_size: int | None = None) -> tuple[float, float]:
-    totals = evaluate_totals(model, split, device, precision)
-    totals = _all_reduce(totals, dist.get_world_size() if dist.is_initialized() else 1)
+def _evaluate_sharded(worker: Worker, split: Batch) -> tuple[float, float]:
+    totals = evaluate_totals(worker.wrapped, split, worker.device, worker.spec.train.precision, worker.augmenter)
+    totals = _all_reduce(totals, worker.session.world_size)
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
 @torch.no_grad()
-def evaluate_totals(model: nn.Module, split: tuple[torch.Tensor, torch.Tensor], device: torch.device,
-                    precision: str, batch_size: int = 1024) -> torch.Tensor:
+def evaluate_totals(model: nn.Module, split: Batch, device: torch.device, precision: str,
+                    augmenter: Augmenter, batch_size: int = 1024) -> torch.Tensor:
     """Sum of loss, number correct, and number of samples over ``split`` (float64 tensor of 3)."""
     model.eval()
     x, y = split
     totals = torch.zeros(3, device=device, dtype=torch.float64)
     for start in range(0, len(y), batch_size):
-        images, labels = x[start:start + batch_size], y[start:start + batch_size]
-        with _autocast(device, precision):
+        images, labels = augmenter.eval_batch(x[start:start + batch_size]), y[start:start + batch_size]
+        with autocast(device, precision):
             logits = model(images)
         loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
         totals += torch.stack([loss.double(), (logits.argmax(1) == labels).sum().double(),
@@ -173,20 +280,23 @@ def evaluate_checkpoint(spec: RunSpec, checkpoint_dir: str, split: str = "test",
     """Loss and accuracy of a checkpoint's model on one split of ``spec.data`` (single process)."""
     device = torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
     splits = load_splits(spec.data)
-    model = build_model(spec.model, splits.input_shape, spec.model.num_classes or splits.num_classes)
+    num_classes = spec.model.num_classes or splits.num_classes
+    model = build_model(spec.model, splits.input_shape, num_classes)
     model.load_state_dict(ckpt.load_weights(checkpoint_dir))
-    data = _to_device(splits.get(split), device)
-    totals = evaluate_totals(model.to(device), data, device, spec.train.precision)
+    augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes, spec.train.seed)
+    totals = evaluate_totals(model.to(device), _to_device(splits.get(split), device), device,
+                             spec.train.precision, augmenter)
     return {f"{split}_loss": float(totals[0] / totals[2]), f"{split}_acc": float(totals[1] / totals[2]),
             f"{split}_samples": int(totals[2])}
 
 
-def build_optimizer(spec: OptimSpec, parameters) -> torch.optim.Optimizer:
+def build_optimizer(spec: OptimSpec, groups: list[dict]) -> torch.optim.Optimizer:
     if spec.name == "sgd":
-        return torch.optim.SGD(parameters, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+        return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov and spec.momentum > 0,
+                               weight_decay=spec.weight_decay)
     if spec.name == "adamw":
-        return torch.optim.AdamW(parameters, lr=spec.lr, weight_decay=spec.weight_decay)
-    return torch.optim.Adam(parameters, lr=spec.lr, weight_decay=spec.weight_decay)
+        return torch.optim.AdamW(groups, lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.Adam(groups, lr=spec.lr, weight_decay=spec.weight_decay)
 
 
 def worker_device(session: WorkerSession) -> torch.device:
@@ -203,14 +313,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str):
+    """bf16 / fp16 autocast on the worker's device; fp32 runs as is."""
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _to_device(split: Split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_device(split: Split, device: torch.device) -> Batch:
     """Images in the model's NCHW layout (converted once, not per batch) and labels, on ``device``."""
     return to_model_layout(torch.from_numpy(split.x)).to(device), torch.from_numpy(split.y).to(device)
 

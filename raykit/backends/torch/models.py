@@ -66,3 +66,32 @@ def to_model_layout(images: torch.Tensor) -> torch.Tensor:
     """
     n, h, w, c = images.shape
     return torch.empty((n, c, h, w), dtype=images.dtype).copy_(images.permute(0, 3, 1, 2))
+
+
+def _resnet(arch: str):
+    def factory(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        """torchvision's ``arch`` (random weights; ``model.pretrained`` loads the cached ImageNet ones in
+        finetune), with the stem adapted to the input: its channel count, and for small images (or
+        ``stem: small``) a 3x3 stride-1 first conv without max-pool, so 8x8 or 32x32 inputs keep detail."""
+        import torchvision
+
+        model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+        height, width, channels = input_shape
+        small = spec.stem == "small" or (spec.stem == "auto" and min(height, width) < 64)
+        if small:
+            model.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            model.maxpool = nn.Identity()
+        elif channels != 3:
+            model.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        if spec.dropout:  # on the pooled features, so the head keeps torchvision's key names (fc.weight)
+            model.avgpool = nn.Sequential(model.avgpool, nn.Dropout(spec.dropout))
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = spec.batchnorm_momentum
+        return model
+
+    return factory
+
+
+for _arch in ("resnet18", "resnet34", "resnet50"):
+    MODELS.register(_arch)(_resnet(_arch))

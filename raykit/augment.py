@@ -1,0 +1,211 @@
+"""The data-augmentation catalogue: which ops exist, their parameters, presets, validation, resolution.
+
+This module is framework-neutral (stdlib only): the spec validates ``augment`` with it, and each
+backend (``raykit.backends.torch.augment``; TensorFlow later) implements every op listed in :data:`OPS`.
+
+An op is a mapping ``{op: NAME, **parameters}``; a run's ops are the preset's followed by the user's::
+
+    from raykit.augment import resolve_ops
+    resolve_ops("light", [{"op": "hflip"}])
+    # [{'op': 'shift', 'width': 0.1, 'height': 0.1}, {'op': 'rotate', 'degrees': 10.0},
+    #  {'op': 'hflip', 'p': 0.5}]
+
+Semantics every backend follows (images are float, N samples, H x W pixels, C channels):
+
+* Per-sample ops draw their random parameters independently for every sample of a batch.
+* Geometric ops (``random_crop``, ``rotate``, ``shift``, ``shear``, ``zoom``) fill uncovered pixels with 0.
+* ``normalize`` is deterministic and is the only op also applied at evaluation time.
+* ``mixup`` / ``cutmix`` act on the whole batch and turn the labels into soft targets
+  ``lam * onehot(y) + (1 - lam) * onehot(y[perm])``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any, Mapping
+
+# op -> parameter -> (python type, default, rules). ``list`` parameters hold floats. The rules are the
+# bounds each number must meet (for lists: each item), "length"/"min_length" of a list, "ordered" when a
+# 2-list must have lo <= hi, and "text": what is accepted, in words, for error messages and docs.
+OPS: dict[str, dict[str, tuple[type, Any, dict]]] = {
+    "random_crop": {"padding": (int, 4, {"ge": 0, "text": "an integer >= 0"})},
+    "hflip": {"p": (float, 0.5, {"ge": 0.0, "le": 1.0, "text": "a number >= 0 and <= 1"})},
+    "vflip": {"p": (float, 0.5, {"ge": 0.0, "le": 1.0, "text": "a number >= 0 and <= 1"})},
+    "rotate": {"degrees": (float, 15.0, {"ge": 0.0, "text": "a number >= 0"})},
+    "shift": {"width": (float, 0.1, {"ge": 0.0, "lt": 1.0, "text": "a number >= 0 and < 1"}),
+              "height": (float, 0.1, {"ge": 0.0, "lt": 1.0, "text": "a number >= 0 and < 1"})},
+    # tan(90 degrees) is infinite: a shear must stay below a right angle.
+    "shear": {"degrees": (float, 10.0, {"ge": 0.0, "lt": 90.0, "text": "a number >= 0 and < 90"})},
+    "zoom": {"range": (list, [0.9, 1.1], {"length": 2, "gt": 0.0, "ordered": True,
+                                          "text": "a list of 2 numbers [lo, hi] with 0 < lo <= hi"})},
+    "brightness": {"delta": (float, 0.2, {"ge": 0.0, "text": "a number >= 0"})},
+    "contrast": {"range": (list, [0.8, 1.2], {"length": 2, "ge": 0.0, "ordered": True,
+                                              "text": "a list of 2 numbers [lo, hi] with 0 <= lo <= hi"})},
+    "normalize": {"mean": (list, [0.5], {"min_length": 1,
+                                         "text": "a list of numbers: one (for every channel) or one per channel"}),
+                  "std": (list, [0.5], {"min_length": 1, "gt": 0.0,
+                                        "text": "a list of numbers > 0: one (for every channel) or one per "
+                                                "channel"})},
+    "mixup": {"alpha": (float, 0.2, {"gt": 0.0, "text": "a number > 0"}),
+              "p": (float, 1.0, {"ge": 0.0, "le": 1.0, "text": "a number >= 0 and <= 1"})},
+    "cutmix": {"alpha": (float, 1.0, {"gt": 0.0, "text": "a number > 0"}),
+               "p": (float, 1.0, {"ge": 0.0, "le": 1.0, "text": "a number >= 0 and <= 1"})},
+}
+
+OP_HELP: dict[str, str] = {
+    "random_crop": "Zero-pad every side by `padding` px, then crop back to the original size at a random "
+                   "offset per sample.",
+    "hflip": "Flip left-right with probability `p` per sample.",
+    "vflip": "Flip top-bottom with probability `p` per sample.",
+    "rotate": "Rotate by an angle uniform in [-degrees, degrees] per sample (positive = counterclockwise).",
+    "shift": "Translate by uniform [-width*W, width*W] px horizontally and [-height*H, height*H] px "
+             "vertically per sample.",
+    "shear": "Horizontal shear by an angle uniform in [-degrees, degrees] per sample.",
+    "zoom": "Scale by a factor uniform in `range` per sample (> 1 zooms in).",
+    "brightness": "Add a value uniform in [-delta, delta] per sample.",
+    "contrast": "x -> (x - mean) * f + mean with the per-image mean and f uniform in `range` per sample.",
+    "normalize": "x -> (x - mean) / std per channel; deterministic, also applied at evaluation.",
+    "mixup": "With probability `p` per batch: lam ~ Beta(alpha, alpha), mix every sample with a permuted "
+             "partner; soft targets.",
+    "cutmix": "With probability `p` per batch: paste a box of area (1 - lam) from a permuted partner, "
+              "lam ~ Beta(alpha, alpha) corrected to the pasted area; soft targets.",
+}
+
+# Ops applied at evaluation time too; every other op is training-only.
+DETERMINISTIC_OPS = ("normalize",)
+# Ops that act on the whole batch and make soft targets.
+BATCH_OPS = ("mixup", "cutmix")
+
+PRESETS: dict[str, list[dict]] = {
+    "none": [],
+    # Digits: small shifts and rotations only; a flipped 2 or 5 is not a digit any more.
+    "light": [{"op": "shift", "width": 0.1, "height": 0.1}, {"op": "rotate", "degrees": 10}],
+    # torchvision's classic CIFAR recipe.
+    "standard": [{"op": "random_crop", "padding": 4}, {"op": "hflip", "p": 0.5},
+                 {"op": "normalize", "mean": [0.5], "std": [0.5]}],
+}
+
+
+class AugmentError(ValueError):
+    """Invalid augmentation ops. ``problems`` holds ``(field_path, message)`` pairs like SpecError's."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("invalid augmentation:\n" + "\n".join(f"  {p}: {m}" for p, m in problems))
+
+
+def validate_ops(ops: Any, field: str = "augment.ops") -> list[tuple[str, str]]:
+    """Every problem in a list of ops, as ``(field path, message)`` pairs; empty when all are valid.
+
+    Paths look like ``augment.ops[2].degrees``; messages say ``got <value>; accepted: <what>``.
+    """
+    if not isinstance(ops, (list, tuple)):
+        return [(field, f"got {ops!r} ({type(ops).__name__}); accepted: a list of {{op: NAME, ...params}}")]
+    problems: list[tuple[str, str]] = []
+    for index, item in enumerate(ops):
+        problems += _validate_op(item, f"{field}[{index}]")
+    return problems
+
+
+def _validate_op(item: Any, path: str) -> list[tuple[str, str]]:
+    if not isinstance(item, Mapping):
+        return [(path, f"got {item!r} ({type(item).__name__}); accepted: a mapping {{op: NAME, ...params}} "
+                       f"with NAME one of {', '.join(OPS)}")]
+    if "op" not in item:
+        return [(f"{path}.op", f"missing in {dict(item)!r}; accepted: one of {', '.join(OPS)}")]
+    name = item["op"]
+    if not isinstance(name, str) or name not in OPS:
+        return [(f"{path}.op", f"got {name!r}{_did_you_mean(name, OPS)}; accepted: one of {', '.join(OPS)}")]
+    params = OPS[name]
+    problems = []
+    for key, value in item.items():
+        if key == "op":
+            continue
+        if key not in params:
+            accepted = ", ".join(params)
+            problems.append((f"{path}.{key}", f"got {key}={value!r}, an unknown parameter of {name!r}"
+                                              f"{_did_you_mean(key, params)}; accepted: {accepted}"))
+            continue
+        message = check_param(name, key, value)
+        if message:
+            problems.append((f"{path}.{key}", message))
+    return problems
+
+
+def check_param(op: str, param: str, value: Any) -> str:
+    """Why ``value`` is not a valid ``param`` of ``op`` (``got ...; accepted: ...``), or '' when it is."""
+    ptype, _, rules = OPS[op][param]
+    bad = f"got {value!r} ({type(value).__name__}); accepted: {rules['text']}"
+    if ptype is list:
+        if not isinstance(value, (list, tuple)) or not all(_is_number(v) for v in value):
+            return bad
+        if "length" in rules and len(value) != rules["length"]:
+            return f"got {list(value)!r}, {len(value)} items; accepted: {rules['text']}"
+        if len(value) < rules.get("min_length", 0):
+            return f"got {list(value)!r}; accepted: {rules['text']}"
+        if rules.get("ordered") and value[0] > value[1]:
+            return f"got {list(value)!r}, lo > hi; accepted: {rules['text']}"
+        items = value
+    elif ptype is int:
+        if not (_is_number(value) and float(value).is_integer()):
+            return bad
+        items = [value]
+    else:
+        if not _is_number(value):
+            return bad
+        items = [value]
+    if not all(math.isfinite(v) and _in_bounds(v, rules) for v in items):
+        shown = list(value) if ptype is list else value
+        return f"got {shown!r}; accepted: {rules['text']}"
+    return ""
+
+
+def resolve_ops(preset: str, ops: list) -> list[dict]:
+    """The preset's ops followed by ``ops``, each a full dict with every parameter (defaults filled in).
+
+    Numbers are coerced to the parameter's type (``{"op": "rotate", "degrees": 10}`` gives
+    ``{"op": "rotate", "degrees": 10.0}``). Resolving already resolved ops returns equal ops.
+
+    Raises:
+        AugmentError (a ValueError): an unknown ``augment.preset`` or invalid ``augment.ops``.
+    """
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise AugmentError([("augment.preset", f"got {preset!r}{_did_you_mean(preset, PRESETS)}; "
+                                               f"accepted: {', '.join(PRESETS)}")])
+    problems = validate_ops(ops)
+    if problems:
+        raise AugmentError(problems)
+    return [_fill(item) for item in [*PRESETS[preset], *ops]]
+
+
+def _fill(item: Mapping) -> dict:
+    name = item["op"]
+    resolved: dict[str, Any] = {"op": name}
+    for key, (ptype, default, _) in OPS[name].items():
+        value = item.get(key, default)
+        if ptype is list:
+            resolved[key] = [float(v) for v in value]
+        else:
+            resolved[key] = ptype(value)
+    return resolved
+
+
+def _is_number(value: Any) -> bool:
+    """int or float, but not bool: ``true`` in YAML is a mistake, not the number 1."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_BOUNDS = {"gt": lambda v, b: v > b, "ge": lambda v, b: v >= b,
+           "lt": lambda v, b: v < b, "le": lambda v, b: v <= b}
+
+
+def _in_bounds(value: float, rules: Mapping) -> bool:
+    return all(test(value, rules[key]) for key, test in _BOUNDS.items() if key in rules)
+
+
+def _did_you_mean(value: Any, choices: Mapping | tuple) -> str:
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,343 @@
+"""PyTorch implementation of the augmentation catalogue in :mod:`raykit.augment`.
+
+Everything runs on whole batches with tensor ops on the images' device (no Python loop over samples):
+per-sample random parameters are drawn as tensors from one ``torch.Generator``, consecutive geometric
+ops (rotate, shift, shear, zoom) are composed into one affine matrix per sample and resampled once with
+``affine_grid``/``grid_sample``, and mixup/cutmix draw one permutation and one ``lam`` per batch.
+
+Typical use in a training loop::
+
+    augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes, seed)
+    generator = make_generator(device, seed, epoch, rank)      # reseeded every epoch: resumable
+    images, targets = augmenter.train_batch(images, labels, generator)
+    loss = soft_cross_entropy(model(images), targets)
+    ...
+    logits = model(augmenter.eval_batch(val_images))
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raykit.augment import BATCH_OPS, DETERMINISTIC_OPS, resolve_ops
+
+# Ops expressed as a per-sample affine matrix; consecutive ones are composed and resampled once.
+GEOMETRIC_OPS = ("rotate", "shift", "shear", "zoom")
+
+
+class Augmenter:
+    """Applies resolved ops (see :func:`raykit.augment.resolve_ops`) to NCHW float batches."""
+
+    def __init__(self, ops: list[dict], num_classes: int, seed: int = 0):
+        self.ops = resolve_ops("none", ops)  # idempotent on resolved ops; fills partial ones
+        self.num_classes = num_classes
+        self.seed = seed
+
+    @property
+    def is_identity(self) -> bool:
+        """True when there are no ops: training and evaluation batches pass through unchanged."""
+        return not self.ops
+
+    def generator(self, device: torch.device | str, epoch: int, rank: int) -> torch.Generator:
+        """:func:`make_generator` with this augmenter's seed."""
+        return make_generator(device, self.seed, epoch, rank)
+
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment a training batch; return ``(images, targets)``.
+
+        ``targets`` is ``labels`` itself unless a mixup/cutmix op fired, then float soft targets of shape
+        (N, num_classes) whose rows sum to 1. ``images`` is never modified in place.
+        """
+        targets = labels
+        pending = None  # composed output->input pixel matrix of the geometric ops not yet applied
+        for op in self.ops:
+            name = op["op"]
+            if name in GEOMETRIC_OPS:
+                matrix = _random_matrix(op, images, generator)
+                pending = matrix if pending is None else pending @ matrix
+                continue
+            if pending is not None:
+                images, pending = warp(images, pending), None
+            if name in BATCH_OPS:
+                images, targets = self._mix(op, images, labels, targets, generator)
+            else:
+                images = _random_pixel_op(op, images, generator)
+        if pending is not None:
+            images = warp(images, pending)
+        return images, targets
+
+    def eval_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Apply only the deterministic ops (normalize), in order; everything else is training-only."""
+        for op in self.ops:
+            if op["op"] in DETERMINISTIC_OPS:
+                images = normalize(images, op["mean"], op["std"])
+        return images
+
+    def _mix(self, op: dict, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
+             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        # One 64-bit draw from the torch generator seeds NumPy for the per-batch scalars: torch has no
+        # Beta sampler that takes a generator, and the draw keeps the whole stream reproducible.
+        rng = np.random.default_rng(int(_draw(torch.randint, generator, 0, 2**62, (1,)).item()))
+        if rng.random() >= op["p"]:
+            return images, targets
+        lam = float(rng.beta(op["alpha"], op["alpha"]))
+        perm = _draw(torch.randperm, generator, len(images)).to(images.device)
+        if targets.dtype.is_floating_point:
+            soft = targets
+        else:
+            soft = F.one_hot(labels, self.num_classes).to(images.dtype)
+        if op["op"] == "mixup":
+            return mixup(images, soft, perm, lam)
+        height, width = images.shape[-2:]
+        box = cutmix_box(height, width, lam, rng)
+        return cutmix(images, soft, perm, box)
+
+
+def build_augmenter(ops: list[dict], num_classes: int, seed: int) -> Augmenter:
+    """An :class:`Augmenter` for ``ops`` (the output of :func:`raykit.augment.resolve_ops`)."""
+    return Augmenter(ops, num_classes, seed)
+
+
+def make_generator(device: torch.device | str, seed: int, epoch: int, rank: int) -> torch.Generator:
+    """A generator on ``device`` seeded from (seed, epoch, rank) alone, so that a resumed run replays the
+    same augmentation for an epoch without storing generator state, and ranks never share a stream."""
+    state = np.random.SeedSequence([seed, epoch, rank]).generate_state(2, dtype=np.uint32)
+    generator = torch.Generator(device=torch.device(device))
+    return generator.manual_seed((int(state[0]) << 31) ^ int(state[1]))  # < 2**63
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
+                       ) -> torch.Tensor:
+    """Cross entropy, mean over the batch, for integer class targets (N,) or soft targets (N, C).
+
+    Soft targets get the same label smoothing ``F.cross_entropy`` applies: ``t * (1 - s) + s / C``.
+    """
+    if not targets.dtype.is_floating_point:
+        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    targets = targets.float()
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / logits.shape[1]
+    return -(targets * log_probs).sum(dim=1).mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# Ops with explicit parameters (the random ops draw these, then call them)
+
+
+def crop(images: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Zero-pad by ``padding`` and crop each sample back to H x W at its ``offsets[n] = (dy, dx)``,
+    both in [0, 2 * padding]. Exact: a gather, no interpolation."""
+    n, _, height, width = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    rows = offsets[:, 0, None] + torch.arange(height, device=images.device)  # (N, H)
+    cols = offsets[:, 1, None] + torch.arange(width, device=images.device)  # (N, W)
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    # Advanced indices around the channel slice put their dims first: (N, H, W, C).
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def flip(images: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Flip the samples where ``mask`` (bool, (N,)) is true along ``dim`` (-1 left-right, -2 top-bottom)."""
+    return torch.where(mask[:, None, None, None], images.flip(dim), images)
+
+
+def rotation_matrix(degrees: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) output->input pixel maps rotating content counterclockwise by ``degrees``."""
+    theta = torch.deg2rad(degrees)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    return _matrices([[cos, -sin], [sin, cos]])
+
+
+def shift_matrix(dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) maps moving content ``dx`` px right and ``dy`` px down."""
+    one, zero = torch.ones_like(dx), torch.zeros_like(dx)
+    return _matrices([[one, zero], [zero, one]], translation=(-dx, -dy))
+
+
+def shear_matrix(degrees: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) maps of the horizontal shear x' = x + tan(degrees) * y (y down, from the centre)."""
+    tan = torch.tan(torch.deg2rad(degrees))
+    one, zero = torch.ones_like(tan), torch.zeros_like(tan)
+    return _matrices([[one, -tan], [zero, one]])
+
+
+def zoom_matrix(scale: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) maps scaling content about the centre by ``scale`` (> 1 zooms in)."""
+    inverse, zero = 1.0 / scale, torch.zeros_like(scale)
+    return _matrices([[inverse, zero], [zero, inverse]])
+
+
+def _matrices(linear: list[list[torch.Tensor]], translation: tuple | None = None) -> torch.Tensor:
+    """Stack per-sample 2x2 parts (and a translation) into (N, 3, 3) homogeneous matrices."""
+    zero, one = torch.zeros_like(linear[0][0]), torch.ones_like(linear[0][0])
+    tx, ty = translation if translation is not None else (zero, zero)
+    rows = [[linear[0][0], linear[0][1], tx], [linear[1][0], linear[1][1], ty], [zero, zero, one]]
+    return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
+
+
+def warp(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Resample ``images`` with per-sample (N, 3, 3) output->input maps in pixel units about the image
+    centre (x right, y down); bilinear, zeros outside the image."""
+    n, c, height, width = images.shape
+    # affine_grid works in [-1, 1] coordinates: conjugate by the pixel scale so that rotations stay
+    # rotations on non-square images.
+    scale = torch.diag(torch.tensor([width / 2, height / 2, 1.0], device=images.device))
+    unscale = torch.diag(torch.tensor([2 / width, 2 / height, 1.0], device=images.device))
+    theta = (unscale @ matrices.to(images.device, torch.float32) @ scale)[:, :2, :]
+    grid = F.affine_grid(theta.to(images.dtype), [n, c, height, width], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def adjust_brightness(images: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Add ``delta[n]`` to every pixel of sample n."""
+    return images + delta.to(images.dtype)[:, None, None, None]
+
+
+def adjust_contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """x -> (x - mean) * factor[n] + mean, with the mean over each image's channels and pixels."""
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    return (images - mean) * factor.to(images.dtype)[:, None, None, None] + mean
+
+
+def normalize(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """(x - mean) / std per channel; one value is used for every channel."""
+    channels = images.shape[1]
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, channels):
+            raise ValueError(f"augment.ops normalize.{name}: got {list(values)!r} ({len(values)} values) for "
+                             f"images with {channels} channels; accepted: 1 value or {channels}")
+    mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device)[None, :, None, None]
+    std_t = torch.tensor(std, dtype=images.dtype, device=images.device)[None, :, None, None]
+    return (images - mean_t) / std_t
+
+
+def mixup(images: torch.Tensor, soft: torch.Tensor, perm: torch.Tensor, lam: float
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix every sample with its partner ``perm[n]``: ``lam * a + (1 - lam) * b``, images and targets."""
+    return lam * images + (1 - lam) * images[perm], lam * soft + (1 - lam) * soft[perm]
+
+
+def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """A box ``(top, bottom, left, right)`` of about (1 - lam) of the image, centred at a uniform
+    random pixel and clipped to the image (so it may be smaller)."""
+    ratio = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(round(height * ratio)), int(round(width * ratio))
+    cy, cx = int(rng.integers(height)), int(rng.integers(width))
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h - cut_h // 2, height)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w - cut_w // 2, width)
+    return top, bottom, left, right
+
+
+def cutmix(images: torch.Tensor, soft: torch.Tensor, perm: torch.Tensor, box: tuple[int, int, int, int]
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste ``box`` of every sample's partner ``perm[n]`` into it; the targets mix by the true pasted
+    area, so ``lam = 1 - box area / image area`` even when clipping shrank the box."""
+    top, bottom, left, right = box
+    height, width = images.shape[-2:]
+    mixed = images.clone()
+    mixed[:, :, top:bottom, left:right] = images[perm][:, :, top:bottom, left:right]
+    lam = 1.0 - (bottom - top) * (right - left) / (height * width)
+    return mixed, lam * soft + (1 - lam) * soft[perm]
+
+
+# --------------------------------------------------------------------------------------------------
+# Drawing the random parameters
+
+
+def _draw(function, generator: torch.Generator, *args, **kwargs) -> torch.Tensor:
+    """Call a torch sampler on the generator's own device (a CUDA generator only feeds CUDA tensors)."""
+    return function(*args, generator=generator, device=generator.device, **kwargs)
+
+
+def _uniform(generator: torch.Generator, n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
+    """(N,) float32 uniform in [low, high] on ``device``."""
+    return (_draw(torch.rand, generator, n) * (high - low) + low).to(device)
+
+
+def _random_matrix(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    n, _, height, width = images.shape
+    name, device = op["op"], images.device
+    if name == "rotate":
+        return rotation_matrix(_uniform(generator, n, -op["degrees"], op["degrees"], device))
+    if name == "shift":
+        dx = _uniform(generator, n, -op["width"] * width, op["width"] * width, device)
+        dy = _uniform(generator, n, -op["height"] * height, op["height"] * height, device)
+        return shift_matrix(dx, dy)
+    if name == "shear":
+        return shear_matrix(_uniform(generator, n, -op["degrees"], op["degrees"], device))
+    if name == "zoom":
+        return zoom_matrix(_uniform(generator, n, op["range"][0], op["range"][1], device))
+    raise ValueError(f"augment.ops: {name!r} is not a geometric op")  # a bug here, not user input
+
+
+def _random_pixel_op(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    n, device, name = len(images), images.device, op["op"]
+    if name == "random_crop":
+        offsets = _draw(torch.randint, generator, 0, 2 * op["padding"] + 1, (n, 2)).to(device)
+        return crop(images, op["padding"], offsets)
+    if name in ("hflip", "vflip"):
+        mask = (_draw(torch.rand, generator, n) < op["p"]).to(device)
+        return flip(images, mask, -1 if name == "hflip" else -2)
+    if name == "brightness":
+        return adjust_brightness(images, _uniform(generator, n, -op["delta"], op["delta"], device))
+    if name == "contrast":
+        return adjust_contrast(images, _uniform(generator, n, op["range"][0], op["range"][1], device))
+    if name == "normalize":
+        return normalize(images, op["mean"], op["std"])
+    raise ValueError(f"augment.ops: no torch implementation of {name!r}")  # catalogue and backend disagree
+
+
+# --------------------------------------------------------------------------------------------------
+# Preview
+
+
+def preview_png(images_nhwc: np.ndarray, ops: list[dict], seed: int, rows: int = 4) -> bytes:
+    """A PNG grid of the first ``rows`` images: the original, then 3 augmented versions of each.
+
+    ``images_nhwc`` is float in [0, 1], shape (N, H, W, C); 1 channel is drawn in grayscale. With a
+    ``normalize`` op each image is min-max scaled for display; otherwise values are clipped to [0, 1],
+    so brightness and contrast changes stay visible.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    images = np.asarray(images_nhwc, dtype=np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"images_nhwc: got shape {images.shape}; accepted: (N, H, W, C)")
+    batch = torch.from_numpy(images[:rows]).permute(0, 3, 1, 2).contiguous()
+    augmenter = build_augmenter(ops, num_classes=1, seed=seed)
+    generator = augmenter.generator("cpu", epoch=0, rank=0)
+    labels = torch.zeros(len(batch), dtype=torch.int64)
+    columns = [batch] + [augmenter.train_batch(batch, labels, generator)[0] for _ in range(3)]
+    rescale = any(op["op"] == "normalize" for op in augmenter.ops)
+    titles = ["original", "augmented 1", "augmented 2", "augmented 3"]
+    figure = Figure(figsize=(2 * len(titles), 2 * len(batch)), dpi=80)
+    axes = figure.subplots(len(batch), len(titles), squeeze=False)
+    for column, (title, tensors) in enumerate(zip(titles, columns)):
+        for row in range(len(batch)):
+            shown = _displayable(tensors[row].permute(1, 2, 0).numpy(), rescale and column > 0)
+            axes[row][column].imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0.0, vmax=1.0)
+            axes[row][column].set_axis_off()
+        axes[0][column].set_title(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _displayable(image_hwc: np.ndarray, rescale: bool) -> np.ndarray:
+    """An (H, W) or (H, W, 3) image in [0, 1] for imshow."""
+    if rescale:
+        low, high = image_hwc.min(), image_hwc.max()
+        image_hwc = (image_hwc - low) / (high - low) if high > low else np.zeros_like(image_hwc)
+    image_hwc = np.clip(image_hwc, 0.0, 1.0)
+    return image_hwc[..., 0] if image_hwc.shape[-1] == 1 else image_hwc

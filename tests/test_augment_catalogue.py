@@ -1,0 +1,135 @@
+"""The framework-neutral augmentation catalogue: ops, presets, validation messages, resolution."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from raykit.augment import OPS, PRESETS, AugmentError, check_param, resolve_ops, validate_ops
+
+EXPECTED_PARAMS = {
+    "random_crop": {"padding": 4},
+    "hflip": {"p": 0.5},
+    "vflip": {"p": 0.5},
+    "rotate": {"degrees": 15.0},
+    "shift": {"width": 0.1, "height": 0.1},
+    "shear": {"degrees": 10.0},
+    "zoom": {"range": [0.9, 1.1]},
+    "brightness": {"delta": 0.2},
+    "contrast": {"range": [0.8, 1.2]},
+    "normalize": {"mean": [0.5], "std": [0.5]},
+    "mixup": {"alpha": 0.2, "p": 1.0},
+    "cutmix": {"alpha": 1.0, "p": 1.0},
+}
+
+
+def test_catalogue_import_pulls_in_no_framework():
+    code = ("import sys, raykit.augment; "
+            "print(sorted(m for m in ('torch', 'tensorflow', 'ray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_catalogue_lists_exactly_the_documented_ops_params_and_defaults():
+    assert {name: {key: default for key, (_, default, _) in params.items()} for name, params in OPS.items()} \
+        == EXPECTED_PARAMS
+
+
+def test_every_default_is_a_valid_value_of_its_param():
+    for name, params in OPS.items():
+        for key, (_, default, _) in params.items():
+            assert check_param(name, key, default) == "", (name, key)
+
+
+def test_presets_are_the_documented_recipes():
+    assert PRESETS["none"] == []
+    assert [op["op"] for op in PRESETS["light"]] == ["shift", "rotate"]  # no flips: digits
+    assert resolve_ops("standard", []) == [{"op": "random_crop", "padding": 4}, {"op": "hflip", "p": 0.5},
+                                           {"op": "normalize", "mean": [0.5], "std": [0.5]}]
+    for name, ops in PRESETS.items():
+        assert validate_ops(ops) == [], name
+
+
+def test_valid_ops_have_no_problems_and_ints_count_as_floats():
+    ops = [{"op": "rotate", "degrees": 30}, {"op": "random_crop", "padding": 2.0}, {"op": "zoom", "range": [1, 1]},
+           {"op": "normalize", "mean": [0.1, 0.2, 0.3], "std": [1, 2, 3]}, {"op": "cutmix"}]
+    assert validate_ops(ops) == []
+
+
+@pytest.mark.parametrize("item, path, fragments", [
+    ("rotate", "augment.ops[0]", ["got 'rotate'", "accepted: a mapping"]),
+    ({"degrees": 3}, "augment.ops[0].op", ["missing", "accepted: one of random_crop"]),
+    ({"op": "rotaet"}, "augment.ops[0].op", ["got 'rotaet'", "did you mean 'rotate'?", "accepted: one of"]),
+    ({"op": 7}, "augment.ops[0].op", ["got 7", "accepted: one of"]),
+    ({"op": "rotate", "degree": 30}, "augment.ops[0].degree",
+     ["got degree=30", "unknown parameter of 'rotate'", "did you mean 'degrees'?", "accepted: degrees"]),
+    ({"op": "hflip", "p": True}, "augment.ops[0].p", ["got True (bool)", "accepted: a number >= 0 and <= 1"]),
+    ({"op": "hflip", "p": 1.5}, "augment.ops[0].p", ["got 1.5", "accepted: a number >= 0 and <= 1"]),
+    ({"op": "rotate", "degrees": -5}, "augment.ops[0].degrees", ["got -5", "accepted: a number >= 0"]),
+    ({"op": "rotate", "degrees": "10"}, "augment.ops[0].degrees", ["got '10' (str)", "accepted: a number"]),
+    ({"op": "random_crop", "padding": 2.5}, "augment.ops[0].padding", ["got 2.5", "accepted: an integer >= 0"]),
+    ({"op": "shift", "width": 1.0}, "augment.ops[0].width", ["got 1.0", "accepted: a number >= 0 and < 1"]),
+    ({"op": "shear", "degrees": 90}, "augment.ops[0].degrees", ["got 90", "< 90"]),
+    ({"op": "zoom", "range": [1.2, 0.8]}, "augment.ops[0].range", ["got [1.2, 0.8]", "lo > hi", "0 < lo <= hi"]),
+    ({"op": "zoom", "range": [0, 1]}, "augment.ops[0].range", ["got [0, 1]", "0 < lo <= hi"]),
+    ({"op": "zoom", "range": [0.9]}, "augment.ops[0].range", ["got [0.9], 1 items", "a list of 2 numbers"]),
+    ({"op": "contrast", "range": 1.0}, "augment.ops[0].range", ["got 1.0 (float)", "a list of 2 numbers"]),
+    ({"op": "normalize", "std": [0.5, 0.0]}, "augment.ops[0].std", ["got [0.5, 0.0]", "numbers > 0"]),
+    ({"op": "normalize", "mean": []}, "augment.ops[0].mean", ["got []", "one per channel"]),
+    ({"op": "mixup", "alpha": 0}, "augment.ops[0].alpha", ["got 0", "accepted: a number > 0"]),
+    ({"op": "brightness", "delta": float("nan")}, "augment.ops[0].delta", ["got nan", "a number >= 0"]),
+])
+def test_validate_ops_names_the_field_path_the_value_and_what_is_accepted(item, path, fragments):
+    problems = validate_ops([item])
+    assert [p for p, _ in problems] == [path]
+    for fragment in fragments:
+        assert fragment in problems[0][1]
+
+
+def test_validate_ops_reports_every_bad_item_at_its_index_under_the_given_field():
+    problems = validate_ops([{"op": "hflip"}, {"op": "flip"}, {"op": "rotate", "degrees": -1}], field="x.ops")
+    assert [path for path, _ in problems] == ["x.ops[1].op", "x.ops[2].degrees"]
+
+
+def test_validate_ops_refuses_a_non_list():
+    ((path, message),) = validate_ops({"op": "hflip"})
+    assert path == "augment.ops" and "accepted: a list" in message
+
+
+def test_resolve_ops_fills_every_default_and_coerces_numbers():
+    assert resolve_ops("none", [{"op": "rotate"}, {"op": "rotate", "degrees": 30},
+                                {"op": "random_crop", "padding": 2.0}, {"op": "zoom", "range": [1, 2]}]) == [
+        {"op": "rotate", "degrees": 15.0}, {"op": "rotate", "degrees": 30.0},
+        {"op": "random_crop", "padding": 2}, {"op": "zoom", "range": [1.0, 2.0]}]
+    resolved = resolve_ops("none", [{"op": "rotate", "degrees": 30}, {"op": "random_crop", "padding": 2.0}])
+    assert type(resolved[0]["degrees"]) is float and type(resolved[1]["padding"]) is int
+
+
+def test_resolve_ops_puts_the_preset_first_then_the_user_ops():
+    resolved = resolve_ops("light", [{"op": "brightness", "delta": 0.1}])
+    assert resolved == [{"op": "shift", "width": 0.1, "height": 0.1}, {"op": "rotate", "degrees": 10.0},
+                        {"op": "brightness", "delta": 0.1}]
+
+
+def test_resolve_ops_is_idempotent_and_does_not_share_lists_with_its_input():
+    user = [{"op": "normalize", "mean": [0.1], "std": [0.2]}]
+    once = resolve_ops("standard", user)
+    assert resolve_ops("none", once) == once
+    once[-1]["mean"].append(9.0)
+    assert user[0]["mean"] == [0.1] and PRESETS["standard"][-1]["mean"] == [0.5]
+
+
+def test_resolve_ops_refuses_an_unknown_preset_naming_augment_preset():
+    with pytest.raises(ValueError) as info:
+        resolve_ops("standrad", [])
+    assert info.value.problems == [("augment.preset", "got 'standrad' (did you mean 'standard'?); "
+                                                      "accepted: none, light, standard")]
+    assert "augment.preset" in str(info.value)
+
+
+def test_resolve_ops_refuses_invalid_ops_with_their_problems():
+    with pytest.raises(AugmentError) as info:
+        resolve_ops("none", [{"op": "hflip", "p": 2}])
+    assert [path for path, _ in info.value.problems] == ["augment.ops[0].p"]
