@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from raykit.spec import FinetuneSpec, RunSpec, imagenet_weights_file
+from raykit.spec import FinetuneSpec, RunSpec
+from raykit.spec_rules import imagenet_weights_file
 
 ALWAYS_STRIPPED = ("module.", "_orig_mod.")  # DDP / DataParallel and torch.compile wrappers
 

@@ -1,0 +1,143 @@
+"""Validation rules that read more than one field of a run spec (run once the fields are well typed).
+
+Each rule returns ``(field path, message)`` pairs; :func:`raykit.spec.load_spec` raises them together
+as one :class:`~raykit.spec.SpecError`. Nothing here imports torch, TensorFlow or Ray.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+from raykit.augment import validate_ops
+from raykit.spec import EPOCH_METRICS, FRAMEWORKS, RESNETS, RunSpec, ScalingSpec
+
+
+def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
+    """Every ``(field path, message)`` problem of an otherwise well-typed spec."""
+    problems = []
+    if spec.data.val_fraction + spec.data.test_fraction >= 0.9:
+        problems.append(("data.test_fraction", f"val_fraction + test_fraction = "
+                         f"{spec.data.val_fraction + spec.data.test_fraction:g}; accepted: a sum below 0.9 "
+                         "so that training keeps data"))
+    if spec.train.batch_size % spec.scaling.num_workers:
+        problems.append(("train.batch_size", f"got {spec.train.batch_size}, which {spec.scaling.num_workers} "
+                         "workers cannot share evenly; accepted: a multiple of scaling.num_workers"))
+    if spec.train.precision == "fp16" and not spec.scaling.use_gpu:
+        problems.append(("train.precision", "got 'fp16' with scaling.use_gpu=false; accepted on CPU: fp32, "
+                         "bf16"))
+    problems += _resource_problems(spec.scaling)
+    problems += _metric_mode_problems(spec)
+    problems += _finetune_problems(spec)
+    if spec.name is not None and not _RUN_NAME.match(spec.name):
+        problems.append(("name", f"got {spec.name!r}; accepted: letters, digits, '.', '_', '-' "
+                         "(no '/' or spaces), starting with a letter or digit"))
+    if not backend_available(spec.framework):
+        problems.append(("framework", f"got {spec.framework!r}, whose backend is not in this version of raykit; "
+                         f"accepted: {', '.join(f for f in FRAMEWORKS if backend_available(f))}"))
+    problems += validate_ops(spec.augment.ops)
+    return problems
+
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _metric_mode_problems(spec: RunSpec) -> list[tuple[str, str]]:
+    """A loss is minimised and an accuracy maximised; the other way round is a mistake worth stopping."""
+    problems = []
+    for section, metric_field in (("checkpoint", "monitor"), ("tune", "metric")):
+        metric = getattr(getattr(spec, section), metric_field)
+        mode = getattr(spec, section).mode
+        wanted = "min" if metric.endswith("loss") else "max"
+        if mode != wanted:
+            problems.append((f"{section}.mode", f"got {mode!r} for {section}.{metric_field}={metric!r}; "
+                                                f"accepted: {wanted!r} (a {metric} is "
+                                                f"{'minimised' if wanted == 'min' else 'maximised'})"))
+    template = spec.checkpoint.export_template
+    sample = {name: 1 if name in ("epoch", "global_step") else 0.5 for name in EPOCH_METRICS}
+    try:
+        name = template.format(**sample)
+    except (KeyError, IndexError, ValueError) as exc:
+        problems.append(("checkpoint.export_template", f"got {template!r} ({type(exc).__name__}: {exc}); "
+                                                       f"accepted: a format string of {', '.join(EPOCH_METRICS)}"))
+    else:
+        if "/" in name or not name.strip():
+            problems.append(("checkpoint.export_template", f"got {template!r}; accepted: a file name without '/'"))
+    return problems
+
+
+def _finetune_problems(spec: RunSpec) -> list[tuple[str, str]]:
+    finetune, problems = spec.finetune, []
+    location = finetune.init_from
+    if location != "scratch" and "://" not in location and not Path(location).expanduser().exists():
+        problems.append(("finetune.init_from", f"got {location!r}, which does not exist; accepted: 'scratch', a "
+                                               "raykit checkpoint directory or a state-dict file (path or URI)"))
+    for index, pattern in enumerate(finetune.freeze_patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append((f"finetune.freeze_patterns[{index}]", f"got {pattern!r}, not a regex ({exc})"))
+    if finetune.unfreeze_every and not (finetune.freeze_first_n or finetune.freeze_patterns):
+        problems.append(("finetune.unfreeze_every", f"got {finetune.unfreeze_every} with nothing frozen; set "
+                                                    "finetune.freeze_first_n or freeze_patterns, or 0"))
+    if spec.model.pretrained == "imagenet":
+        problems += _pretrained_problems(spec)
+    return problems
+
+
+def _pretrained_problems(spec: RunSpec) -> list[tuple[str, str]]:
+    if spec.model.name not in RESNETS:
+        return [("model.pretrained", f"got 'imagenet' for model.name={spec.model.name!r}; accepted with: "
+                                     f"{', '.join(RESNETS)}")]
+    if spec.finetune.init_from != "scratch":
+        return [("model.pretrained", "got 'imagenet' together with finetune.init_from; accepted: one of the two")]
+    if imagenet_weights_file(spec.model.name) is None:
+        names = " or ".join(IMAGENET_FILES[spec.model.name])
+        return [("model.pretrained", f"got 'imagenet' but {names} is not in {torch_hub_checkpoints()} and raykit "
+                                     "never downloads; copy the file there (or set TORCH_HOME to a directory whose "
+                                     "hub/checkpoints holds it), or set finetune.init_from to the file's path "
+                                     "and model.pretrained=none")]
+    return []
+
+
+# torchvision's ImageNet weight files (IMAGENET1K_V1, and V2 for resnet50), as named in its local cache.
+IMAGENET_FILES = {"resnet18": ("resnet18-f37072fd.pth",), "resnet34": ("resnet34-b627a593.pth",),
+                  "resnet50": ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")}
+
+
+def torch_hub_checkpoints() -> Path:
+    """torch.hub's cache directory, computed as torch does, without importing torch."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+    return Path(home).expanduser() / "hub" / "checkpoints"
+
+
+def imagenet_weights_file(model_name: str) -> Path | None:
+    """The cached torchvision ImageNet weights for ``model_name``, or None when not on this machine."""
+    for name in IMAGENET_FILES.get(model_name, ()):
+        path = torch_hub_checkpoints() / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _resource_problems(scaling: ScalingSpec) -> list[tuple[str, str]]:
+    problems = []
+    for key, amount in scaling.resources_per_worker.items():
+        path = f"scaling.resources_per_worker.{key}"
+        if key.lower() in ("cpu", "gpu") and key not in ("CPU", "GPU"):
+            problems.append((path, f"got key {key!r}; Ray's resource names are case-sensitive: use "
+                                   f"{key.upper()!r}"))
+        elif not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
+            problems.append((path, f"got {amount!r}; accepted: a number >= 0"))
+        elif key == "GPU" and amount > 0 and not scaling.use_gpu:
+            problems.append((path, f"got {amount!r} with scaling.use_gpu=false; set scaling.use_gpu=true "
+                                   "to ask for GPUs"))
+    return problems
+
+
+def backend_available(framework: str) -> bool:
+    """Whether ``raykit.backends.<framework>`` has a training loop (found without importing it)."""
+    return importlib.util.find_spec(f"raykit.backends.{framework}.loop") is not None

@@ -1,0 +1,112 @@
+"""The PyTorch worker under TorchTrainer: resume after the driver is killed, best-K retention, export,
+and 2 workers vs 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import raykit
+from tests.conftest import REPO
+
+DEFAULT_JOB = "jobs/configs/digits_cnn_torch.yaml"
+pytestmark = pytest.mark.ray
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    latest = max(run_dir.glob("checkpoint_epoch=*"))
+    return torch.load(latest / "model.pt", weights_only=True)
+
+
+def wait_for_committed_checkpoint(run_dir: Path, dir_name: str, process: subprocess.Popen, timeout: float) -> None:
+    """Until Ray's snapshot (what a resume reads) lists ``dir_name``."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if snapshot.is_file() and dir_name in snapshot.read_text():
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"driver exited early: {process.stdout.read()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"{dir_name} was not committed within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def straight(ray_address, tmp_path_factory):
+    """An uninterrupted 4-epoch run of the default job, the reference for the interrupted ones."""
+    storage = tmp_path_factory.mktemp("straight")
+    return raykit.train(DEFAULT_JOB, ["train.epochs=4", f"storage={storage}", "checkpoint.keep_best=1",
+                                      "name=straight"])
+
+
+def assert_same_run(resumed, straight) -> None:
+    """Same epochs, steps and metrics, and final weights equal within 1e-6."""
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
+    assert [row["global_step"] for row in resumed.history] == [row["global_step"] for row in straight.history]
+    for ours, theirs in zip(resumed.history, straight.history):
+        assert ours["val_acc"] == pytest.approx(theirs["val_acc"], abs=1e-9)
+    expected = final_weights(Path(straight.run_dir))
+    got = final_weights(Path(resumed.run_dir))
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6)
+
+
+def test_killed_driver_resumes_to_the_same_weights_as_an_uninterrupted_run(straight, ray_address, storage):
+    common = ["train.epochs=4", f"storage={storage}", "checkpoint.keep_best=1"]
+
+    # A second driver trains the same spec; its rank 0 sleeps after epoch 2's report, and we kill the driver
+    # (and so its Train controller and workers) once epoch 2's checkpoint is committed.
+    fault = [{"at": "after_report", "epoch": 2, "rank": 0, "action": "sleep", "seconds": 300}]
+    args = [sys.executable, "-m", "raykit.cli", "train", DEFAULT_JOB, "--address", ray_address]
+    for override in [*common, "name=killed"]:
+        args += ["--set", override]
+    driver = subprocess.Popen(args, cwd=REPO, env={**os.environ, "RAYKIT_FAULTS": json.dumps(fault)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    run_dir = Path(storage) / "killed"
+    try:
+        wait_for_committed_checkpoint(run_dir, "checkpoint_epoch=0002", driver, timeout=240)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert not (run_dir / "checkpoint_epoch=0003").exists()
+
+    resumed = raykit.train(DEFAULT_JOB, [*common, "name=killed"])
+    assert_same_run(resumed, straight)
+
+
+def test_worker_killed_mid_epoch_restarts_from_the_last_checkpoint(straight, storage, tmp_path, monkeypatch):
+    fault = [{"at": "mid_epoch", "epoch": 3, "rank": 1, "action": "exit", "once_file": str(tmp_path / "fired")}]
+    monkeypatch.setenv("RAYKIT_FAULTS", json.dumps(fault))
+    resumed = raykit.train(DEFAULT_JOB, ["train.epochs=4", f"storage={storage}", "checkpoint.keep_best=1",
+                                         "scaling.max_failures=1", "name=worker-killed"])
+    assert (tmp_path / "fired").exists()  # the worker really died once
+    assert_same_run(resumed, straight)
+
+
+def test_best_k_retention_and_the_exported_best_model(straight):
+    # Best-K retention (keep_best=1): the best checkpoint and the latest (which a resume needs) remain.
+    best_epoch = max(straight.history, key=lambda row: (row["val_acc"], -row["epoch"]))["epoch"]
+    kept = sorted(p.name for p in Path(straight.run_dir).glob("checkpoint_epoch=*"))
+    assert kept == sorted({f"checkpoint_epoch={best_epoch:04d}", "checkpoint_epoch=0004"})
+    # The exported best model is named by the template and holds that checkpoint's weights.
+    best = straight.best_metrics
+    exported = Path(straight.run_dir) / "export" / f"{best['epoch']:02d}-{best['val_acc']:.2f}.pt"
+    assert Path(straight.exported_model) == exported
+    assert torch.equal(torch.load(exported, weights_only=True)["0.weight"],
+                       torch.load(Path(straight.best_checkpoint) / "model.pt", weights_only=True)["0.weight"])
+
+
+def test_two_workers_reach_the_accuracy_band_of_one(ray_address, storage):
+    results = {workers: raykit.train(DEFAULT_JOB, ["train.epochs=4", f"storage={storage}",
+                                                   f"scaling.num_workers={workers}", f"name=w{workers}"])
+               for workers in (1, 2)}
+    one, two = (results[w].history[-1]["val_acc"] for w in (1, 2))
+    assert one > 0.9 and two > 0.9 and abs(one - two) <= 0.05
