@@ -76,3 +76,12 @@ def exists(location: str) -> bool:
 
     fs, path = _filesystem(location)
     return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def download_dir(location: str, local_dir: str) -> str:
+    """Copy the directory at ``location`` (path or URI) into ``local_dir``; return ``local_dir``."""
+    import pyarrow.fs
+
+    fs, path = _filesystem(location)
+    pyarrow.fs.copy_files(path, local_dir, source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
+    return local_dir

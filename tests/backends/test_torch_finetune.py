@@ -190,3 +190,16 @@ def test_pretrained_imagenet_loads_the_cached_torchvision_file(tmp_path, monkeyp
     # A 1-channel small stem and a 10-class head differ from ImageNet's; everything else is loaded.
     assert set(report.mismatched) == {"conv1.weight", "fc.weight", "fc.bias"}
     assert len(report.loaded) == len(model.state_dict()) - 3
+
+
+def test_init_from_a_raykit_checkpoint_by_path_and_by_uri(tmp_path):
+    recorder = Recorder(tmp_path)
+    fit(tiny_spec("train.epochs=1"), WorkerSession(report=recorder))
+    directory = recorder.checkpoints[-1]
+    saved = torch.load(directory / "model.pt", weights_only=True)
+    for location in (str(directory), directory.as_uri()):
+        spec = tiny_spec(f"finetune.init_from={location}")
+        model = build_model(spec.model, (8, 8, 1), 10)
+        report = finetune.load_initial_weights(spec, model)
+        assert len(report.loaded) == len(saved) and not report.mismatched
+        assert torch.equal(model.state_dict()["0.weight"], saved["0.weight"])
