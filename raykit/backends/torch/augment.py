@@ -17,7 +17,6 @@ Typical use in a training loop::
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from raykit.augment import BATCH_OPS, DETERMINISTIC_OPS, resolve_ops
+from raykit.plots import augment_grid_png
 
 # Ops expressed as a per-sample affine matrix; consecutive ones are composed and resampled once.
 GEOMETRIC_OPS = ("rotate", "shift", "shear", "zoom")
@@ -305,11 +305,6 @@ def preview_png(images_nhwc: np.ndarray, ops: list[dict], seed: int, rows: int =
     ``normalize`` op each image is min-max scaled for display; otherwise values are clipped to [0, 1],
     so brightness and contrast changes stay visible.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     images = np.asarray(images_nhwc, dtype=np.float32)
     if images.ndim != 4:
         raise ValueError(f"images_nhwc: got shape {images.shape}; accepted: (N, H, W, C)")
@@ -319,25 +314,4 @@ def preview_png(images_nhwc: np.ndarray, ops: list[dict], seed: int, rows: int =
     labels = torch.zeros(len(batch), dtype=torch.int64)
     columns = [batch] + [augmenter.train_batch(batch, labels, generator)[0] for _ in range(3)]
     rescale = any(op["op"] == "normalize" for op in augmenter.ops)
-    titles = ["original", "augmented 1", "augmented 2", "augmented 3"]
-    figure = Figure(figsize=(2 * len(titles), 2 * len(batch)), dpi=80)
-    axes = figure.subplots(len(batch), len(titles), squeeze=False)
-    for column, (title, tensors) in enumerate(zip(titles, columns)):
-        for row in range(len(batch)):
-            shown = _displayable(tensors[row].permute(1, 2, 0).numpy(), rescale and column > 0)
-            axes[row][column].imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0.0, vmax=1.0)
-            axes[row][column].set_axis_off()
-        axes[0][column].set_title(title)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def _displayable(image_hwc: np.ndarray, rescale: bool) -> np.ndarray:
-    """An (H, W) or (H, W, 3) image in [0, 1] for imshow."""
-    if rescale:
-        low, high = image_hwc.min(), image_hwc.max()
-        image_hwc = (image_hwc - low) / (high - low) if high > low else np.zeros_like(image_hwc)
-    image_hwc = np.clip(image_hwc, 0.0, 1.0)
-    return image_hwc[..., 0] if image_hwc.shape[-1] == 1 else image_hwc
+    return augment_grid_png([c.permute(0, 2, 3, 1).numpy() for c in columns], rescale)
