@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass, field
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "samples_per_s",
            "global_step")
@@ -35,3 +36,32 @@ def read_history_csv(text: str) -> list[dict]:
     for row in csv.DictReader(io.StringIO(text)):
         rows.append({k: (int(v) if k in ("epoch", "global_step") else float(v)) for k, v in row.items()})
     return rows
+
+
+@dataclass
+class Progress:
+    """What a resume needs besides weights, optimizer and schedule: where a run is, what it has seen."""
+
+    epoch: int = 0  # epochs completed
+    global_step: int = 0  # optimizer steps
+    best_metric: float | None = None
+    stale_epochs: int = 0  # epochs since the monitored metric last improved
+    stopped_early: bool = False
+    history: list[dict] = field(default_factory=list)
+
+    def as_state(self) -> dict:
+        return dict(self.__dict__)
+
+    def record(self, metrics: dict, monitor: str, mode: str, patience: int) -> None:
+        """Add an epoch's metrics; track the best ``monitor`` value and early stopping (``patience`` 0 = off)."""
+        self.epoch = metrics["epoch"]
+        self.history.append(metrics)
+        if is_improvement(metrics[monitor], self.best_metric, mode):
+            self.best_metric, self.stale_epochs = metrics[monitor], 0
+        else:
+            self.stale_epochs += 1
+        self.stopped_early = bool(patience) and self.stale_epochs >= patience
+
+    def checkpoint_due(self, every_n_epochs: int, epochs: int) -> bool:
+        """Every N epochs, after the last one, and when stopping early."""
+        return self.epoch % every_n_epochs == 0 or self.epoch == epochs or self.stopped_early

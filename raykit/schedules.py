@@ -10,7 +10,7 @@ import math
 from typing import Callable
 
 from raykit.registry import Registry
-from raykit.spec import OptimSpec
+from raykit.spec import FinetuneSpec, OptimSpec
 
 SCHEDULES = Registry("optim.schedule")
 Multiplier = Callable[[int], float]
@@ -65,3 +65,12 @@ def lr_multiplier(optim: OptimSpec, steps_per_epoch: int, total_steps: int) -> M
     if not warmup:
         return base
     return lambda step: base(step) * min(1.0, (step + 1) / warmup)
+
+
+def frozen_at_epoch(frozen: list[str], finetune: FinetuneSpec, epoch: int) -> list[str]:
+    """Gradual unfreezing: before epoch ``epoch`` (1-based), one more layer from the top thaws every
+    ``unfreeze_every`` epochs. A function of the epoch alone, so a resumed run thaws the same layers."""
+    if not finetune.unfreeze_every:
+        return frozen
+    thawed = (epoch - 1) // finetune.unfreeze_every
+    return frozen[: max(len(frozen) - thawed, 0)]

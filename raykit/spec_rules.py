@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from raykit.augment import validate_ops
-from raykit.spec import EPOCH_METRICS, FRAMEWORKS, RESNETS, RunSpec, ScalingSpec
+from raykit.spec import EPOCH_METRICS, FRAMEWORKS, MODEL_NAMES, RESNETS, USER_FACTORY, RunSpec, ScalingSpec
 
 
 def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
@@ -34,9 +34,7 @@ def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
     if spec.name is not None and not _RUN_NAME.match(spec.name):
         problems.append(("name", f"got {spec.name!r}; accepted: letters, digits, '.', '_', '-' "
                          "(no '/' or spaces), starting with a letter or digit"))
-    if not backend_available(spec.framework):
-        problems.append(("framework", f"got {spec.framework!r}, whose backend is not in this version of raykit; "
-                         f"accepted: {', '.join(f for f in FRAMEWORKS if backend_available(f))}"))
+    problems += _framework_problems(spec)
     problems += validate_ops(spec.augment.ops)
     return problems
 
@@ -88,39 +86,68 @@ def _finetune_problems(spec: RunSpec) -> list[tuple[str, str]]:
 
 
 def _pretrained_problems(spec: RunSpec) -> list[tuple[str, str]]:
-    if spec.model.name not in RESNETS:
-        return [("model.pretrained", f"got 'imagenet' for model.name={spec.model.name!r}; accepted with: "
-                                     f"{', '.join(RESNETS)}")]
+    available = [name for name in RESNETS if name in FRAMEWORK_MODELS[spec.framework]]
+    if spec.model.name not in available:
+        return [("model.pretrained", f"got 'imagenet' for model.name={spec.model.name!r} on {spec.framework}; "
+                                     f"accepted with: {', '.join(available)}")]
     if spec.finetune.init_from != "scratch":
         return [("model.pretrained", "got 'imagenet' together with finetune.init_from; accepted: one of the two")]
-    if imagenet_weights_file(spec.model.name) is None:
-        names = " or ".join(IMAGENET_FILES[spec.model.name])
-        return [("model.pretrained", f"got 'imagenet' but {names} is not in {torch_hub_checkpoints()} and raykit "
-                                     "never downloads; copy the file there (or set TORCH_HOME to a directory whose "
-                                     "hub/checkpoints holds it), or set finetune.init_from to the file's path "
-                                     "and model.pretrained=none")]
+    if imagenet_weights_file(spec.model.name, spec.framework) is None:
+        names = " or ".join(IMAGENET_FILES[spec.framework][spec.model.name])
+        where = weights_cache(spec.framework)
+        how = ("set TORCH_HOME to a directory whose hub/checkpoints holds it" if spec.framework == "torch"
+               else "set KERAS_HOME to a directory whose models/ holds it")
+        return [("model.pretrained", f"got 'imagenet' but {names} is not in {where} and raykit never downloads; "
+                                     f"copy the file there (or {how}), or set finetune.init_from to a weights "
+                                     "file and model.pretrained=none")]
     return []
 
 
-# torchvision's ImageNet weight files (IMAGENET1K_V1, and V2 for resnet50), as named in its local cache.
-IMAGENET_FILES = {"resnet18": ("resnet18-f37072fd.pth",), "resnet34": ("resnet34-b627a593.pth",),
-                  "resnet50": ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")}
+# The frameworks' ImageNet weight files, as named in their local caches (torchvision IMAGENET1K_V1, and
+# V2 for resnet50; keras.applications' no-top file).
+IMAGENET_FILES = {
+    "torch": {"resnet18": ("resnet18-f37072fd.pth",), "resnet34": ("resnet34-b627a593.pth",),
+              "resnet50": ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")},
+    "tf": {"resnet50": ("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",)},
+}
+# What each backend's model registry implements (tests check the registries against this).
+FRAMEWORK_MODELS = {"torch": MODEL_NAMES, "tf": ("mlp", "cnn", "resnet50")}
 
 
-def torch_hub_checkpoints() -> Path:
-    """torch.hub's cache directory, computed as torch does, without importing torch."""
+def weights_cache(framework: str) -> Path:
+    """Where torch.hub / keras.utils.get_file keep downloaded weights, computed without importing them."""
+    if framework == "tf":
+        return Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "models"
     home = os.environ.get("TORCH_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
     return Path(home).expanduser() / "hub" / "checkpoints"
 
 
-def imagenet_weights_file(model_name: str) -> Path | None:
-    """The cached torchvision ImageNet weights for ``model_name``, or None when not on this machine."""
-    for name in IMAGENET_FILES.get(model_name, ()):
-        path = torch_hub_checkpoints() / name
+def imagenet_weights_file(model_name: str, framework: str = "torch") -> Path | None:
+    """The cached ImageNet weights for ``model_name``, or None when not on this machine."""
+    for name in IMAGENET_FILES[framework].get(model_name, ()):
+        path = weights_cache(framework) / name
         if path.is_file():
             return path
     return None
+
+
+def _framework_problems(spec: RunSpec) -> list[tuple[str, str]]:
+    if not backend_available(spec.framework):
+        return [("framework", f"got {spec.framework!r}, whose backend is not in this version of raykit; "
+                              f"accepted: {', '.join(f for f in FRAMEWORKS if backend_available(f))}")]
+    problems = []
+    models = FRAMEWORK_MODELS[spec.framework]
+    if spec.model.name not in models and not USER_FACTORY.match(spec.model.name):
+        problems.append(("model.name", f"got {spec.model.name!r}, which framework {spec.framework} does not "
+                                       f"have; accepted with {spec.framework}: {', '.join(models)}, or a factory"))
+    if spec.framework == "tf" and spec.train.grad_accum_steps > 1:
+        problems.append(("train.grad_accum_steps", f"got {spec.train.grad_accum_steps} with framework tf; accepted "
+                                                   "on tf: 1 (raise train.batch_size instead)"))
+    if spec.framework == "tf" and spec.train.precision == "fp16" and spec.finetune.backbone_lr_mult != 1.0:
+        problems.append(("finetune.backbone_lr_mult", "got a multiplier with train.precision=fp16 on tf; the "
+                                                      "loss scaler needs one optimizer: accepted: 1.0, or bf16"))
+    return problems
 
 
 def _resource_problems(scaling: ScalingSpec) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ import torch
 from raykit.backends.torch import finetune
 from raykit.backends.torch.loop import fit, optimizer_steps_per_epoch
 from raykit.backends.torch.models import build_model
-from raykit.schedules import SCHEDULES, lr_multiplier
+from raykit.schedules import SCHEDULES, frozen_at_epoch, lr_multiplier
 from raykit.session import WorkerSession
 from raykit.spec import SCHEDULES as SPEC_SCHEDULES
 from raykit.spec import load_spec
@@ -108,7 +108,7 @@ def test_freeze_patterns_and_the_head_is_never_frozen():
 def test_gradual_unfreezing_thaws_one_layer_from_the_top_every_k_epochs():
     spec = tiny_spec("finetune.freeze_first_n=3", "finetune.unfreeze_every=2").finetune
     frozen = ["a", "b", "c"]
-    assert [finetune.frozen_at_epoch(frozen, spec, e) for e in (1, 2, 3, 5, 7, 9)] == [
+    assert [frozen_at_epoch(frozen, spec, e) for e in (1, 2, 3, 5, 7, 9)] == [
         ["a", "b", "c"], ["a", "b", "c"], ["a", "b"], ["a"], [], []]
 
 

@@ -148,15 +148,6 @@ def frozen_layer_names(model: nn.Module, finetune: FinetuneSpec) -> list[str]:
     return [name for name in layers if name in chosen and name not in head]
 
 
-def frozen_at_epoch(frozen: list[str], finetune: FinetuneSpec, epoch: int) -> list[str]:
-    """Gradual unfreezing: before epoch ``epoch`` (1-based), one more layer from the top thaws every
-    ``unfreeze_every`` epochs. A function of the epoch alone, so a resumed run thaws the same layers."""
-    if not finetune.unfreeze_every:
-        return frozen
-    thawed = (epoch - 1) // finetune.unfreeze_every
-    return frozen[: max(len(frozen) - thawed, 0)]
-
-
 def apply_freezing(model: nn.Module, frozen: list[str]) -> None:
     """Set ``requires_grad`` from ``frozen`` (every other layer trains)."""
     frozen_set = set(frozen)

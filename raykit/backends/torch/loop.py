@@ -12,7 +12,7 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,28 +26,13 @@ from raykit.backends.torch import finetune
 from raykit.backends.torch.augment import Augmenter, build_augmenter, make_generator, soft_cross_entropy
 from raykit.backends.torch.models import build_model, to_model_layout
 from raykit.data import Split, Splits, load_splits
-from raykit.history import epoch_line, history_csv, is_improvement
-from raykit.schedules import lr_multiplier
+from raykit.history import Progress, epoch_line, history_csv
+from raykit.schedules import frozen_at_epoch, lr_multiplier
 from raykit.session import WorkerSession
 from raykit.spec import OptimSpec, RunSpec
 from raykit.storage import join, write_text
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass
-class Progress:
-    """What a resume needs besides weights, optimizer and schedule: where we are, what we have seen."""
-
-    epoch: int = 0  # epochs completed
-    global_step: int = 0  # optimizer steps
-    best_metric: float | None = None
-    stale_epochs: int = 0  # epochs since the monitored metric last improved
-    stopped_early: bool = False
-    history: list[dict] = field(default_factory=list)
-
-    def as_state(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -96,7 +81,7 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                    "val_acc": val_acc, "lr": worker.optimizer.param_groups[0]["lr"], "epoch_time_s": seconds,
                    "samples_per_s": len(train[1]) / seconds, "global_step": progress.global_step}
-        _record(spec, progress, metrics)
+        progress.record(metrics, spec.checkpoint.monitor, spec.checkpoint.mode, spec.train.early_stopping_patience)
         elapsed = time.perf_counter() - started
         remaining = (spec.train.epochs - epoch) * elapsed / (epoch - first_epoch)
         session.log(epoch_line(metrics, spec.train.epochs, elapsed, remaining))
@@ -135,7 +120,7 @@ def _check_labels(splits: Splits, num_classes: int) -> None:
 def _update_freezing(worker: Worker, epoch: int) -> None:
     """Freeze (and, with gradual unfreezing, thaw) layers for this epoch; re-wrap for DDP when it changes,
     because DDP only synchronises the parameters that required gradients when it was built."""
-    frozen = finetune.frozen_at_epoch(worker.freezable, worker.spec.finetune, epoch)
+    frozen = frozen_at_epoch(worker.freezable, worker.spec.finetune, epoch)
     if worker.wrapped is not None and frozen == worker.frozen:
         return
     if worker.frozen is not None and frozen != worker.frozen:
@@ -199,19 +184,6 @@ def _optimizer_step(worker: Worker) -> None:
     worker.optimizer.zero_grad(set_to_none=True)
 
 
-def _record(spec: RunSpec, progress: Progress, metrics: dict) -> None:
-    """Add the epoch to the history; track the best monitored value and early stopping."""
-    progress.epoch = metrics["epoch"]
-    progress.history.append(metrics)
-    value = metrics[spec.checkpoint.monitor]
-    if is_improvement(value, progress.best_metric, spec.checkpoint.mode):
-        progress.best_metric, progress.stale_epochs = value, 0
-    else:
-        progress.stale_epochs += 1
-    patience = spec.train.early_stopping_patience
-    progress.stopped_early = bool(patience) and progress.stale_epochs >= patience
-
-
 def _resume(worker: Worker) -> Progress:
     session = worker.session
     state, rng_states = ckpt.restore(session.resume_dir, worker.model, worker.optimizer, worker.scheduler,
@@ -225,8 +197,7 @@ def _resume(worker: Worker) -> Progress:
 def _report(worker: Worker, progress: Progress, metrics: dict) -> None:
     """Report this epoch's metrics on every rank, with a checkpoint from rank 0 when one is due."""
     spec, session, epoch = worker.spec, worker.session, progress.epoch
-    due = (epoch % spec.checkpoint.every_n_epochs == 0 or epoch == spec.train.epochs
-           or progress.stopped_early)
+    due = progress.checkpoint_due(spec.checkpoint.every_n_epochs, spec.train.epochs)
     rng_states = _gather(ckpt.capture_rng(), session) if due else []
     directory = None
     if session.is_chief:

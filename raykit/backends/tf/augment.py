@@ -1,0 +1,258 @@
+"""TensorFlow implementation of the augmentation catalogue in :mod:`raykit.augment`, with the same
+parameters and conventions as the PyTorch one.
+
+Batches are NHWC float tensors. Random parameters are drawn per sample with TensorFlow's *stateless*
+random ops from a seed tensor derived from (train.seed, epoch, rank, step), so the ops can run inside a
+``tf.function`` on any device and a resumed run replays exactly the same augmentation. Consecutive
+geometric ops (rotate, shift, shear, zoom) are composed into one projective transform per sample and
+resampled once by ``ImageProjectiveTransformV3`` — the kernel Keras 3's own RandomRotation/Translation/
+Zoom/Shear layers use. raykit calls the kernel directly instead of those layers because the layers draw
+from stateful seed generators (a resume could not replay them) and parameterise ranges differently
+from the catalogue shared with torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from raykit.augment import BATCH_OPS, DETERMINISTIC_OPS, resolve_ops
+from raykit.plots import augment_grid_png
+
+GEOMETRIC_OPS = ("rotate", "shift", "shear", "zoom")
+
+
+def step_seed(seed: int, epoch: int, rank: int, step) -> tf.Tensor:
+    """The stateless seed (2 int32) of one batch; ``step`` may be a tensor."""
+    base = np.random.SeedSequence([seed, epoch, rank]).generate_state(2, dtype=np.uint32).astype(np.int64)
+    base = tf.constant(base % (2**31 - 1), dtype=tf.int32)
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(step, tf.int32))
+
+
+class Augmenter:
+    """Applies resolved ops to NHWC batches. ``train_batch`` returns images and one-hot (or mixed)
+    float targets of shape (N, num_classes)."""
+
+    def __init__(self, ops: list[dict], num_classes: int):
+        self.ops = resolve_ops("none", ops)
+        self.num_classes = num_classes
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.ops
+
+    def train_batch(self, images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        targets = tf.one_hot(labels, self.num_classes, dtype=tf.float32)
+        pending = None  # composed output->input matrices of the geometric ops not applied yet
+        for index, op in enumerate(self.ops):
+            op_seed = tf.random.experimental.stateless_fold_in(seed, index)
+            name = op["op"]
+            if name in GEOMETRIC_OPS:
+                matrix = _random_matrix(op, tf.shape(images)[0], op_seed)
+                pending = matrix if pending is None else pending @ matrix
+                continue
+            if pending is not None:
+                images, pending = warp(images, pending), None
+            if name in BATCH_OPS:
+                images, targets = _mix(op, images, targets, op_seed)
+            else:
+                images = _pixel_op(op, images, op_seed)
+        if pending is not None:
+            images = warp(images, pending)
+        return images, targets
+
+    def eval_batch(self, images: tf.Tensor) -> tf.Tensor:
+        """Only the deterministic ops (normalize); everything else is training-only."""
+        for op in self.ops:
+            if op["op"] in DETERMINISTIC_OPS:
+                images = normalize(images, op["mean"], op["std"])
+        return images
+
+
+def build_augmenter(ops: list[dict], num_classes: int) -> Augmenter:
+    return Augmenter(ops, num_classes)
+
+
+def _uniform(seed, n, low, high, index=0):
+    return tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(seed, index), low, high)
+
+
+def _random_matrix(op: dict, n, seed) -> tf.Tensor:
+    name = op["op"]
+    if name == "rotate":
+        return rotation_matrix(_uniform(seed, n, -op["degrees"], op["degrees"]))
+    if name == "shear":
+        return shear_matrix(_uniform(seed, n, -op["degrees"], op["degrees"]))
+    if name == "zoom":
+        low, high = op["range"]
+        return zoom_matrix(_uniform(seed, n, low, high))
+    # shift: fractions of the size, resolved in pixels by warp's centre-based coordinates
+    return shift_fraction_matrix(_uniform(seed, n, -op["width"], op["width"], 0),
+                                 _uniform(seed, n, -op["height"], op["height"], 1))
+
+
+def _pixel_op(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    name, n = op["op"], tf.shape(images)[0]
+    if name == "random_crop":
+        offsets = tf.random.stateless_uniform([n, 2], seed, 0, 2 * op["padding"] + 1, dtype=tf.int32)
+        return crop(images, op["padding"], offsets)
+    if name in ("hflip", "vflip"):
+        mask = _uniform(seed, n, 0.0, 1.0) < op["p"]
+        return flip(images, mask, axis=2 if name == "hflip" else 1)
+    if name == "brightness":
+        return adjust_brightness(images, _uniform(seed, n, -op["delta"], op["delta"]))
+    if name == "contrast":
+        low, high = op["range"]
+        return adjust_contrast(images, _uniform(seed, n, low, high))
+    return normalize(images, op["mean"], op["std"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Ops with explicit parameters
+
+
+def crop(images: tf.Tensor, padding: int, offsets: tf.Tensor) -> tf.Tensor:
+    """Zero-pad by ``padding`` and crop each sample back at ``offsets[n] = (dy, dx)`` (a gather)."""
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+    rows = offsets[:, :1] + tf.range(height)[None, :]
+    cols = offsets[:, 1:] + tf.range(width)[None, :]
+    padded = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(padded, cols, axis=2, batch_dims=1)
+
+
+def flip(images: tf.Tensor, mask: tf.Tensor, axis: int) -> tf.Tensor:
+    """Reverse ``axis`` (2 = horizontal, 1 = vertical) of the samples where ``mask`` is true."""
+    return tf.where(mask[:, None, None, None], tf.reverse(images, [axis]), images)
+
+
+def _matrices(a, b, c, d, tx=None, ty=None) -> tf.Tensor:
+    zero, one = tf.zeros_like(a), tf.ones_like(a)
+    tx = zero if tx is None else tx
+    ty = zero if ty is None else ty
+    rows = [tf.stack([a, b, tx], -1), tf.stack([c, d, ty], -1), tf.stack([zero, zero, one], -1)]
+    return tf.stack(rows, -2)
+
+
+def rotation_matrix(degrees) -> tf.Tensor:
+    """(N, 3, 3) output->input maps rotating content counterclockwise (y down, about the centre)."""
+    theta = tf.convert_to_tensor(degrees, tf.float32) * (math.pi / 180)
+    return _matrices(tf.cos(theta), -tf.sin(theta), tf.sin(theta), tf.cos(theta))
+
+
+def shift_fraction_matrix(width_fraction, height_fraction) -> tf.Tensor:
+    """Maps moving content right/down by fractions of the image size (resolved in ``warp``)."""
+    dx = tf.convert_to_tensor(width_fraction, tf.float32)
+    dy = tf.convert_to_tensor(height_fraction, tf.float32)
+    one, zero = tf.ones_like(dx), tf.zeros_like(dx)
+    # Translation in units of the image size; warp scales column 2 by (W, H).
+    return _matrices(one, zero, zero, one, -dx, -dy)
+
+
+def shear_matrix(degrees) -> tf.Tensor:
+    """Maps of the horizontal shear x' = x + tan(degrees) * y (y down, from the centre)."""
+    tan = tf.tan(tf.convert_to_tensor(degrees, tf.float32) * (math.pi / 180))
+    one, zero = tf.ones_like(tan), tf.zeros_like(tan)
+    return _matrices(one, -tan, zero, one)
+
+
+def zoom_matrix(scale) -> tf.Tensor:
+    """Maps scaling content about the centre by ``scale`` (> 1 zooms in)."""
+    inverse = 1.0 / tf.convert_to_tensor(scale, tf.float32)
+    zero = tf.zeros_like(inverse)
+    return _matrices(inverse, zero, zero, inverse)
+
+
+def warp(images: tf.Tensor, matrices: tf.Tensor) -> tf.Tensor:
+    """Resample with per-sample (N, 3, 3) output->input maps about the image centre; bilinear, zeros
+    outside. Translations in the maps are fractions of (width, height)."""
+    shape = tf.shape(images)
+    height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    size = tf.stack([width, height])
+    matrices = tf.concat([matrices[:, :2, :2], (matrices[:, :2, 2] * size)[:, :, None]], axis=2)
+    centre = tf.stack([(width - 1) / 2, (height - 1) / 2])
+    # Absolute pixel coordinates: input = c + L (output - c) + t  =>  offset = c - L c + t
+    linear = matrices[:, :, :2]
+    offset = centre[None, :] - tf.linalg.matvec(linear, tf.broadcast_to(centre, tf.shape(linear)[:2])) + matrices[:, :, 2]
+    transforms = tf.concat([linear[:, 0, :], offset[:, :1], linear[:, 1, :], offset[:, 1:],
+                            tf.zeros([shape[0], 2])], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(images=images, transforms=transforms, output_shape=shape[1:3],
+                                                 fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+
+
+def adjust_brightness(images: tf.Tensor, delta: tf.Tensor) -> tf.Tensor:
+    return images + delta[:, None, None, None]
+
+
+def adjust_contrast(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """(x - mean) * factor + mean, with one mean per image over all pixels and channels."""
+    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+    return (images - mean) * factor[:, None, None, None] + mean
+
+
+def normalize(images: tf.Tensor, mean: list[float], std: list[float]) -> tf.Tensor:
+    channels = images.shape[-1]
+    for name, values in (("mean", mean), ("std", std)):
+        if channels is not None and len(values) not in (1, channels):
+            raise ValueError(f"augment normalize.{name}: got {values} for {channels} channels; accepted: one "
+                             f"value or {channels}")
+    return (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def _beta(seed, alpha: float) -> tf.Tensor:
+    first = tf.random.stateless_gamma([], tf.random.experimental.stateless_fold_in(seed, 10), alpha)
+    second = tf.random.stateless_gamma([], tf.random.experimental.stateless_fold_in(seed, 11), alpha)
+    return first / (first + second)
+
+
+def _mix(op: dict, images: tf.Tensor, targets: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixup or cutmix of the whole batch with a permutation of itself, with probability ``p``."""
+    n = tf.shape(images)[0]
+    fire = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 12)) < op["p"]
+    lam = _beta(seed, op["alpha"])
+    perm = tf.argsort(tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(seed, 13)))
+    if op["op"] == "mixup":
+        mixed, lam = mixup(images, perm, lam), lam
+    else:
+        box = cutmix_box(tf.shape(images)[1], tf.shape(images)[2], lam, tf.random.experimental.stateless_fold_in(seed, 14))
+        mixed, lam = cutmix(images, perm, box)
+    soft = lam * targets + (1.0 - lam) * tf.gather(targets, perm)
+    return tf.where(fire, mixed, images), tf.where(fire, soft, targets)
+
+
+def mixup(images: tf.Tensor, perm: tf.Tensor, lam) -> tf.Tensor:
+    return lam * images + (1.0 - lam) * tf.gather(images, perm)
+
+
+def cutmix_box(height, width, lam, seed) -> tf.Tensor:
+    """(top, left, bottom, right) of a box of about (1 - lam) of the area, centred uniformly, clipped."""
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    cut = tf.sqrt(1.0 - lam)
+    centre = tf.random.stateless_uniform([2], seed) * tf.stack([h, w])
+    half = tf.stack([h * cut, w * cut]) / 2
+    low = tf.cast(tf.round(tf.clip_by_value(centre - half, 0.0, tf.stack([h, w]))), tf.int32)
+    high = tf.cast(tf.round(tf.clip_by_value(centre + half, 0.0, tf.stack([h, w]))), tf.int32)
+    return tf.concat([low, high], 0)
+
+
+def cutmix(images: tf.Tensor, perm: tf.Tensor, box: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Paste the partner's pixels inside ``box``; return images and lam = the area that stayed."""
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    rows = tf.range(height)[:, None]
+    cols = tf.range(width)[None, :]
+    inside = (rows >= box[0]) & (rows < box[2]) & (cols >= box[1]) & (cols < box[3])
+    mixed = tf.where(inside[None, :, :, None], tf.gather(images, perm), images)
+    lam = 1.0 - tf.reduce_mean(tf.cast(inside, tf.float32))
+    return mixed, lam
+
+
+def preview_png(images_nhwc: np.ndarray, ops: list[dict], seed: int, rows: int = 4) -> bytes:
+    """Original and 3 augmented versions of the first ``rows`` images, as a PNG grid."""
+    batch = tf.constant(np.asarray(images_nhwc, np.float32)[:rows])
+    augmenter = build_augmenter(ops, num_classes=1)
+    labels = tf.zeros([len(batch)], tf.int32)
+    columns = [batch.numpy()] + [augmenter.train_batch(batch, labels, step_seed(seed, 0, 0, step))[0].numpy()
+                                 for step in range(3)]
+    return augment_grid_png(columns, any(op["op"] == "normalize" for op in augmenter.ops))

@@ -1,0 +1,149 @@
+"""Fine-tuning for Keras models: initial weights, a new head, freezing and gradual unfreezing.
+
+As in the torch backend, a "layer" is a layer that owns weights (conv, batch norm, dense), found by
+walking nested models in order; the head is the last one and is never frozen. A frozen
+BatchNormalization layer runs in inference mode (Keras 3 does this for ``trainable = False``).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+
+from raykit import storage
+from raykit.checkpoint import MANIFEST, read_manifest
+from raykit.spec import FinetuneSpec, RunSpec, load_spec
+from raykit.spec_rules import imagenet_weights_file
+
+
+@dataclass
+class LoadReport:
+    source: str
+    loaded: list[str] = field(default_factory=list)  # layers whose weights were copied
+    mismatched: list[str] = field(default_factory=list)  # same position, other shapes (e.g. a new head)
+    missing: list[str] = field(default_factory=list)  # layers the source does not have
+
+    def summary(self) -> str:
+        lines = [f"loaded {len(self.loaded)} layers from {self.source}"]
+        if self.mismatched:
+            lines.append(f"  re-initialised (shape differs, e.g. a new head): {', '.join(self.mismatched)}")
+        if self.missing:
+            lines.append(f"  kept as initialised (not in the source): {', '.join(self.missing[:8])}")
+        return "\n".join(lines)
+
+
+def parameterised_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Layers that own weights, in order, looking inside nested models."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found += parameterised_layers(layer)
+        elif layer.weights:
+            found.append(layer)
+    return found
+
+
+def frozen_layer_names(model: keras.Model, finetune: FinetuneSpec) -> list[str]:
+    names = [layer.name for layer in parameterised_layers(model)]
+    patterns = [re.compile(p) for p in finetune.freeze_patterns]
+    chosen = set(names[: finetune.freeze_first_n]) | {n for n in names if any(p.search(n) for p in patterns)}
+    return [name for name in names[:-1] if name in chosen]
+
+
+def apply_freezing(model: keras.Model, frozen: list[str]) -> None:
+    frozen_set = set(frozen)
+    for layer in parameterised_layers(model):
+        layer.trainable = layer.name not in frozen_set
+
+
+def head_variables(model: keras.Model) -> list:
+    return list(parameterised_layers(model)[-1].trainable_weights)
+
+
+def load_initial_weights(spec: RunSpec, model: keras.Model) -> LoadReport | None:
+    """Copy matching weights from ``model.pretrained`` or ``finetune.init_from`` into ``model``."""
+    if spec.model.pretrained == "imagenet":
+        return _load_keras_imagenet(spec, model)
+    location = spec.finetune.init_from
+    if location == "scratch":
+        return None
+    with _local(location) as path:
+        source = _source_model(path, location)
+        return copy_matching(source, model, location)
+
+
+class _local:
+    """A local path for ``location`` (downloading a remote raykit checkpoint directory)."""
+
+    def __init__(self, location: str):
+        self.location = location
+        self._tmp = None
+
+    def __enter__(self) -> Path:
+        if "://" not in self.location:
+            return Path(self.location).expanduser()
+        self._tmp = tempfile.TemporaryDirectory(prefix="raykit-init-")
+        if storage.exists(storage.join(self.location, MANIFEST)):
+            return Path(storage.download_dir(self.location, self._tmp.name))
+        target = Path(self._tmp.name) / Path(self.location).name
+        target.write_bytes(storage.read_bytes(self.location))
+        return target
+
+    def __exit__(self, *exc) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def _source_model(path: Path, location: str) -> keras.Model:
+    """The model the weights were saved from: a raykit TF checkpoint (rebuilt from its own spec) or a
+    ``.keras`` file (loaded in safe mode: no code runs). A bare ``.weights.h5`` needs a raykit checkpoint
+    or ``.keras`` file beside it to say what architecture it is."""
+    from raykit.backends.tf.models import build_model
+
+    if path.is_dir():
+        manifest = read_manifest(path)
+        if manifest["framework"] != "tf":
+            raise ValueError(f"finetune.init_from: {location!r} is a {manifest['framework']} checkpoint; accepted "
+                             "with framework tf: a raykit tf checkpoint, .keras or .weights.h5 file")
+        source_spec = load_spec(manifest["spec"])
+        shape, classes = manifest["state"]["input_shape"], manifest["state"]["num_classes"]
+        source = build_model(source_spec.model, tuple(shape), classes)
+        source.load_weights(path / manifest["weights"])
+        return source
+    if path.suffix == ".keras":
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    raise ValueError(f"finetune.init_from: got {location!r}; accepted with framework tf: a raykit tf checkpoint "
+                     "directory or a .keras file (a bare .weights.h5 holds no architecture to match against)")
+
+
+def copy_matching(source: keras.Model, target: keras.Model, location: str) -> LoadReport:
+    """Copy weights layer by layer, in order, where every weight shape matches."""
+    report = LoadReport(source=location)
+    source_layers = parameterised_layers(source)
+    for index, layer in enumerate(parameterised_layers(target)):
+        if index >= len(source_layers):
+            report.missing.append(layer.name)
+            continue
+        weights = source_layers[index].get_weights()
+        if [w.shape for w in weights] == [tuple(v.shape) for v in layer.weights]:
+            layer.set_weights(weights)
+            report.loaded.append(layer.name)
+        else:
+            report.mismatched.append(layer.name)
+    if not report.loaded:
+        raise ValueError(f"finetune.init_from: no layer of {location!r} matches the model")
+    return report
+
+
+def _load_keras_imagenet(spec: RunSpec, model: keras.Model) -> LoadReport:
+    path = imagenet_weights_file(spec.model.name, "tf")
+    if path is None:
+        raise FileNotFoundError("model.pretrained: Keras's ImageNet weights are not in this node's cache")
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    backbone.load_weights(path)
+    return LoadReport(source=str(path), loaded=[layer.name for layer in parameterised_layers(backbone)],
+                      mismatched=[parameterised_layers(model)[-1].name])

@@ -1,0 +1,79 @@
+"""Keras 3 models built from the spec's ``model`` section; the same spec gives the same architecture as
+the PyTorch backend (layer for layer for ``mlp`` and ``cnn``)."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from raykit.registry import Registry
+from raykit.spec import ModelSpec
+
+MODELS = Registry("model.name")
+
+
+def build_model(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """Build ``spec.name`` for images of ``input_shape`` (H, W, C) and ``num_classes`` logits."""
+    model = MODELS.get(spec.name)(spec, input_shape, num_classes)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model.name: factory {spec.name!r} returned {type(model).__name__}; "
+                        "accepted: a keras.Model")
+    return model
+
+
+def keras_batchnorm_momentum(torch_momentum: float) -> float:
+    """PyTorch's momentum weights the new batch; Keras's weights the running value."""
+    return 1.0 - torch_momentum
+
+
+def _dense_head(x, spec: ModelSpec, num_classes: int):
+    x = keras.layers.Flatten()(x)
+    for width in spec.hidden:
+        x = keras.layers.Dense(width, activation="relu")(x)
+    x = keras.layers.Dropout(spec.dropout)(x)
+    return keras.layers.Dense(num_classes, name="head")(x)
+
+
+@MODELS.register("mlp")
+def mlp(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """Flatten -> [dense + ReLU] * len(hidden) -> dropout -> dense head (logits)."""
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, _dense_head(inputs, spec, num_classes), name="mlp")
+
+
+@MODELS.register("cnn")
+def cnn(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """The seed's CNN: per filter count, conv 3x3 (same padding) + ReLU -> batch norm -> max-pool 2x2
+    (rounding up, like the torch backend), then flatten -> dense + ReLU -> dropout -> dense head."""
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for filters in spec.filters:
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+        x = keras.layers.BatchNormalization(momentum=keras_batchnorm_momentum(spec.batchnorm_momentum),
+                                            epsilon=1e-5)(x)
+        x = keras.layers.MaxPooling2D(2, padding="same")(x)
+    return keras.Model(inputs, _dense_head(x, spec, num_classes), name="cnn")
+
+
+@MODELS.register("resnet50")
+def resnet50(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """keras.applications.ResNet50 (random weights; ``model.pretrained: imagenet`` loads Keras's cached
+    file in finetune) with global average pooling, dropout and a new dense head. Keras's stem needs
+    inputs of at least 32x32 and has no small-image variant."""
+    height, width, _ = input_shape
+    if spec.stem == "small" or min(height, width) < 32:
+        raise ValueError(f"model.name: resnet50 on TensorFlow needs images of at least 32x32 and the imagenet "
+                         f"stem; got {height}x{width} with model.stem={spec.stem!r} (use framework: torch for "
+                         "a small stem, or cnn)")
+    backbone = keras.applications.ResNet50(weights=None, include_top=False, input_shape=input_shape, pooling="avg")
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = keras_batchnorm_momentum(spec.batchnorm_momentum)
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Dropout(spec.dropout)(backbone(inputs))
+    return keras.Model(inputs, keras.layers.Dense(num_classes, name="head")(x), name="resnet50")
+
+
+def trainable_parameter_count(model: keras.Model) -> int:
+    return sum(math.prod(v.shape) for v in model.trainable_weights)
