@@ -52,6 +52,11 @@ class Progress:
     def as_state(self) -> dict:
         return dict(self.__dict__)
 
+    @classmethod
+    def from_state(cls, state: dict) -> "Progress":
+        """The progress saved in a checkpoint (other keys a backend saved beside it are ignored)."""
+        return cls(**{key: value for key, value in state.items() if key in cls.__dataclass_fields__})
+
     def record(self, metrics: dict, monitor: str, mode: str, patience: int) -> None:
         """Add an epoch's metrics; track the best ``monitor`` value and early stopping (``patience`` 0 = off)."""
         self.epoch = metrics["epoch"]

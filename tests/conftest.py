@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+# The suite runs torch and TensorFlow code in one process. Loading triton's native library (torch imports
+# it lazily, via torch._dynamo, on the first optimizer step) after TensorFlow's segfaults; loading it
+# first is fine. raykit itself never mixes them in a process: each worker runs one backend.
+import torch._dynamo  # noqa: E402,F401
+
 REPO = Path(__file__).resolve().parents[1]
 # Each report() waits for the controller's poll; a short interval keeps tiny epochs fast.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")

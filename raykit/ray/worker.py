@@ -36,8 +36,16 @@ def train_loop_per_worker(config: dict) -> dict:
 
 def _quiet_ray_report_log() -> None:
     """Ray logs every report() at INFO with all its metrics, from every rank, past LoggingConfig's level;
-    raykit's own rank-0 epoch line says the same once."""
-    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
+    raykit's own rank-0 epoch line says the same once. A filter (not a level, which TensorFlow's logging
+    set-up can reset) drops those INFO records."""
+    logger = logging.getLogger("ray.train.v2._internal.execution.context")
+    if not any(isinstance(f, _WarningsOnly) for f in logger.filters):
+        logger.addFilter(_WarningsOnly())
+
+
+class _WarningsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
 
 
 def _report_to_ray(metrics: dict, checkpoint_dir: str | None) -> None:

@@ -191,7 +191,7 @@ def _resume(worker: Worker) -> Progress:
     if len(rng_states) == session.world_size:
         ckpt.apply_rng(rng_states[session.rank])
     session.log(f"resuming after epoch {state['epoch']} from {session.resume_dir}")
-    return Progress(**state)
+    return Progress.from_state(state)
 
 
 def _report(worker: Worker, progress: Progress, metrics: dict) -> None:
