@@ -206,7 +206,8 @@ class RunSpec:
     name: str | None = _field(None, help="Run name; files go to <storage>/<name>/. The same name resumes. "
                                          "null generates one from the model and the time.")
     storage: str = _field("runs", help="Local directory or URI (s3://, gs://, file://) holding the runs.")
-    framework: str = _field("torch", help="Worker framework.", choices=FRAMEWORKS)
+    framework: str = _field("torch", help="Worker framework: torch (TorchTrainer) or tf (TensorFlow + Keras 3 "
+                                          "under TensorflowTrainer).", choices=FRAMEWORKS)
     data: DataSpec = field(default_factory=DataSpec, metadata={"help": "Dataset and splits."})
     model: ModelSpec = field(default_factory=ModelSpec, metadata={"help": "Model architecture."})
     augment: AugmentSpec = field(default_factory=AugmentSpec, metadata={"help": "Data augmentation."})

@@ -1,0 +1,78 @@
+"""The TensorFlow worker under TensorflowTrainer: 2 workers in sync, resume and restart equal an
+uninterrupted run, and parity with the torch worker on the default CNN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import raykit
+
+DEFAULT_JOB = "jobs/configs/digits_cnn_torch.yaml"
+TF = ["framework=tf"]
+pytestmark = pytest.mark.ray
+
+
+def final_weights(run_dir: Path) -> list[np.ndarray]:
+    import h5py
+
+    latest = max(Path(run_dir).glob("checkpoint_epoch=*"))
+    arrays = []
+    with h5py.File(latest / "model.weights.h5", "r") as handle:
+        handle.visititems(lambda name, item: arrays.append(np.asarray(item)) if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def straight(ray_address, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("tf-straight")
+    return raykit.train(DEFAULT_JOB, [*TF, "train.epochs=4", f"storage={storage}", "checkpoint.keep_best=1",
+                                      "name=straight"])
+
+
+def assert_same_run(resumed, straight) -> None:
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
+    for ours, theirs in zip(resumed.history, straight.history):
+        assert ours["val_acc"] == pytest.approx(theirs["val_acc"], abs=1e-9)
+    for ours, theirs in zip(final_weights(resumed.run_dir), final_weights(straight.run_dir)):
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_two_workers_hold_identical_weights_after_every_epoch(straight):
+    assert straight.spec.scaling.num_workers == 2
+    assert [row["weights_in_sync"] for row in straight.history] == [True] * 4
+    assert straight.history[-1]["val_acc"] > 0.8 and straight.test_accuracy > 0.8
+    manifest = json.loads((Path(straight.best_checkpoint) / "manifest.json").read_text())
+    assert manifest["framework"] == "tf"
+    assert Path(straight.exported_model).name.endswith(".weights.h5")
+    best_epoch = max(straight.history, key=lambda row: (row["val_acc"], -row["epoch"]))["epoch"]
+    kept = sorted(p.name for p in Path(straight.run_dir).glob("checkpoint_epoch=*"))
+    assert kept == sorted({f"checkpoint_epoch={best_epoch:04d}", "checkpoint_epoch=0004"})
+
+
+def test_rerun_with_the_same_name_resumes_to_the_same_weights(straight, storage):
+    common = [*TF, f"storage={storage}", "checkpoint.keep_best=1", "name=two-plus-two"]
+    raykit.train(DEFAULT_JOB, [*common, "train.epochs=2"])
+    resumed = raykit.train(DEFAULT_JOB, [*common, "train.epochs=4"])
+    assert_same_run(resumed, straight)
+
+
+def test_worker_killed_mid_epoch_restarts_to_the_same_weights(straight, storage, tmp_path, monkeypatch):
+    fault = [{"at": "mid_epoch", "epoch": 3, "rank": 1, "action": "exit", "once_file": str(tmp_path / "fired")}]
+    monkeypatch.setenv("RAYKIT_FAULTS", json.dumps(fault))
+    resumed = raykit.train(DEFAULT_JOB, [*TF, "train.epochs=4", f"storage={storage}", "checkpoint.keep_best=1",
+                                         "scaling.max_failures=1", "name=tf-worker-killed"])
+    assert (tmp_path / "fired").exists()
+    assert_same_run(resumed, straight)
+
+
+def test_one_spec_two_frameworks_clear_a_common_bar(ray_address, storage):
+    results = {framework: raykit.train(DEFAULT_JOB, [f"framework={framework}", "train.epochs=6",
+                                                     f"storage={storage}", f"name=parity-{framework}"])
+               for framework in ("torch", "tf")}
+    accuracies = {framework: result.test_accuracy for framework, result in results.items()}
+    assert all(accuracy >= 0.9 for accuracy in accuracies.values()), accuracies
+    assert abs(accuracies["torch"] - accuracies["tf"]) <= 0.05, accuracies
