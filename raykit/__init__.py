@@ -12,7 +12,7 @@ Example::
 from raykit.spec import RunSpec, SpecError, load_spec
 
 __version__ = "0.1.0"
-__all__ = ["RunSpec", "SpecError", "TrainResult", "load_spec", "train"]
+__all__ = ["RunSpec", "SpecError", "TrainResult", "load_spec", "train", "tune"]
 
 
 def train(spec=None, overrides=(), **kwargs):
@@ -20,6 +20,13 @@ def train(spec=None, overrides=(), **kwargs):
     from raykit.api import train as _train
 
     return _train(spec, overrides, **kwargs)
+
+
+def tune(spec=None, search_space=None, overrides=(), **kwargs):
+    """Sweep hyperparameters with Ray Tune; see :func:`raykit.api.tune`."""
+    from raykit.api import tune as _tune
+
+    return _tune(spec, search_space, overrides, **kwargs)
 
 
 def __getattr__(name):

@@ -190,3 +190,77 @@ def _write_outputs(result: TrainResult) -> None:
                "best_checkpoint": result.best_checkpoint, "best_metrics": result.best_metrics,
                "exported_model": result.exported_model, "seconds": result.seconds}
     storage.write_text(storage.join(result.run_dir, RESULT_FILE), json.dumps(summary, indent=2, default=str))
+
+
+def tune(spec: "RunSpec | dict | str | None" = None, search_space: dict | None = None, overrides=(), *,
+         address: str | None = None, verbose: bool = True):
+    """Sweep hyperparameters over the spec with Ray Tune; every trial runs the same worker code as
+    :func:`train`.
+
+    Args:
+        spec: a ``RunSpec``, dict, YAML path or None; its ``tune`` section says how to search.
+        search_space: dotted spec paths to distributions (see :mod:`raykit.tuning`); replaces
+            ``tune.search_space`` when given.
+        overrides: dotted ``"key=value"`` strings or a mapping, as for :func:`train`.
+
+    Returns:
+        A :class:`raykit.tuning.SweepResult`: ``table()`` of trials, ``best_spec``, ``best_checkpoint``.
+        The sweep directory ``<storage>/<name>/`` holds ``trials.csv``, ``sweep.png`` and ``best.yaml``.
+        Running the same sweep again (same name and storage) resumes it without redoing finished trials.
+
+    Example::
+
+        result = raykit.tune("jobs/configs/digits_cnn_torch.yaml",
+                             {"optim.lr": {"loguniform": [1e-4, 1e-2]}},
+                             ["tune.num_samples=4", "tune.scheduler=asha", "scaling.num_workers=1"])
+        print(result.best_spec.optim.lr, result.best_checkpoint)
+    """
+    from raykit.tuning import searched_paths, sweep_plot_png, trials_csv
+
+    if search_space is not None:
+        overrides = [*_as_list(overrides), {"tune.search_space": search_space}]
+    sweep_spec = _resolve_sweep(load_spec(spec, _merge_overrides(overrides)))
+    sweep_dir = storage.join(sweep_spec.storage, sweep_spec.name)
+
+    from raykit.ray import cluster
+    from raykit.ray.tune import run_sweep
+
+    cluster.connect(address)
+    cluster.check_fits(sweep_spec)
+    storage.write_text(storage.join(sweep_dir, SPEC_FILE), sweep_spec.to_yaml())
+    result = run_sweep(sweep_spec, sweep_dir)
+    storage.write_text(storage.join(sweep_dir, "trials.csv"), trials_csv(result))
+    storage.write_bytes(storage.join(sweep_dir, "sweep.png"),
+                        sweep_plot_png(result, searched_paths(sweep_spec.tune.search_space)))
+    if result.best_spec is not None:
+        storage.write_text(storage.join(sweep_dir, "best.yaml"), result.best_spec.to_yaml())
+    if verbose:
+        print(result.summary(), flush=True)
+    return result
+
+
+def _as_list(overrides) -> list:
+    if isinstance(overrides, str):
+        return [overrides]
+    if isinstance(overrides, dict):
+        return [overrides]
+    return list(overrides)
+
+
+def _merge_overrides(overrides) -> dict:
+    """Strings and mappings, in order, as one mapping of dotted keys."""
+    from raykit.spec import parse_override
+
+    merged: dict = {}
+    for item in _as_list(overrides):
+        if isinstance(item, dict):
+            merged.update(item)
+        else:
+            key, value = parse_override(item)
+            merged[key] = value
+    return merged
+
+
+def _resolve_sweep(spec: RunSpec) -> RunSpec:
+    name = spec.name or f"sweep-{spec.model.name.replace(':', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return dataclasses.replace(spec, name=name, storage=storage.resolve_storage(spec.storage))

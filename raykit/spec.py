@@ -60,8 +60,8 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 MODES = ("max", "min")
-SCHEDULERS = ("fifo",)
-SEARCHERS = ("random",)
+SCHEDULERS = ("fifo", "asha", "hyperband", "pbt")
+SEARCHERS = ("random", "optuna")
 MONITORED_METRICS = ("val_acc", "val_loss", "train_loss", "train_acc")
 # What every epoch reports (usable in checkpoint.export_template).
 EPOCH_METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "global_step")
@@ -188,15 +188,27 @@ class ScalingSpec:
 
 @dataclass
 class TuneSpec:
-    search_space: dict = _field({}, help="Spec paths to Tune distributions, e.g. {optim.lr: {loguniform: "
-                                         "[1e-4, 1e-1]}}.")
-    num_samples: int = _field(1, help="Trials to sample from the search space.", ge=1)
-    scheduler: str = _field("fifo", help="Trial scheduler.", choices=SCHEDULERS)
-    searcher: str = _field("random", help="Search algorithm.", choices=SEARCHERS)
+    search_space: dict = _field({}, help="Spec paths to Tune distributions: {optim.lr: {loguniform: [1e-4, 1e-1]}, "
+                                         "model.name: {choice: [cnn, mlp]}, train.batch_size: {grid: [32, 64]}}; "
+                                         "also uniform, quniform [lo, hi, q], randint [lo, hi), or a fixed value.")
+    num_samples: int = _field(1, help="Samples from the search space (each grid point is run this many times).",
+                              ge=1, le=100_000)
+    scheduler: str = _field("fifo", help="Trial scheduler: fifo, asha, hyperband, pbt (population based "
+                                         "training, mutating the search-space entries).", choices=SCHEDULERS)
+    searcher: str = _field("random", help="Search algorithm: random (and grid) or optuna (pip install optuna).",
+                           choices=SEARCHERS)
     metric: str = _field("val_acc", help="Metric that ranks trials.", choices=MONITORED_METRICS)
     mode: str = _field("max", help="Whether a higher or a lower metric is better.", choices=MODES)
-    max_concurrent_trials: int | None = _field(None, help="Trials at once; null sizes it from the cluster.",
-                                               ge=1)
+    max_concurrent_trials: int | None = _field(None, help="Trials at once; null sizes it from the cluster's "
+                                                          "resources and scaling, so trials never starve their "
+                                                          "own workers.", ge=1)
+    grace_period: int = _field(1, help="asha / hyperband: epochs every trial gets before it can be stopped.",
+                               ge=1)
+    reduction_factor: int = _field(2, help="asha / hyperband: keep 1 in this many trials at each rung.", ge=2)
+    perturbation_interval: int = _field(2, help="pbt: epochs between exploit / explore steps.", ge=1)
+    max_failures: int = _field(1, help="Retries of a failed trial before it is marked errored.", ge=0)
+    inline_single_worker: bool = _field(True, help="Run 1-worker trials in the trial process itself, skipping a "
+                                                   "Train worker-group start per trial (same worker code).")
 
 
 @dataclass
@@ -239,6 +251,9 @@ class SpecError(ValueError):
         self.problems = problems
         lines = [f"  {path}: {message}" for path, message in problems]
         super().__init__("invalid run spec:\n" + "\n".join(lines))
+
+    def __reduce__(self):  # copy and pickle (Ray ships errors between processes) rebuild from problems
+        return (type(self), (self.problems,))
 
     @property
     def fields(self) -> list[str]:
@@ -340,12 +355,9 @@ def _set_dotted(raw: dict, path: str, value: Any) -> None:
     for depth, part in enumerate(parts):
         here = ".".join(parts[: depth + 1])
         last = depth == len(parts) - 1
-        if cls is dict:  # inside a free-form mapping field: any key is allowed
-            if last:
-                node[part] = value
-            else:
-                node = node.setdefault(part, {})
-            continue
+        if cls is dict:  # inside a free-form mapping field: the rest of the path is one key (it may hold
+            node[".".join(parts[depth:])] = value  # dots: tune.search_space.optim.lr sets key "optim.lr")
+            return
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if part not in fields:
             raise SpecError([(here, _unknown_key_message(part, fields))])

@@ -36,6 +36,17 @@ def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
                          "(no '/' or spaces), starting with a letter or digit"))
     problems += _framework_problems(spec)
     problems += validate_ops(spec.augment.ops)
+    problems += _tune_problems(spec)
+    return problems
+
+
+def _tune_problems(spec: RunSpec) -> list[tuple[str, str]]:
+    from raykit.tuning import has_grid, search_space_problems
+
+    problems = search_space_problems(spec.tune.search_space)
+    if spec.tune.searcher == "optuna" and has_grid(spec.tune.search_space):
+        problems.append(("tune.searcher", "got 'optuna' with a grid in tune.search_space; accepted: choice "
+                                          "instead of grid, or searcher random"))
     return problems
 
 

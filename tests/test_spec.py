@@ -59,6 +59,8 @@ def test_override_mapping_and_json_values():
     assert spec.tune.search_space == {"optim.lr": {"loguniform": [1e-4, 1e-1]}}
     spec = load_spec(None, ["scaling.resources_per_worker.CPU=2"])
     assert spec.scaling.resources_per_worker == {"CPU": 2}
+    spec = load_spec(None, ["tune.search_space.optim.lr={loguniform: [1e-4, 1e-2]}"])
+    assert spec.tune.search_space == {"optim.lr": {"loguniform": [1e-4, 1e-2]}}
 
 
 def test_round_trip_through_yaml():
@@ -189,3 +191,12 @@ def test_readme_spec_reference_is_generated_from_the_spec():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert reference_markdown() in readme, "README's spec reference is stale: paste `raykit spec --reference`"
+
+
+def test_spec_error_survives_copy_and_pickle():
+    import copy
+    import pickle
+
+    error = SpecError([("optim.lr", "got -1")])
+    for clone in (copy.copy(error), pickle.loads(pickle.dumps(error))):
+        assert clone.problems == error.problems and str(clone) == str(error)

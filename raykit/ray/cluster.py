@@ -31,12 +31,10 @@ def connect(address: str | None = None) -> None:
 
 def check_fits(spec: RunSpec) -> None:
     """Fail before launching when the cluster can never hold the worker group (Ray would wait forever)."""
+    from raykit.ray.trainer import worker_resources
+
     available = _max_cluster_resources()
-    wanted = dict(spec.scaling.resources_per_worker)
-    if not wanted:
-        wanted = {"GPU": 1} if spec.scaling.use_gpu else {"CPU": 1}
-    elif spec.scaling.use_gpu:
-        wanted.setdefault("GPU", 1)
+    wanted = worker_resources(spec)
     workers = spec.scaling.num_workers
     for name, amount in wanted.items():
         total = available.get(name, 0)

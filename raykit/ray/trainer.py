@@ -55,10 +55,16 @@ def _forwarded_environment() -> dict | None:
     return {"env_vars": env_vars} if env_vars else None
 
 
-def build_trainer(spec: RunSpec, run_dir: str):
-    """The framework's DataParallelTrainer running raykit's worker loop."""
-    loop_config = {"spec": spec.to_dict(), "run_dir": run_dir}
-    common = dict(train_loop_config=loop_config, scaling_config=scaling_config(spec), run_config=run_config(spec))
+def build_trainer(spec: RunSpec, run_dir: str, *, callbacks: list | None = None, resume_from: str | None = None):
+    """The framework's DataParallelTrainer running raykit's worker loop.
+
+    ``resume_from`` (a checkpoint path or URI) starts the run from that checkpoint's full state when the
+    run has none of its own yet (a sweep trial continuing from another trial's checkpoint)."""
+    loop_config = {"spec": spec.to_dict(), "run_dir": run_dir, "resume_from": resume_from}
+    config = run_config(spec)
+    if callbacks:
+        config.callbacks = [*(config.callbacks or []), *callbacks]
+    common = dict(train_loop_config=loop_config, scaling_config=scaling_config(spec), run_config=config)
     if spec.framework == "torch":
         from ray.train.torch import TorchTrainer
 
@@ -66,6 +72,17 @@ def build_trainer(spec: RunSpec, run_dir: str):
     from ray.train.tensorflow import TensorflowTrainer
 
     return TensorflowTrainer(train_loop_per_worker, **common)
+
+
+def worker_resources(spec: RunSpec) -> dict:
+    """What each Train worker reserves, as Ray computes it: the spec's resources_per_worker, else 1 CPU,
+    or 1 GPU (and no CPU) with use_gpu."""
+    wanted = dict(spec.scaling.resources_per_worker)
+    if not wanted:
+        return {"GPU": 1} if spec.scaling.use_gpu else {"CPU": 1}
+    if spec.scaling.use_gpu:
+        wanted.setdefault("GPU", 1)
+    return wanted
 
 
 # Each report() waits in a queue of one until the controller polls the workers, which it does every

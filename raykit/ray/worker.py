@@ -18,6 +18,8 @@ def train_loop_per_worker(config: dict) -> dict:
     _quiet_ray_report_log()
     context = ray.train.get_context()
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and config.get("resume_from"):  # a new run continuing another run's checkpoint
+        checkpoint = ray.train.Checkpoint(config["resume_from"])
     # A remote checkpoint is downloaded to a temporary directory for the duration of the loop.
     local_copy = checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None)
     with local_copy as resume_dir:

@@ -1,0 +1,259 @@
+"""Ray Tune sweeps over the run spec. Every trial runs the same worker code as ``raykit train``.
+
+A trial is a Tune function trainable. With one worker (and ``tune.inline_single_worker``) it runs the
+backend loop in the trial's own process — no Train worker group to start, tens of seconds saved per
+trial — and reports checkpoints to Tune directly. With more workers it builds and fits the same Ray
+Train trainer as ``raykit train``; a :class:`_ForwardToTrial` callback on the Train controller hands each
+report (checkpoint included) back to the trial, which reports it to Tune: Train V2's own
+TuneReportCallback passes no checkpoint, and Population Based Training needs one to copy weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import threading
+from pathlib import Path
+
+import ray
+import ray.train
+import ray.tune
+from ray.util.queue import Empty, Queue
+
+from raykit import storage
+from raykit.backends import load_backend_module
+from raykit.history import read_history_csv
+from raykit.ray.trainer import build_trainer, worker_resources
+from raykit.session import WorkerSession
+from raykit.spec import RunSpec, load_spec
+from raykit.tuning import (DISTRIBUTIONS, SweepResult, TrialRecord, best_spec, has_grid, pick_best,
+                           searched_paths, trial_spec)
+
+# A trial that only drives a Train run needs no CPU. Tune refuses an all-zero request, and even 0.01 CPU
+# deadlocks a 2-CPU machine whose 2 one-CPU workers then never fit beside it; one byte of memory makes a
+# valid request that takes nothing the workers need.
+DRIVER_TRIAL_REQUEST = {"cpu": 0, "memory": 1}
+
+
+def to_tune_space(space: dict) -> dict:
+    """The YAML search-space language -> Tune's sample objects (fixed values pass through)."""
+    converted = {}
+    for path, value in space.items():
+        if not (isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS):
+            converted[path] = value
+            continue
+        kind, args = next(iter(value.items()))
+        converted[path] = {
+            "uniform": lambda a: ray.tune.uniform(*a), "loguniform": lambda a: ray.tune.loguniform(*a),
+            "quniform": lambda a: ray.tune.quniform(*a), "randint": lambda a: ray.tune.randint(*a),
+            "choice": lambda a: ray.tune.choice(a), "grid": lambda a: ray.tune.grid_search(a),
+        }[kind](args)
+    return converted
+
+
+def _mutations(space: dict) -> dict:
+    """PBT's explore space: every searched entry (grid values become choices)."""
+    mutations = {}
+    for path in searched_paths(space):
+        kind, args = next(iter(space[path].items()))
+        mutations[path] = list(args) if kind in ("choice", "grid") else to_tune_space({path: space[path]})[path]
+    return mutations
+
+
+def _scheduler(spec: RunSpec):
+    tune = spec.tune
+    epochs = spec.train.epochs
+    if tune.scheduler == "asha":
+        return ray.tune.schedulers.ASHAScheduler(max_t=epochs, grace_period=min(tune.grace_period, epochs),
+                                                 reduction_factor=tune.reduction_factor)
+    if tune.scheduler == "hyperband":
+        return ray.tune.schedulers.HyperBandScheduler(max_t=epochs, reduction_factor=tune.reduction_factor)
+    if tune.scheduler == "pbt":
+        return ray.tune.schedulers.PopulationBasedTraining(
+            time_attr="training_iteration", perturbation_interval=tune.perturbation_interval,
+            hyperparam_mutations=_mutations(tune.search_space), quantile_fraction=0.5, synch=True)
+    return None
+
+
+def _searcher(spec: RunSpec):
+    if spec.tune.searcher != "optuna":
+        return None
+    try:
+        from ray.tune.search.optuna import OptunaSearch
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ImportError("tune.searcher: 'optuna' needs the optuna package: pip install 'raykit[optuna]' "
+                          "(or pip install optuna), or use tune.searcher=random") from None
+    return OptunaSearch(seed=spec.train.seed)
+
+
+def _inline(spec: RunSpec) -> bool:
+    return spec.scaling.num_workers == 1 and spec.tune.inline_single_worker
+
+
+def trial_resources(spec: RunSpec) -> dict:
+    """What one trial itself holds: a whole worker when it trains inline, a sliver when it drives Train."""
+    if not _inline(spec):
+        return dict(DRIVER_TRIAL_REQUEST)
+    wanted = worker_resources(spec)
+    request = {"cpu": wanted.get("CPU", 0), "gpu": wanted.get("GPU", 0)}
+    return request if any(request.values()) else dict(DRIVER_TRIAL_REQUEST)
+
+
+def concurrency_cap(spec: RunSpec) -> int:
+    """How many trials fit at once: the cluster's CPUs and GPUs over what one trial (and its Train
+    workers) needs. More would leave trials holding resources their own workers wait for: a deadlock."""
+    available = ray.cluster_resources()
+    per_worker = worker_resources(spec)
+    workers = 1 if _inline(spec) else spec.scaling.num_workers
+    fits = []
+    for name, amount in per_worker.items():
+        if amount > 0:
+            fits.append(int(available.get(name, 0) // (amount * workers)))
+    cap = max(min(fits) if fits else 1, 1)
+    return min(cap, spec.tune.max_concurrent_trials or cap)
+
+
+def run_sweep(spec: RunSpec, sweep_dir: str) -> SweepResult:
+    """Run (or resume) the sweep ``spec.tune`` describes; files go to ``sweep_dir``."""
+    trainable = ray.tune.with_resources(
+        ray.tune.with_parameters(_trial, base=spec.to_dict(), trials_dir=storage.join(sweep_dir, "trials")),
+        trial_resources(spec))
+    if ray.tune.Tuner.can_restore(sweep_dir):
+        print(f"resuming the sweep in {sweep_dir}: finished trials are kept", flush=True)
+        tuner = ray.tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = ray.tune.Tuner(trainable, param_space=to_tune_space(spec.tune.search_space),
+                               tune_config=_tune_config(spec), run_config=_run_config(spec))
+    grid = tuner.fit()
+    return _collect(spec, sweep_dir, grid)
+
+
+def _tune_config(spec: RunSpec) -> ray.tune.TuneConfig:
+    # Reusing trial processes saves a framework import per trial, unless the framework itself is searched:
+    # torch and TensorFlow in one process can crash (see tests/conftest.py).
+    reuse = "framework" not in spec.tune.search_space
+    cap = concurrency_cap(spec)
+    print(f"sweep: up to {cap} trial(s) at once ({'inline' if _inline(spec) else 'Ray Train'} trials)", flush=True)
+    return ray.tune.TuneConfig(metric=spec.tune.metric, mode=spec.tune.mode, num_samples=spec.tune.num_samples,
+                               scheduler=_scheduler(spec), search_alg=_searcher(spec), max_concurrent_trials=cap,
+                               reuse_actors=reuse, trial_dirname_creator=lambda trial: trial.trial_id)
+
+
+def _run_config(spec: RunSpec) -> ray.tune.RunConfig:
+    return ray.tune.RunConfig(name=spec.name, storage_path=spec.storage, verbose=0,
+                              failure_config=ray.tune.FailureConfig(max_failures=spec.tune.max_failures))
+
+
+def _trial(config: dict, base: dict, trials_dir: str) -> None:
+    """One trial: validate its spec (a bad combination fails this trial only), then train it."""
+    trial_id = ray.tune.get_context().get_trial_id()
+    spec = trial_spec(load_spec(base), config, name=trial_id, storage=trials_dir)
+    run_dir = storage.join(trials_dir, trial_id)
+    storage.write_text(storage.join(run_dir, "spec.yaml"), spec.to_yaml())
+    checkpoint = ray.tune.get_checkpoint()  # a retry's own latest, or a PBT donor's
+    if _inline(spec):
+        _train_inline(spec, run_dir, checkpoint)
+    else:
+        _train_with_trainer(spec, run_dir, checkpoint)
+
+
+def _report_to_tune(metrics: dict, checkpoint_dir: str | None) -> None:
+    checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+    ray.tune.report(metrics, checkpoint=checkpoint)
+
+
+def _train_inline(spec: RunSpec, run_dir: str, checkpoint) -> None:
+    local = checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None)
+    with local as resume_dir:
+        session = WorkerSession(use_gpu=spec.scaling.use_gpu, report=_report_to_tune, resume_dir=resume_dir,
+                                run_dir=run_dir)
+        load_backend_module(spec.framework, "loop").fit(spec, session)
+
+
+class _ForwardToTrial(ray.train.UserCallback):
+    """On the Train controller: pass rank 0's metrics and the checkpoint location to the trial."""
+
+    def __init__(self, queue: Queue):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        self.queue.put((metrics[0], checkpoint.path if checkpoint else None,
+                        checkpoint.filesystem if checkpoint else None))
+
+
+def _train_with_trainer(spec: RunSpec, run_dir: str, checkpoint) -> None:
+    """Fit a Train run in a thread while this thread turns its reports into Tune reports. Every (re)start
+    is a new Train run continuing from the Tune checkpoint, so a PBT exploit really starts from the
+    donor's weights rather than from this trial's own last snapshot."""
+    attempt = sum(1 for _ in Path(run_dir).glob("train-*")) if "://" not in run_dir else 0
+    queue = Queue(maxsize=4, actor_options={"num_cpus": 0})
+    resume_from = checkpoint.path if checkpoint else None
+    train_spec = dataclasses.replace(spec, name=f"train-{attempt}", storage=run_dir)
+    trainer = build_trainer(train_spec, run_dir, callbacks=[_ForwardToTrial(queue)], resume_from=resume_from)
+    failure: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as exc:  # re-raised in the trial thread so Tune sees the trial fail
+            failure.append(exc)
+
+    thread = threading.Thread(target=fit, name="raykit-train-fit", daemon=True)
+    thread.start()
+    while thread.is_alive() or not queue.empty():
+        try:
+            metrics, path, filesystem = queue.get(timeout=0.5)
+        except Empty:
+            continue
+        ray.tune.report(metrics, checkpoint=ray.train.Checkpoint(path, filesystem) if path else None)
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def _collect(spec: RunSpec, sweep_dir: str, grid) -> SweepResult:
+    trials = []
+    searched = list(spec.tune.search_space)
+    for result in grid:
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or Path(result.path).name
+        history = _history(result)
+        values = [row.get(spec.tune.metric) for row in history if row.get(spec.tune.metric) is not None]
+        best = (max if spec.tune.mode == "max" else min)(values) if values else None
+        trials.append(TrialRecord(
+            trial_id=trial_id, status="ERROR" if result.error else "TERMINATED",
+            config={k: result.config.get(k) for k in searched} if result.config else {},
+            last_metric=metrics.get(spec.tune.metric), best_metric=best, epochs=len(history),
+            checkpoint=_checkpoint_location(result, spec), error=_short(result.error), history=history))
+    winner = pick_best(trials, spec.tune.mode)
+    chosen = best_spec(spec, winner.config) if winner else None
+    return SweepResult(sweep_dir=sweep_dir, metric=spec.tune.metric, mode=spec.tune.mode, trials=trials,
+                       best_trial=winner, best_spec=chosen)
+
+
+def _history(result) -> list[dict]:
+    frame = result.metrics_dataframe
+    if frame is None or frame.empty or "epoch" not in frame:
+        return []
+    columns = [c for c in frame.columns if c in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                                                  "lr", "global_step")]
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in frame[columns].to_dict("records")]
+
+
+def _checkpoint_location(result, spec: RunSpec) -> str | None:
+    """The trial's best checkpoint by the sweep's metric (or its latest)."""
+    best = None
+    if result.best_checkpoints:
+        best = result.get_best_checkpoint(spec.tune.metric, spec.tune.mode)
+    checkpoint = best or result.checkpoint
+    return checkpoint.path if checkpoint else None
+
+
+def _short(error) -> str | None:
+    if error is None:
+        return None
+    text = str(error).strip().splitlines()
+    return text[-1][:300] if text else type(error).__name__
