@@ -23,6 +23,17 @@ Every spec field can be set with --set DOTTED.KEY=VALUE (values are YAML: 0.01, 
 """
 
 
+TUNE_EXAMPLES = """\
+examples:
+  raykit tune jobs/configs/digits_sweep.yaml
+  raykit tune jobs/configs/digits_cnn_torch.yaml --set scaling.num_workers=1 --set tune.num_samples=8 \\
+      --set tune.scheduler=asha --set 'tune.search_space={"optim.lr": {"loguniform": [1e-4, 1e-1]}}'
+  raykit train runs/<sweep>/best.yaml                 # retrain the winner
+
+Files: <storage>/<name>/trials.csv, sweep.png, best.yaml, and one directory per trial.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raykit", description="Scalable deep-learning training on Ray "
                                      "from one run spec.")
@@ -31,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a model as a run spec says, on Ray Train workers.",
                                 epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(train)
+    tune = commands.add_parser(
+        "tune", help="sweep hyperparameters with Ray Tune over the spec",
+        description="Run the Ray Tune sweep that the spec's tune section describes; every trial trains like "
+                    "`raykit train`. Running it again with the same name resumes it.",
+        epilog=TUNE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(tune)
     spec = commands.add_parser("spec", help="validate a run spec and print it resolved, or the field reference",
                                description="Validate CONFIG with its --set overrides and print the full spec "
                                            "as YAML, without starting anything.",
@@ -71,6 +88,13 @@ def run_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_tune(args: argparse.Namespace) -> int:
+    from raykit.api import tune
+
+    result = tune(args.config, overrides=args.overrides, address=args.address)
+    return EXIT_OK if result.best_trial is not None else EXIT_FAILED
+
+
 def run_spec(args: argparse.Namespace) -> int:
     from raykit.spec import load_spec, reference_markdown
 
@@ -95,7 +119,7 @@ def run_augment_preview(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"train": run_train, "spec": run_spec, "augment-preview": run_augment_preview}
+COMMANDS = {"train": run_train, "tune": run_tune, "spec": run_spec, "augment-preview": run_augment_preview}
 
 
 def main(argv: list[str] | None = None) -> int:

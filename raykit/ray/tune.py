@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
+import os
 import threading
 from pathlib import Path
 
@@ -117,8 +117,10 @@ def concurrency_cap(spec: RunSpec) -> int:
 
 def run_sweep(spec: RunSpec, sweep_dir: str) -> SweepResult:
     """Run (or resume) the sweep ``spec.tune`` describes; files go to ``sweep_dir``."""
+    forwarded = {k: v for k, v in os.environ.items() if k.startswith("RAYKIT_")}  # as for Train workers
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(_trial, base=spec.to_dict(), trials_dir=storage.join(sweep_dir, "trials")),
+        ray.tune.with_parameters(_trial, base=spec.to_dict(), trials_dir=storage.join(sweep_dir, "trials"),
+                                 env=forwarded),
         trial_resources(spec))
     if ray.tune.Tuner.can_restore(sweep_dir):
         print(f"resuming the sweep in {sweep_dir}: finished trials are kept", flush=True)
@@ -131,9 +133,10 @@ def run_sweep(spec: RunSpec, sweep_dir: str) -> SweepResult:
 
 
 def _tune_config(spec: RunSpec) -> ray.tune.TuneConfig:
-    # Reusing trial processes saves a framework import per trial, unless the framework itself is searched:
-    # torch and TensorFlow in one process can crash (see tests/conftest.py).
-    reuse = "framework" not in spec.tune.search_space
+    # Reusing trial processes saves a framework import per trial; not when the framework itself is searched
+    # (torch and TensorFlow in one process can crash, see tests/conftest.py), nor under PBT, which pauses
+    # and restores trials from checkpoints.
+    reuse = "framework" not in spec.tune.search_space and spec.tune.scheduler != "pbt"
     cap = concurrency_cap(spec)
     print(f"sweep: up to {cap} trial(s) at once ({'inline' if _inline(spec) else 'Ray Train'} trials)", flush=True)
     return ray.tune.TuneConfig(metric=spec.tune.metric, mode=spec.tune.mode, num_samples=spec.tune.num_samples,
@@ -146,17 +149,34 @@ def _run_config(spec: RunSpec) -> ray.tune.RunConfig:
                               failure_config=ray.tune.FailureConfig(max_failures=spec.tune.max_failures))
 
 
-def _trial(config: dict, base: dict, trials_dir: str) -> None:
+def _trial(config: dict, base: dict, trials_dir: str, env: dict) -> None:
     """One trial: validate its spec (a bad combination fails this trial only), then train it."""
+    os.environ.update(env)
     trial_id = ray.tune.get_context().get_trial_id()
     spec = trial_spec(load_spec(base), config, name=trial_id, storage=trials_dir)
     run_dir = storage.join(trials_dir, trial_id)
     storage.write_text(storage.join(run_dir, "spec.yaml"), spec.to_yaml())
     checkpoint = ray.tune.get_checkpoint()  # a retry's own latest, or a PBT donor's
+    if checkpoint is not None:
+        _record_restore(run_dir, checkpoint)
     if _inline(spec):
         _train_inline(spec, run_dir, checkpoint)
     else:
         _train_with_trainer(spec, run_dir, checkpoint)
+
+
+def _record_restore(run_dir: str, checkpoint) -> None:
+    """Append to ``restores.jsonl`` where this (re)start's weights came from, with their checksum: a PBT
+    exploit shows up as a checkpoint of another trial."""
+    import json
+
+    with checkpoint.as_directory() as directory:
+        manifest = json.loads((Path(directory) / "manifest.json").read_text())
+    entry = {"checkpoint": checkpoint.path, "epoch": manifest["epoch"],
+             "weights_sha256": manifest["files"][manifest["weights"]]["sha256"]}
+    path = storage.join(run_dir, "restores.jsonl")
+    before = storage.read_text(path) if storage.exists(path) else ""
+    storage.write_text(path, before + json.dumps(entry) + "\n")
 
 
 def _report_to_tune(metrics: dict, checkpoint_dir: str | None) -> None:
@@ -218,8 +238,8 @@ def _collect(spec: RunSpec, sweep_dir: str, grid) -> SweepResult:
     searched = list(spec.tune.search_space)
     for result in grid:
         metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id") or Path(result.path).name
-        history = _history(result)
+        trial_id = Path(result.path).name  # trial_dirname_creator names each trial's directory by its id
+        history = _history(result, storage.join(sweep_dir, "trials", trial_id, "metrics.csv"))
         values = [row.get(spec.tune.metric) for row in history if row.get(spec.tune.metric) is not None]
         best = (max if spec.tune.mode == "max" else min)(values) if values else None
         trials.append(TrialRecord(
@@ -233,14 +253,19 @@ def _collect(spec: RunSpec, sweep_dir: str, grid) -> SweepResult:
                        best_trial=winner, best_spec=chosen)
 
 
-def _history(result) -> list[dict]:
+def _history(result, metrics_csv: str) -> list[dict]:
+    """The trial's epochs: raykit's own metrics.csv (rewritten from the checkpoint on every resume, so an
+    epoch redone after an interruption appears once), else Tune's record with repeats dropped."""
+    if storage.exists(metrics_csv):
+        return read_history_csv(storage.read_text(metrics_csv))
     frame = result.metrics_dataframe
     if frame is None or frame.empty or "epoch" not in frame:
         return []
-    columns = [c for c in frame.columns if c in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc",
-                                                  "lr", "global_step")]
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            for row in frame[columns].to_dict("records")]
+    by_epoch = {}
+    for row in frame.to_dict("records"):
+        by_epoch[int(row["epoch"])] = {k: row[k] for k in ("epoch", "train_loss", "train_acc", "val_loss",
+                                                            "val_acc", "lr", "global_step") if k in row}
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 def _checkpoint_location(result, spec: RunSpec) -> str | None:
@@ -253,7 +278,9 @@ def _checkpoint_location(result, spec: RunSpec) -> str | None:
 
 
 def _short(error) -> str | None:
+    """One line saying why a trial failed (the user's mistake, not Ray's wrapper around it)."""
     if error is None:
         return None
-    text = str(error).strip().splitlines()
-    return text[-1][:300] if text else type(error).__name__
+    cause = getattr(error, "cause", None) or error
+    text = " ".join(line.strip() for line in str(cause).strip().splitlines())
+    return f"{type(cause).__name__}: {text}"[:500]

@@ -1,0 +1,110 @@
+"""Ray Tune sweeps on the session's 2-CPU Ray: ASHA, the 2-worker deadlock case, invalid trials, PBT,
+Optuna, resume after interruption, and retraining best.yaml."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import raykit
+from raykit.spec import load_spec
+from tests.conftest import REPO
+
+DEFAULT_JOB = "jobs/configs/digits_cnn_torch.yaml"
+pytestmark = pytest.mark.ray
+
+
+def test_asha_sweep_of_single_worker_trials_picks_the_best_and_best_yaml_retrains(ray_address, storage):
+    result = raykit.tune(DEFAULT_JOB, {"optim.lr": {"loguniform": [1e-4, 1e-2]}},
+                         [f"storage={storage}", "name=asha", "scaling.num_workers=1", "train.epochs=3",
+                          "tune.num_samples=4", "tune.scheduler=asha"])
+    sweep = Path(storage) / "asha"
+    assert len(result.trials) == 4 and all(t.status == "TERMINATED" for t in result.trials)
+    assert result.best_trial.best_metric == max(t.best_metric for t in result.trials)
+    assert min(t.epochs for t in result.trials) < 3  # ASHA stopped someone early
+    for trial in result.trials:  # the searched value reached the worker's own spec
+        assert load_spec(sweep / "trials" / trial.trial_id / "spec.yaml").optim.lr == trial.config["optim.lr"]
+    rows = list(csv.DictReader((sweep / "trials.csv").open()))
+    assert len(rows) == 4 and {"trial_id", "status", "optim.lr", "best_val_acc"} <= set(rows[0])
+    assert (sweep / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    best = load_spec(sweep / "best.yaml")
+    assert best.optim.lr == result.best_trial.config["optim.lr"] and best.name is None
+    retrained = raykit.train(sweep / "best.yaml", ["train.epochs=1"])
+    assert retrained.spec.optim.lr == best.optim.lr and Path(retrained.run_dir).parent == Path(storage)
+
+
+def test_two_worker_trials_on_two_cpus_finish_and_an_invalid_trial_errors_alone(ray_address, storage):
+    # Each trial drives a 2-worker Train run on this 2-CPU Ray: trials must hold no CPU and run one at
+    # a time, or they starve their own workers forever. batch_size 3 cannot be split over 2 workers.
+    result = raykit.tune(DEFAULT_JOB, {"train.batch_size": {"grid": [64, 3]}},
+                         [f"storage={storage}", "name=two-workers", "train.epochs=1", "tune.max_failures=0"])
+    status = {t.config["train.batch_size"]: t for t in result.trials}
+    assert status[64].status == "TERMINATED" and status[64].epochs == 1
+    assert status[3].status == "ERROR" and "train.batch_size" in status[3].error
+    assert result.best_trial is status[64]
+
+
+def test_pbt_exploit_loads_the_better_trials_checkpoint(ray_address, storage):
+    result = raykit.tune(DEFAULT_JOB, {"optim.lr": {"grid": [3e-3, 1e-5]}},
+                         [f"storage={storage}", "name=pbt", "scaling.num_workers=1", "train.epochs=4",
+                          "tune.scheduler=pbt", "tune.perturbation_interval=2"])
+    sweep = Path(storage) / "pbt"
+    exploits = []
+    for trial in result.trials:
+        log = sweep / "trials" / trial.trial_id / "restores.jsonl"
+        for line in log.read_text().splitlines() if log.exists() else []:
+            entry = json.loads(line)
+            if Path(entry["checkpoint"]).parent.name != trial.trial_id:
+                exploits.append(entry)
+    assert exploits, "no trial was restored from another trial's checkpoint"
+    for entry in exploits:  # the weights loaded are exactly the donor checkpoint's
+        manifest = json.loads((Path(entry["checkpoint"]) / "manifest.json").read_text())
+        assert entry["weights_sha256"] == manifest["files"]["model.pt"]["sha256"]
+
+
+def test_optuna_and_hyperband(ray_address, storage):
+    result = raykit.tune(DEFAULT_JOB, {"optim.lr": {"loguniform": [1e-4, 1e-2]}},
+                         [f"storage={storage}", "name=optuna", "scaling.num_workers=1", "train.epochs=2",
+                          "tune.num_samples=2", "tune.searcher=optuna", "tune.scheduler=hyperband"])
+    assert len(result.trials) == 2 and result.best_trial is not None
+
+
+def test_interrupted_sweep_resumes_without_redoing_finished_trials(ray_address, storage):
+    args = [sys.executable, "-m", "raykit.cli", "tune", DEFAULT_JOB, "--address", ray_address]
+    for override in [f"storage={storage}", "name=resumable", "scaling.num_workers=1",
+                     "tune.max_concurrent_trials=1", "tune.search_space={train.epochs: {grid: [1, 60]}}"]:
+        args += ["--set", override]
+    driver = subprocess.Popen(args, cwd=REPO, env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0.5"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    trials = Path(storage) / "resumable" / "trials"
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:  # the 1-epoch trial is done and the 60-epoch one is under way
+            long_runs = [p for p in trials.glob("*/metrics.csv") if p.read_text().count("\n") >= 6]
+            if long_runs:
+                break
+            assert driver.poll() is None, driver.stdout.read()[-3000:]
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the long trial never got going")
+        time.sleep(1.0)  # let Tune write its experiment state
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    short = next(p for p in trials.glob("*/metrics.csv") if p.read_text().count("\n") == 2)
+    short_written = short.stat().st_mtime_ns
+
+    result = raykit.tune(DEFAULT_JOB, overrides=[f"storage={storage}", "name=resumable", "scaling.num_workers=1",
+                                                 "tune.max_concurrent_trials=1",
+                                                 "tune.search_space={train.epochs: {grid: [1, 60]}}"])
+    assert sorted(t.epochs for t in result.trials) == [1, 60]
+    assert all(t.status == "TERMINATED" for t in result.trials)
+    assert short.stat().st_mtime_ns == short_written  # the finished trial was not trained again
