@@ -37,6 +37,9 @@ VENV=${RAYKIT_VENV:-$REPO/.venv}
 STATE=${TMPDIR:-/tmp}/raykit-local-cluster-$(id -u).env   # the addresses `start` chose, for `source`
 DASHBOARD_PORT=${RAYKIT_DASHBOARD_PORT:-8265}
 MAX_WORKERS=8
+# Jobs run `python` from the PATH the nodes were started with: put the venv first, so that
+# `ray job submit -- python jobs/train.py` finds raykit and its dependencies.
+if [[ -d "$VENV/bin" ]]; then export PATH="$VENV/bin:$PATH"; fi
 
 ray_bin() {
   if [[ -x "$VENV/bin/ray" ]]; then echo "$VENV/bin/ray"

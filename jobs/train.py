@@ -15,18 +15,19 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the working dir's raykit
 
-from raykit.cli import add_run_arguments, guarded  # noqa: E402
+from raykit.cli import add_run_arguments, guarded, overrides_of  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser)
     args = parser.parse_args(argv)
+    args.command = "train"
 
     def run() -> int:
         from raykit.api import train
 
-        train(args.config, args.overrides, address=args.address or "auto")
+        train(args.config, overrides_of(args), address=args.address or "auto")
         return 0
 
     return guarded(run, debug=args.debug)

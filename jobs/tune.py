@@ -16,18 +16,19 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the working dir's raykit
 
-from raykit.cli import EXIT_FAILED, EXIT_OK, add_run_arguments, guarded  # noqa: E402
+from raykit.cli import EXIT_FAILED, EXIT_OK, add_run_arguments, guarded, overrides_of  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser)
     args = parser.parse_args(argv)
+    args.command = "tune"
 
     def run() -> int:
         from raykit.api import tune
 
-        result = tune(args.config, overrides=args.overrides, address=args.address or "auto")
+        result = tune(args.config, overrides=overrides_of(args), address=args.address or "auto")
         return EXIT_OK if result.best_trial is not None else EXIT_FAILED
 
     return guarded(run, debug=args.debug)

@@ -264,3 +264,42 @@ def _merge_overrides(overrides) -> dict:
 def _resolve_sweep(spec: RunSpec) -> RunSpec:
     name = spec.name or f"sweep-{spec.model.name.replace(':', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     return dataclasses.replace(spec, name=name, storage=storage.resolve_storage(spec.storage))
+
+
+def evaluate(checkpoint: str, split: str = "test", overrides=(), *, out_dir: str | None = None,
+             address: str | None = None, verbose: bool = True) -> dict:
+    """Evaluate a raykit checkpoint (path or URI) on one split of its data.
+
+    The checkpoint's own spec says how to build the model and load the data; ``overrides`` (e.g.
+    ``data.*``) may change the data. Writes ``evaluation-<split>.json`` (accuracy, per-class precision,
+    recall, F1, support, confusion matrix) and ``confusion-<split>.png`` to ``out_dir`` (default: the
+    run directory's ``evaluation/``). Returns the report.
+    """
+    from raykit.evaluation import classification_report, confusion_png
+
+    if split not in ("train", "val", "test"):
+        raise SpecError([("--split", f"got {split!r}; accepted: train, val, test")])
+    manifest_path = storage.join(checkpoint, "manifest.json")
+    if not storage.exists(manifest_path):
+        raise SpecError([("checkpoint", f"got {checkpoint!r}, which has no manifest.json; accepted: a raykit "
+                                        "checkpoint directory (path or URI)")])
+    spec = load_spec(json.loads(storage.read_text(manifest_path))["spec"], _merge_overrides(overrides))
+
+    from raykit.ray import cluster, remote
+
+    cluster.connect(address)
+    labels, predictions = remote.predict(spec, checkpoint, split)
+    classes = spec.model.num_classes or int(max(labels.max(), predictions.max())) + 1
+    report = {"checkpoint": checkpoint, "split": split, **classification_report(labels, predictions, classes)}
+    out_dir = out_dir or storage.join(checkpoint.rstrip("/").rsplit("/", 1)[0], "evaluation")
+    storage.write_text(storage.join(out_dir, f"evaluation-{split}.json"), json.dumps(report, indent=1))
+    storage.write_bytes(storage.join(out_dir, f"confusion-{split}.png"),
+                        confusion_png(report["confusion_matrix"], f"{spec.model.name} on {split}: accuracy "
+                                                                  f"{report['accuracy']:.4f}"))
+    if verbose:
+        print(f"{split} accuracy: {report['accuracy']:.4f} ({report['samples']} samples)")
+        for row in report["per_class"]:
+            print(f"  class {row['class']:>3}: precision {row['precision']:.3f}  recall {row['recall']:.3f}  "
+                  f"support {row['support']}")
+        print(f"wrote {storage.join(out_dir, f'evaluation-{split}.json')} and confusion-{split}.png")
+    return report

@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "`raykit train`. Running it again with the same name resumes it.",
         epilog=TUNE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(tune)
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a checkpoint: accuracy, per-class precision/recall, confusion matrix PNG",
+        description="Evaluate a raykit checkpoint on a split of its data (the checkpoint's own spec says how).",
+        epilog="examples:\n  raykit evaluate runs/<run>/checkpoint_epoch=0015 --split test\n"
+               "  raykit evaluate s3://bucket/runs/<run>/checkpoint_epoch=0015 --out eval/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_evaluate_arguments(evaluate)
     spec = commands.add_parser("spec", help="validate a run spec and print it resolved, or the field reference",
                                description="Validate CONFIG with its --set overrides and print the full spec "
                                            "as YAML, without starting anything.",
@@ -79,26 +86,58 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Ray cluster address ('auto' joins a local `ray start` cluster); default: "
                              "RAY_ADDRESS, else a new local Ray")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="a quick check of a cluster: 1 epoch of at most %d steps" % SMOKE_STEPS)
+
+
+SMOKE_STEPS = 5
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """CHECKPOINT, --split, --out, --set, --address: shared by the CLI and jobs/evaluate.py."""
+    parser.add_argument("checkpoint", help="raykit checkpoint directory (path or URI)")
+    parser.add_argument("--split", default="test", help="train, val or test (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="directory for the JSON and PNG (default: <run>/evaluation)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of the checkpoint's spec, e.g. data.split_seed=1")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("--smoke-test", action="store_true", help="accepted for symmetry; evaluation is quick")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from raykit.api import evaluate
+
+    evaluate(args.checkpoint, args.split, args.overrides, out_dir=args.out, address=args.address)
+    return EXIT_OK
+
+
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    """The --set overrides, with --smoke-test's (applied last, so they win)."""
+    smoke = ["train.epochs=1", f"train.max_steps_per_epoch={SMOKE_STEPS}"] if args.smoke_test else []
+    if args.smoke_test and args.command == "tune":
+        smoke.append("tune.num_samples=1")
+    return [*args.overrides, *smoke]
 
 
 def run_train(args: argparse.Namespace) -> int:
     from raykit.api import train
 
-    train(args.config, args.overrides, address=args.address)
+    train(args.config, overrides_of(args), address=args.address)
     return EXIT_OK
 
 
 def run_tune(args: argparse.Namespace) -> int:
     from raykit.api import tune
 
-    result = tune(args.config, overrides=args.overrides, address=args.address)
+    result = tune(args.config, overrides=overrides_of(args), address=args.address)
     return EXIT_OK if result.best_trial is not None else EXIT_FAILED
 
 
 def run_spec(args: argparse.Namespace) -> int:
     from raykit.spec import load_spec, reference_markdown
 
-    print(reference_markdown() if args.reference else load_spec(args.config, args.overrides).to_yaml(), end="")
+    print(reference_markdown() if args.reference else load_spec(args.config, overrides_of(args)).to_yaml(), end="")
     return EXIT_OK
 
 
@@ -110,7 +149,7 @@ def run_augment_preview(args: argparse.Namespace) -> int:
     from raykit.data import load_splits
     from raykit.spec import load_spec
 
-    spec = load_spec(args.config, args.overrides)
+    spec = load_spec(args.config, overrides_of(args))
     images = load_splits(spec.data).train.x[: max(args.rows, 1)]
     preview_png = load_backend_module(spec.framework, "augment").preview_png
     png = preview_png(images, resolve_ops(spec.augment.preset, spec.augment.ops), spec.train.seed, rows=len(images))
@@ -119,7 +158,7 @@ def run_augment_preview(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"train": run_train, "tune": run_tune, "spec": run_spec, "augment-preview": run_augment_preview}
+COMMANDS = {"train": run_train, "tune": run_tune, "evaluate": run_evaluate, "spec": run_spec, "augment-preview": run_augment_preview}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,6 +162,8 @@ class TrainSpec:
     label_smoothing: float = _field(0.0, help="Label smoothing of the cross-entropy loss.", ge=0.0, lt=1.0)
     early_stopping_patience: int = _field(0, help="Stop after this many epochs without a better "
                                                   "checkpoint.monitor; 0 = off.", ge=0)
+    max_steps_per_epoch: int | None = _field(None, help="Cap on optimizer steps per epoch (smoke tests); null = "
+                                                        "the whole training split.", ge=1)
 
 
 @dataclass

@@ -21,3 +21,18 @@ def evaluate(spec: RunSpec, checkpoint: str, split: str = "test") -> dict:
     """Loss and accuracy of ``checkpoint`` (path or URI) on ``split``, computed on a Ray worker."""
     task = ray.remote(_evaluate).options(num_cpus=1, num_gpus=1 if spec.scaling.use_gpu else 0)
     return ray.get(task.remote(spec.to_dict(), checkpoint, split))
+
+
+def _predict(spec_dict: dict, checkpoint: str, split: str):
+    spec = load_spec(spec_dict)
+    from ray.train import Checkpoint
+
+    with Checkpoint(checkpoint).as_directory() as directory:
+        loop = load_backend_module(spec.framework, "loop")
+        return loop.predict_split(spec, directory, split, use_gpu=spec.scaling.use_gpu)
+
+
+def predict(spec: RunSpec, checkpoint: str, split: str = "test"):
+    """(true labels, predicted labels) of ``checkpoint`` on ``split``, computed on a Ray worker."""
+    task = ray.remote(_predict).options(num_cpus=1, num_gpus=1 if spec.scaling.use_gpu else 0)
+    return ray.get(task.remote(spec.to_dict(), checkpoint, split))

@@ -17,6 +17,7 @@ def train_loop_per_worker(config: dict) -> dict:
     spec = load_spec(config["spec"])
     _quiet_ray_report_log()
     context = ray.train.get_context()
+    _record_placement(config["run_dir"], context)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and config.get("resume_from"):  # a new run continuing another run's checkpoint
         checkpoint = ray.train.Checkpoint(config["resume_from"])
@@ -34,6 +35,20 @@ def train_loop_per_worker(config: dict) -> dict:
             prepare_model=_model_preparer(spec.framework),
         )
         return load_backend_module(spec.framework, "loop").fit(spec, session)
+
+
+def _record_placement(run_dir: str, context) -> None:
+    """``<run>/placement/rank<N>.json``: the node and host each rank runs on (to see what SPREAD or PACK
+    did, and to debug a multi-node run)."""
+    import json
+    import socket
+
+    from raykit import storage
+
+    where = {"rank": context.get_world_rank(), "node_id": ray.get_runtime_context().get_node_id(),
+             "node_rank": context.get_node_rank(), "local_rank": context.get_local_rank(),
+             "hostname": socket.gethostname()}
+    storage.write_text(storage.join(run_dir, "placement", f"rank{where['rank']}.json"), json.dumps(where))
 
 
 def _quiet_ray_report_log() -> None:

@@ -126,6 +126,7 @@ def _build_worker(spec: RunSpec, session: WorkerSession, strategy, splits: Split
         model = build_model(spec.model, splits.input_shape, num_classes)
         optimizers = _build_optimizers(spec, model)
     steps_per_epoch = -(-(len(splits.train) // session.world_size) // spec.per_worker_batch_size)
+    steps_per_epoch = min(steps_per_epoch, spec.train.max_steps_per_epoch or steps_per_epoch)
     multiplier = lr_multiplier(spec.optim, steps_per_epoch, steps_per_epoch * spec.train.epochs)
     augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes)
     return Worker(spec, session, strategy, model, optimizers, augmenter,
@@ -220,6 +221,8 @@ def _train_epoch(worker: Worker, splits: Splits, epoch: int, global_step: int) -
     totals = np.zeros(3)
     steps = 0
     starts = range(0, len(order), batch)
+    if spec.train.max_steps_per_epoch:
+        starts = starts[: spec.train.max_steps_per_epoch]
     for index, start in enumerate(starts):
         chosen = order[start:start + batch]
         for optimizer in worker.optimizers:
@@ -345,3 +348,18 @@ def evaluate_checkpoint(spec: RunSpec, checkpoint_dir: str, split: str = "test",
     totals = evaluate_totals(model, data.x, data.y, augmenter)
     return {f"{split}_loss": float(totals[0] / totals[2]), f"{split}_acc": float(totals[1] / totals[2]),
             f"{split}_samples": int(totals[2])}
+
+
+def predict_split(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels, predicted labels) of a checkpoint's model on one split of ``spec.data``."""
+    splits = load_splits(spec.data)
+    num_classes = spec.model.num_classes or splits.num_classes
+    _set_precision(spec)
+    model = build_model(spec.model, splits.input_shape, num_classes)
+    ckpt.load_weights(checkpoint_dir, model)
+    augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes)
+    data = splits.get(split)
+    predictions = [np.argmax(model(augmenter.eval_batch(tf.constant(data.x[i:i + 1024])), training=False), 1)
+                   for i in range(0, len(data.y), 1024)]
+    return data.y, np.concatenate(predictions)

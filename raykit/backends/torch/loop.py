@@ -135,7 +135,8 @@ def _update_freezing(worker: Worker, epoch: int) -> None:
 def optimizer_steps_per_epoch(num_train: int, spec: RunSpec, world_size: int) -> int:
     per_rank = num_train // world_size
     batches = math.ceil(per_rank / spec.per_worker_batch_size)
-    return math.ceil(batches / spec.train.grad_accum_steps)
+    steps = math.ceil(batches / spec.train.grad_accum_steps)
+    return min(steps, spec.train.max_steps_per_epoch or steps)
 
 
 def _train_epoch(worker: Worker, train: Batch, epoch: int) -> tuple[float, float, int]:
@@ -145,6 +146,8 @@ def _train_epoch(worker: Worker, train: Batch, epoch: int) -> tuple[float, float
     generator = make_generator(device, spec.train.seed, epoch, session.rank)
     batch, accum = spec.per_worker_batch_size, spec.train.grad_accum_steps
     starts = list(range(0, len(order), batch))
+    if spec.train.max_steps_per_epoch:
+        starts = starts[: spec.train.max_steps_per_epoch * accum]
     worker.wrapped.train()
     finetune.keep_frozen_norms_in_eval(worker.model, worker.frozen)
     totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
@@ -309,3 +312,19 @@ def _gather(obj: dict, session: WorkerSession) -> list[dict]:
         dist.all_gather_object(gathered, obj)
         return gathered
     return [obj]
+
+
+@torch.no_grad()
+def predict_split(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels, predicted labels) of a checkpoint's model on one split of ``spec.data``."""
+    device = torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
+    splits = load_splits(spec.data)
+    num_classes = spec.model.num_classes or splits.num_classes
+    model = build_model(spec.model, splits.input_shape, num_classes)
+    model.load_state_dict(ckpt.load_weights(checkpoint_dir))
+    model.to(device).eval()
+    augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes, spec.train.seed)
+    x, y = _to_device(splits.get(split), device)
+    predictions = [model(augmenter.eval_batch(x[i:i + 1024])).argmax(1).cpu() for i in range(0, len(y), 1024)]
+    return y.cpu().numpy(), torch.cat(predictions).numpy()

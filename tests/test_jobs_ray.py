@@ -1,0 +1,114 @@
+"""Jobs and placement end to end: a real `ray start --head` with token auth, `ray job submit` and
+JobSubmissionClient; workers placed across simulated nodes by SPREAD and PACK."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.ray
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def head_node(tmp_path):
+    """A Ray head started like a cluster would be (`ray start --head`, dashboard on 127.0.0.1, token auth),
+    with the venv first on PATH so that jobs' `python` finds raykit. Stopped at the end, even on failure,
+    by killing its process group (not `ray stop`, which would stop every Ray on the machine)."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    dashboard = free_port()
+    head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}",
+                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
+                             "--include-dashboard=true", "--disable-usage-stats"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        _wait_for_dashboard(address, env, head)
+        yield address, env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+
+
+def _wait_for_dashboard(address: str, env: dict, head: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise AssertionError(f"ray start exited: {head.stdout.read()[-3000:]}")
+        probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
+                               capture_output=True, text=True)
+        if probe.returncode == 0:
+            return
+        time.sleep(1)
+    raise AssertionError("the dashboard never answered")
+
+
+def test_ray_job_submit_and_job_submission_client(head_node, tmp_path):
+    address, env = head_node
+    storage = tmp_path / "runs"
+    submitted = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--runtime-env", "jobs/runtime_env.yaml", "--",
+         "python", "jobs/train.py", "jobs/configs/digits_cnn_torch.yaml", "--smoke-test",
+         "--set", f"storage={storage}", "--set", "name=submitted"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    assert "succeeded" in submitted.stdout + submitted.stderr
+    run_dir = storage / "submitted"
+    assert (run_dir / "spec.yaml").is_file() and (run_dir / "metrics.csv").read_text().count("\n") == 2
+    checkpoint = next(run_dir.glob("checkpoint_epoch=*"))
+    assert (checkpoint / "manifest.json").is_file()
+
+    # The Python SDK, with the same runtime env: evaluate that checkpoint.
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    # This process imported Ray with token auth off; send the token explicitly, as --headers would.
+    token = subprocess.run([str(BIN / "ray"), "get-auth-token"], env=env, capture_output=True, text=True,
+                           check=True).stdout.strip().splitlines()[-1]
+    runtime_env = yaml.safe_load((REPO / "jobs/runtime_env.yaml").read_text())
+    runtime_env["working_dir"] = str(REPO)
+    client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
+    job = client.submit_job(entrypoint=f"python jobs/evaluate.py '{checkpoint}' --split test",
+                            runtime_env=runtime_env)
+    deadline = time.monotonic() + 300
+    while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        assert time.monotonic() < deadline, "evaluation job did not finish"
+        time.sleep(1)
+    logs = client.get_job_logs(job)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    report = json.loads((run_dir / "evaluation" / "evaluation-test.json").read_text())
+    assert report["samples"] == 269 and len(report["confusion_matrix"]) == 10
+    assert (run_dir / "evaluation" / "confusion-test.png").read_bytes()[:4] == b"\x89PNG"
+    assert "test accuracy:" in logs
+
+
+def test_spread_puts_one_worker_per_node_and_pack_puts_them_together():
+    probe = subprocess.run([sys.executable, "tests/placement_probe.py"], cwd=REPO, capture_output=True, text=True,
+                           timeout=600)
+    lines = [line for line in probe.stdout.splitlines() if line.startswith("PLACEMENT ")]
+    assert probe.returncode == 0 and lines, probe.stdout[-3000:] + probe.stderr[-3000:]
+    placed = json.loads(lines[-1].removeprefix("PLACEMENT "))
+    assert len(placed["SPREAD"]) == 2 and len(set(placed["SPREAD"])) == 2
+    assert len(placed["PACK"]) == 2 and len(set(placed["PACK"])) == 1
