@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test clean
+.PHONY: install run test bench clean
 
 install: $(STAMP)
 
@@ -24,3 +24,6 @@ test: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+bench: install
+	$(BIN)/python benchmarks/sweep_overhead.py

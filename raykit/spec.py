@@ -349,6 +349,15 @@ def _parse_overrides(overrides: Iterable[str] | Mapping[str, Any]) -> list[tuple
     return [parse_override(item) for item in overrides]
 
 
+def spec_path_problem(path: str) -> str:
+    """'' when ``path`` (e.g. ``optim.lr``) names a spec field, else what is wrong with it."""
+    try:
+        _set_dotted({}, path, None)
+    except SpecError as exc:
+        return exc.problems[0][1]
+    return ""
+
+
 def _set_dotted(raw: dict, path: str, value: Any) -> None:
     """Set ``raw[a][b][c] = value`` for ``path == "a.b.c"``, checking each step against the schema."""
     parts = path.split(".")

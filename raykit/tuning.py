@@ -17,7 +17,7 @@ import io
 import math
 from typing import Any, Mapping
 
-from raykit.spec import RunSpec, SpecError, _set_dotted, load_spec
+from raykit.spec import RunSpec, load_spec, spec_path_problem
 
 DISTRIBUTIONS = {
     "uniform": "[low, high]", "loguniform": "[low, high], low > 0", "quniform": "[low, high, q]",
@@ -33,10 +33,9 @@ def search_space_problems(space: Mapping[str, Any]) -> list[tuple[str, str]]:
         if path.split(".")[0] in ("tune", "name", "storage"):
             problems.append((field, "a sweep cannot search the sweep's own settings; accepted: any other spec path"))
             continue
-        try:
-            _set_dotted({}, path, None)  # the path must name a spec field
-        except SpecError as exc:
-            problems.append((field, f"not a spec field: {exc.problems[0][1]}"))
+        path_problem = spec_path_problem(path)
+        if path_problem:
+            problems.append((field, f"not a spec field: {path_problem}"))
             continue
         problem = _distribution_problem(value)
         if problem:

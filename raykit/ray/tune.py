@@ -27,7 +27,7 @@ from raykit.history import read_history_csv
 from raykit.ray.trainer import build_trainer, worker_resources
 from raykit.session import WorkerSession
 from raykit.spec import RunSpec, load_spec
-from raykit.tuning import (DISTRIBUTIONS, SweepResult, TrialRecord, best_spec, has_grid, pick_best,
+from raykit.tuning import (DISTRIBUTIONS, SweepResult, TrialRecord, best_spec, pick_best,
                            searched_paths, trial_spec)
 
 # A trial that only drives a Train run needs no CPU. Tune refuses an all-zero request, and even 0.01 CPU

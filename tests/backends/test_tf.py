@@ -263,3 +263,22 @@ def test_schedule_backbone_multiplier_and_clipping_run(tmp_path):
     fit(spec, WorkerSession(report=recorder))
     assert [m["lr"] for m in recorder.metrics] == pytest.approx([5e-4, 2.5e-4, 1.25e-4], rel=1e-5)
     assert recorder.metrics[-1]["val_acc"] > 0.3
+
+
+def test_init_from_a_weights_file_with_another_head(tmp_path):
+    spec = tiny_spec()
+    source = build_model(spec.model, (8, 8, 1), 7)
+    path = tmp_path / "exported.weights.h5"
+    source.save_weights(path)
+    target = build_model(spec.model, (8, 8, 1), 10)
+    report = tf_finetune.load_initial_weights(tiny_spec(f"finetune.init_from={path}"), target)
+    assert report.mismatched == ["head"] and len(report.loaded) == len(tf_finetune.parameterised_layers(target)) - 1
+    np.testing.assert_array_equal(target.layers[1].get_weights()[0], source.layers[1].get_weights()[0])
+
+
+def test_user_model_factory_returns_a_keras_model():
+    model = build_model(load_spec(None, ["framework=tf", "model.name=tests.backends.user_models:tiny_keras"]).model,
+                        (8, 8, 1), 10)
+    assert model(np.zeros((2, 8, 8, 1), np.float32)).shape == (2, 10)
+    with pytest.raises(TypeError, match="keras.Model"):
+        build_model(load_spec(None, ["model.name=tests.backends.user_models:tiny_linear"]).model, (8, 8, 1), 10)

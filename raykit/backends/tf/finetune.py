@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from raykit import storage
 from raykit.checkpoint import MANIFEST, read_manifest
@@ -72,8 +73,34 @@ def load_initial_weights(spec: RunSpec, model: keras.Model) -> LoadReport | None
     if location == "scratch":
         return None
     with _local(location) as path:
+        if path.name.endswith(".weights.h5"):
+            return _load_weights_file(path, model, location)
         source = _source_model(path, location)
         return copy_matching(source, model, location)
+
+
+def _load_weights_file(path: Path, model: keras.Model, location: str) -> LoadReport:
+    """A bare ``.weights.h5`` (e.g. an exported raykit model) holds no architecture: load it into this
+    model's own, skipping layers whose shapes differ (a new head), and report which layers changed."""
+    layers = parameterised_layers(model)
+    initial = [layer.get_weights() for layer in layers]
+    # Fill every weight with NaN first: whatever is still NaN after loading was not in the file.
+    for layer, weights in zip(layers, initial):
+        layer.set_weights([np.full_like(w, np.nan) for w in weights])
+    try:
+        model.load_weights(path)
+    except ValueError:  # some shapes differ: keep the layers that match
+        model.load_weights(path, skip_mismatch=True)
+    report = LoadReport(source=location)
+    for layer, weights in zip(layers, initial):
+        if any(np.isnan(w).any() for w in layer.get_weights()):
+            layer.set_weights(weights)  # not loaded: back to its initialisation
+            report.mismatched.append(layer.name)
+        else:
+            report.loaded.append(layer.name)
+    if not report.loaded:
+        raise ValueError(f"finetune.init_from: no layer of {location!r} matches the model")
+    return report
 
 
 class _local:
@@ -100,8 +127,7 @@ class _local:
 
 def _source_model(path: Path, location: str) -> keras.Model:
     """The model the weights were saved from: a raykit TF checkpoint (rebuilt from its own spec) or a
-    ``.keras`` file (loaded in safe mode: no code runs). A bare ``.weights.h5`` needs a raykit checkpoint
-    or ``.keras`` file beside it to say what architecture it is."""
+    ``.keras`` file (loaded in safe mode: no code runs)."""
     from raykit.backends.tf.models import build_model
 
     if path.is_dir():
@@ -117,7 +143,7 @@ def _source_model(path: Path, location: str) -> keras.Model:
     if path.suffix == ".keras":
         return keras.models.load_model(path, safe_mode=True, compile=False)
     raise ValueError(f"finetune.init_from: got {location!r}; accepted with framework tf: a raykit tf checkpoint "
-                     "directory or a .keras file (a bare .weights.h5 holds no architecture to match against)")
+                     "directory, a .keras file or a .weights.h5 file")
 
 
 def copy_matching(source: keras.Model, target: keras.Model, location: str) -> LoadReport:
