@@ -6,7 +6,7 @@ CNN, one at a time (so wall time is the sum of the trials), 3 epochs each. Overh
 (sweep wall time - time spent in training epochs) / trials. Writes a Markdown table to
 benchmarks/RESULTS.md (section "Sweep trial overhead") and prints it.
 
-    .venv/bin/python benchmarks/sweep_overhead.py [--repeats 3] [--trials 4] [--epochs 3]
+    .venv/bin/python benchmarks/sweep_overhead.py [--repeats 3] [--trials 4] [--epochs 3] [--results FILE]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to update")
     args = parser.parse_args()
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -57,7 +58,7 @@ def main() -> None:
     ray.shutdown()
     table = render(overhead, args)
     print(table)
-    write_section(table)
+    write_section(table, args.results)
 
 
 def render(overhead: dict, args) -> str:
@@ -81,16 +82,16 @@ def render(overhead: dict, args) -> str:
     return "\n".join(lines)
 
 
-def write_section(table: str) -> None:
-    """Replace this benchmark's section of RESULTS.md, keeping any others."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nWritten by the scripts in benchmarks/.\n\n"
+def write_section(table: str, results: Path) -> None:
+    """Replace this benchmark's section of the results file, keeping any others."""
+    text = results.read_text() if results.exists() else "# Benchmark results\n\nWritten by the scripts in benchmarks/.\n\n"
     if SECTION in text:
         start = text.index(SECTION)
         end = text.find("\n## ", start + len(SECTION))
         text = text[:start] + table + (text[end + 1:] if end != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + table
-    RESULTS.write_text(text)
+    results.write_text(text)
 
 
 if __name__ == "__main__":
