@@ -44,6 +44,11 @@ def _tune_problems(spec: RunSpec) -> list[tuple[str, str]]:
     from raykit.tuning import has_grid, search_space_problems
 
     problems = search_space_problems(spec.tune.search_space)
+    for path in spec.tune.search_space:
+        if path.startswith("scaling."):  # every trial reserves what the base spec's scaling says
+            problems.append((f"tune.search_space.{path}", "a sweep's trials share one resource request, sized from "
+                                                         "the spec's scaling section; accepted: set scaling.* "
+                                                         "outside the search space"))
     if spec.tune.searcher == "optuna" and has_grid(spec.tune.search_space):
         problems.append(("tune.searcher", "got 'optuna' with a grid in tune.search_space; accepted: choice "
                                           "instead of grid, or searcher random"))

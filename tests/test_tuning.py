@@ -22,6 +22,12 @@ def test_search_space_paths_and_distributions_are_validated():
     assert "tune.search_space.augment.preset" not in problems  # a fixed value is fine
 
 
+def test_scaling_cannot_be_searched():
+    with pytest.raises(SpecError) as info:
+        load_spec(None, ["tune.search_space={scaling.num_workers: {choice: [1, 2]}}"])
+    assert info.value.fields == ["tune.search_space.scaling.num_workers"]
+
+
 def test_optuna_cannot_take_a_grid():
     with pytest.raises(SpecError) as info:
         load_spec(None, ["tune.searcher=optuna", "tune.search_space={optim.lr: {grid: [0.1, 0.2]}}"])
