@@ -85,3 +85,16 @@ def download_dir(location: str, local_dir: str) -> str:
     fs, path = _filesystem(location)
     pyarrow.fs.copy_files(path, local_dir, source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
     return local_dir
+
+
+def list_dirs(location: str, prefix: str) -> list[str]:
+    """Locations of the sub-directories of ``location`` whose names start with ``prefix``, sorted by name."""
+    import pyarrow.fs
+
+    fs, path = _filesystem(location)
+    if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path))
+    names = sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
+                   and i.base_name.startswith(prefix))
+    return [join(location, name) for name in names]

@@ -110,3 +110,14 @@ def test_two_workers_reach_the_accuracy_band_of_one(ray_address, storage):
                for workers in (1, 2)}
     one, two = (results[w].history[-1]["val_acc"] for w in (1, 2))
     assert one > 0.9 and two > 0.9 and abs(one - two) <= 0.05
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_good_one(ray_address, storage):
+    common = [f"storage={storage}", "name=damaged", "checkpoint.keep_best=10", "scaling.num_workers=1"]
+    raykit.train(DEFAULT_JOB, [*common, "train.epochs=3"])
+    latest = Path(storage) / "damaged" / "checkpoint_epoch=0003" / "model.pt"
+    latest.write_bytes(latest.read_bytes()[:-100])  # truncated
+    resumed = raykit.train(DEFAULT_JOB, [*common, "train.epochs=4"])
+    # Resumed from epoch 2 (the newest checkpoint that verifies): epoch 3 was trained again, then 4.
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
+    assert (Path(storage) / "damaged" / "checkpoint_epoch=0004" / "manifest.json").is_file()

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import tempfile
 
 import ray.train
 
+from raykit import storage
 from raykit.backends import load_backend_module
+from raykit.checkpoint import CheckpointError, read_manifest
 from raykit.session import WorkerSession
 from raykit.spec import load_spec
+
+
+CHECKPOINT_PREFIX = "checkpoint_epoch="  # + the zero-padded epoch: names sort by epoch
+logger = logging.getLogger(__name__)
 
 
 def train_loop_per_worker(config: dict) -> dict:
@@ -23,7 +31,8 @@ def train_loop_per_worker(config: dict) -> dict:
         checkpoint = ray.train.Checkpoint(config["resume_from"])
     # A remote checkpoint is downloaded to a temporary directory for the duration of the loop.
     local_copy = checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None)
-    with local_copy as resume_dir:
+    name = os.path.basename(os.path.normpath(checkpoint.path)) if checkpoint else ""
+    with local_copy as resume_dir, _verified(resume_dir, name, config["run_dir"], context) as resume_dir:
         session = WorkerSession(
             rank=context.get_world_rank(),
             world_size=context.get_world_size(),
@@ -37,13 +46,41 @@ def train_loop_per_worker(config: dict) -> dict:
         return load_backend_module(spec.framework, "loop").fit(spec, session)
 
 
+@contextlib.contextmanager
+def _verified(resume_dir: str | None, name: str, run_dir: str, context):
+    """The checkpoint to resume from, checked against its manifest. A truncated or altered latest
+    checkpoint is skipped, with a warning, for the newest earlier one that verifies (every rank makes the
+    same choice from the same files); none valid means starting over is refused, not done silently."""
+    if resume_dir is None:
+        yield None
+        return
+    try:
+        read_manifest(resume_dir)
+        yield resume_dir
+        return
+    except CheckpointError as exc:
+        problem = str(exc)
+    candidates = [c for c in reversed(storage.list_dirs(run_dir, CHECKPOINT_PREFIX)) if os.path.basename(c) < name]
+    for candidate in candidates:
+        with tempfile.TemporaryDirectory(prefix="raykit-fallback-") as local:
+            directory = candidate if "://" not in candidate else storage.download_dir(candidate, local)
+            try:
+                read_manifest(directory)
+            except CheckpointError:
+                continue
+            if context.get_world_rank() == 0:
+                logger.warning("raykit: the latest checkpoint is damaged (%s); resuming from %s instead",
+                               problem, candidate)
+            yield directory
+            return
+    raise CheckpointError(f"{problem}; and no earlier checkpoint in {run_dir} verifies, so the run cannot resume")
+
+
 def _record_placement(run_dir: str, context) -> None:
     """``<run>/placement/rank<N>.json``: the node and host each rank runs on (to see what SPREAD or PACK
     did, and to debug a multi-node run)."""
     import json
     import socket
-
-    from raykit import storage
 
     where = {"rank": context.get_world_rank(), "node_id": ray.get_runtime_context().get_node_id(),
              "node_rank": context.get_node_rank(), "local_rank": context.get_local_rank(),
@@ -70,7 +107,7 @@ def _report_to_ray(metrics: dict, checkpoint_dir: str | None) -> None:
     dir_name = None
     if checkpoint_dir is not None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-        dir_name = f"checkpoint_epoch={int(metrics['epoch']):04d}"
+        dir_name = f"{CHECKPOINT_PREFIX}{int(metrics['epoch']):04d}"
     ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=dir_name)
 
 
