@@ -275,7 +275,8 @@ def evaluate(checkpoint: str, split: str = "test", overrides=(), *, out_dir: str
     recall, F1, support, confusion matrix) and ``confusion-<split>.png`` to ``out_dir`` (default: the
     run directory's ``evaluation/``). Returns the report.
     """
-    from raykit.evaluation import classification_report, confusion_png
+    from raykit.evaluation import classification_report
+    from raykit.plots import confusion_png
 
     if split not in ("train", "val", "test"):
         raise SpecError([("--split", f"got {split!r}; accepted: train, val, test")])

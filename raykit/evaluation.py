@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 
@@ -22,30 +20,3 @@ def classification_report(labels: np.ndarray, predictions: np.ndarray, num_class
                   "support": int(actual[c])} for c in range(num_classes)]
     return {"accuracy": float(true_positive.sum() / max(matrix.sum(), 1)), "samples": int(matrix.sum()),
             "confusion_matrix": matrix.tolist(), "per_class": per_class}
-
-
-def confusion_png(matrix: list[list[int]], title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    values = np.asarray(matrix)
-    size = len(values)
-    figure = Figure(figsize=(1.0 + 0.55 * size, 0.8 + 0.55 * size), dpi=100)
-    axes = figure.subplots()
-    image = axes.imshow(values, cmap="Blues")
-    figure.colorbar(image, ax=axes, fraction=0.046)
-    for row in range(size):
-        for column in range(size):
-            axes.text(column, row, str(values[row, column]), ha="center", va="center", fontsize=8,
-                      color="white" if values[row, column] > values.max() / 2 else "black")
-    axes.set_xticks(range(size))
-    axes.set_yticks(range(size))
-    axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
-    axes.set_title(title)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()

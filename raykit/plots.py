@@ -5,15 +5,28 @@ from __future__ import annotations
 import io
 
 
-def curves_png(history: list[dict], title: str) -> bytes:
-    """Loss (train and val) and accuracy (train and val) against epoch, side by side, as PNG bytes."""
+def new_figure(width: float, height: float, dpi: int = 100):
+    """A matplotlib Figure drawn off-screen (no display, no pyplot state)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
+    return Figure(figsize=(width, height), dpi=dpi)
+
+
+def figure_png(figure) -> bytes:
+    """The figure, laid out, as PNG bytes."""
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def curves_png(history: list[dict], title: str) -> bytes:
+    """Loss (train and val) and accuracy (train and val) against epoch, side by side, as PNG bytes."""
     epochs = [row["epoch"] for row in history]
-    figure = Figure(figsize=(10, 4), dpi=100)
+    figure = new_figure(10, 4)
     loss_axes, acc_axes = figure.subplots(1, 2)
     for axes, key, label in ((loss_axes, "loss", "loss"), (acc_axes, "acc", "accuracy")):
         axes.plot(epochs, [row[f"train_{key}"] for row in history], marker="o", label=f"train {label}")
@@ -25,10 +38,7 @@ def curves_png(history: list[dict], title: str) -> bytes:
     loss_axes.set_title("loss")
     acc_axes.set_title("accuracy")
     figure.suptitle(title)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 def augment_grid_png(columns_nhwc: list, rescale_augmented: bool) -> bytes:
@@ -36,14 +46,9 @@ def augment_grid_png(columns_nhwc: list, rescale_augmented: bool) -> bytes:
     ones), as PNG bytes. Each column is an (N, H, W, C) array; 1 channel is drawn in grayscale. With
     ``rescale_augmented`` (a normalize op ran) augmented images are min-max scaled for display;
     otherwise values are clipped to [0, 1] so brightness and contrast changes stay visible."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     titles = ["original"] + [f"augmented {i}" for i in range(1, len(columns_nhwc))]
     rows = len(columns_nhwc[0])
-    figure = Figure(figsize=(2 * len(titles), 2 * rows), dpi=80)
+    figure = new_figure(2 * len(titles), 2 * rows, dpi=80)
     axes = figure.subplots(rows, len(titles), squeeze=False)
     for column, (title, images) in enumerate(zip(titles, columns_nhwc)):
         for row in range(rows):
@@ -51,10 +56,7 @@ def augment_grid_png(columns_nhwc: list, rescale_augmented: bool) -> bytes:
             axes[row][column].imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0.0, vmax=1.0)
             axes[row][column].set_axis_off()
         axes[0][column].set_title(title)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 def _displayable(image_hwc, rescale: bool):
@@ -67,3 +69,25 @@ def _displayable(image_hwc, rescale: bool):
         image_hwc = (image_hwc - low) / (high - low) if high > low else np.zeros_like(image_hwc)
     image_hwc = np.clip(image_hwc, 0.0, 1.0)
     return image_hwc[..., 0] if image_hwc.shape[-1] == 1 else image_hwc
+
+
+def confusion_png(matrix: list[list[int]], title: str) -> bytes:
+    """The confusion matrix as an annotated heat map (rows: true class, columns: predicted)."""
+    import numpy as np
+
+    values = np.asarray(matrix)
+    size = len(values)
+    figure = new_figure(1.0 + 0.55 * size, 0.8 + 0.55 * size)
+    axes = figure.subplots()
+    image = axes.imshow(values, cmap="Blues")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    for row in range(size):
+        for column in range(size):
+            axes.text(column, row, str(values[row, column]), ha="center", va="center", fontsize=8,
+                      color="white" if values[row, column] > values.max() / 2 else "black")
+    axes.set_xticks(range(size))
+    axes.set_yticks(range(size))
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(title)
+    return figure_png(figure)

@@ -154,13 +154,10 @@ def trials_csv(result: SweepResult) -> str:
 def sweep_plot_png(result: SweepResult, searched: list[str]) -> bytes:
     """Left: the metric against epoch for every trial. Then one panel per searched parameter: each
     trial's best metric against its value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from raykit.plots import figure_png, new_figure
 
     panels = 1 + len(searched)
-    figure = Figure(figsize=(5 * panels, 4), dpi=100)
+    figure = new_figure(5 * panels, 4)
     axes = figure.subplots(1, panels, squeeze=False)[0]
     for trial in result.trials:
         epochs = [row["epoch"] for row in trial.history]
@@ -180,7 +177,4 @@ def sweep_plot_png(result: SweepResult, searched: list[str]) -> bytes:
         ax.set_xlabel(path)
         ax.set_ylabel(f"best {result.metric}")
         ax.set_title(f"best {result.metric} vs {path}")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure_png(figure)
