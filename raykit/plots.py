@@ -15,6 +15,13 @@ def new_figure(width: float, height: float, dpi: int = 100):
     return Figure(figsize=(width, height), dpi=dpi)
 
 
+def integer_ticks(axis) -> None:
+    """Whole-number ticks only (epochs)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def figure_png(figure) -> bytes:
     """The figure, laid out, as PNG bytes."""
     figure.tight_layout()
@@ -32,6 +39,7 @@ def curves_png(history: list[dict], title: str) -> bytes:
         axes.plot(epochs, [row[f"train_{key}"] for row in history], marker="o", label=f"train {label}")
         axes.plot(epochs, [row[f"val_{key}"] for row in history], marker="o", label=f"val {label}")
         axes.set_xlabel("epoch")
+        integer_ticks(axes.xaxis)
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
         axes.legend()

@@ -154,7 +154,9 @@ def trials_csv(result: SweepResult) -> str:
 def sweep_plot_png(result: SweepResult, searched: list[str]) -> bytes:
     """Left: the metric against epoch for every trial. Then one panel per searched parameter: each
     trial's best metric against its value."""
-    from raykit.plots import figure_png, new_figure
+    from matplotlib.ticker import NullFormatter
+
+    from raykit.plots import figure_png, integer_ticks, new_figure
 
     panels = 1 + len(searched)
     figure = new_figure(5 * panels, 4)
@@ -163,6 +165,7 @@ def sweep_plot_png(result: SweepResult, searched: list[str]) -> bytes:
         epochs = [row["epoch"] for row in trial.history]
         axes[0].plot(epochs, [row.get(result.metric) for row in trial.history], marker=".", label=trial.trial_id)
     axes[0].set_xlabel("epoch")
+    integer_ticks(axes[0].xaxis)
     axes[0].set_ylabel(result.metric)
     axes[0].set_title(f"{result.metric} per trial")
     if len(result.trials) <= 12:
@@ -174,6 +177,7 @@ def sweep_plot_png(result: SweepResult, searched: list[str]) -> bytes:
         ax.scatter([x for x, _ in points] if numeric else labels, [y for _, y in points])
         if numeric and "lr" in path:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels overlap
         ax.set_xlabel(path)
         ax.set_ylabel(f"best {result.metric}")
         ax.set_title(f"best {result.metric} vs {path}")
