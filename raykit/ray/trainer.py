@@ -18,7 +18,6 @@ class TrainOutcome:
     metrics: dict  # rank 0's last reported metrics
     best_checkpoint: str | None  # path or URI
     best_metrics: dict | None
-    latest_checkpoint: str | None
     worker_return: dict | None  # rank 0's return value: history and best metric
 
 
@@ -103,7 +102,6 @@ def fit(spec: RunSpec, run_dir: str) -> TrainOutcome:
         metrics=result.metrics or {},
         best_checkpoint=_location(best),
         best_metrics=best_metrics,
-        latest_checkpoint=_location(result.checkpoint),
         worker_return=result.return_value,
     )
 

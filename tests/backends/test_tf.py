@@ -4,7 +4,6 @@ ops parameter for parameter, and the loop trains, checkpoints, resumes, freezes 
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,22 +25,11 @@ from raykit.checkpoint import read_manifest  # noqa: E402
 from raykit.session import WorkerSession  # noqa: E402
 from raykit.spec import load_spec  # noqa: E402
 from raykit.spec_rules import FRAMEWORK_MODELS  # noqa: E402
+from tests.backends.test_torch import Recorder  # noqa: E402  (the same stub report serves both backends)
 
 
 def tiny_spec(*overrides: str):
     return load_spec(None, ["framework=tf", "scaling.num_workers=1", "train.epochs=2", *overrides])
-
-
-class Recorder:
-    def __init__(self, root: Path):
-        self.root, self.metrics, self.checkpoints = root, [], []
-
-    def __call__(self, metrics: dict, checkpoint_dir: str | None) -> None:
-        self.metrics.append(metrics)
-        if checkpoint_dir:
-            target = self.root / f"epoch{metrics['epoch']}"
-            shutil.copytree(checkpoint_dir, target)
-            self.checkpoints.append(target)
 
 
 def weights_of(directory: Path, spec) -> list[np.ndarray]:
