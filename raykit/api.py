@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from raykit import storage
+from raykit.data import DataPlan, plan_data
 from raykit.history import history_csv, read_history_csv
 from raykit.spec import EPOCH_METRICS, RunSpec, SpecError, load_spec, yaml_load
 
@@ -92,13 +93,16 @@ def train(spec: "RunSpec | dict | str | None" = None, overrides=(), *, address: 
     run_spec = resolve(load_spec(spec, overrides))
     run_dir = storage.join(run_spec.storage, run_spec.name)
     _check_continuation(run_spec, run_dir)
+    plan = plan_data(run_spec.data, run_spec.model.num_classes)  # bad data fails here, before Ray starts
+    if verbose:
+        print(describe_plan(plan), flush=True)
 
     from raykit.ray import cluster, remote, trainer  # imports Ray only once the spec is known good
 
     cluster.connect(address)
-    cluster.check_fits(run_spec)
+    cluster.check_fits(run_spec, streamed=plan.loader == "stream")
     storage.write_text(storage.join(run_dir, SPEC_FILE), run_spec.to_yaml())
-    outcome = trainer.fit(run_spec, run_dir)
+    outcome = trainer.fit(run_spec, run_dir, plan)
     history = (outcome.worker_return or {}).get("history") or _read_history(run_dir)
     test_metrics = {}
     if outcome.best_checkpoint:
@@ -116,7 +120,24 @@ def train(spec: "RunSpec | dict | str | None" = None, overrides=(), *, address: 
 def resolve(spec: RunSpec) -> RunSpec:
     """Fill in what the spec left to raykit: a run name, and an absolute storage path."""
     name = spec.name or _generated_name(spec)
-    return dataclasses.replace(spec, name=name, storage=storage.resolve_storage(spec.storage))
+    return dataclasses.replace(spec, name=name, storage=storage.resolve_storage(spec.storage),
+                               data=_absolute_data(spec.data))
+
+
+def _absolute_data(data):
+    """Workers and trials run in other directories: relative data paths become absolute, like storage."""
+    located = {key: storage.resolve_storage(value) for key in ("uri", "train_uri", "val_uri", "test_uri")
+               if (value := getattr(data, key)) and not (key == "uri" and value == "digits")}
+    return dataclasses.replace(data, **located)
+
+
+def describe_plan(plan: DataPlan) -> str:
+    """One line on the data: source, sizes, input shape, classes and how it is loaded."""
+    sizes = ", ".join(f"{name} {count}" for name, count in plan.info.sizes.items())
+    mb = plan.decoded_bytes / 2**20
+    return (f"data: {plan.splits['train'].source.uri} ({plan.splits['train'].source.format}): {sizes}; images "
+            f"{'x'.join(map(str, plan.info.input_shape))}, {plan.info.num_classes} classes; {plan.loader} "
+            f"(training split {mb:,.1f} MB decoded)")
 
 
 def _generated_name(spec: RunSpec) -> str:
@@ -221,12 +242,17 @@ def tune(spec: "RunSpec | dict | str | None" = None, search_space: dict | None =
         overrides = [*_as_list(overrides), {"tune.search_space": search_space}]
     sweep_spec = _resolve_sweep(load_spec(spec, _merge_overrides(overrides)))
     sweep_dir = storage.join(sweep_spec.storage, sweep_spec.name)
+    plan = plan_data(sweep_spec.data, sweep_spec.model.num_classes)  # bad data fails before Ray starts
+    if plan.loader == "stream" and sweep_spec.tune.inline_single_worker:
+        # Inline trials load data into memory; streamed data needs the Train workers' dataset shards.
+        sweep_spec = dataclasses.replace(sweep_spec, tune=dataclasses.replace(sweep_spec.tune,
+                                                                             inline_single_worker=False))
 
     from raykit.ray import cluster
     from raykit.ray.tune import run_sweep
 
     cluster.connect(address)
-    cluster.check_fits(sweep_spec)
+    cluster.check_fits(sweep_spec, streamed=plan.loader == "stream")
     storage.write_text(storage.join(sweep_dir, SPEC_FILE), sweep_spec.to_yaml())
     result = run_sweep(sweep_spec, sweep_dir)
     storage.write_text(storage.join(sweep_dir, "trials.csv"), trials_csv(result))
@@ -263,7 +289,8 @@ def _merge_overrides(overrides) -> dict:
 
 def _resolve_sweep(spec: RunSpec) -> RunSpec:
     name = spec.name or f"sweep-{spec.model.name.replace(':', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return dataclasses.replace(spec, name=name, storage=storage.resolve_storage(spec.storage))
+    return dataclasses.replace(spec, name=name, storage=storage.resolve_storage(spec.storage),
+                               data=_absolute_data(spec.data))
 
 
 def evaluate(checkpoint: str, split: str = "test", overrides=(), *, out_dir: str | None = None,

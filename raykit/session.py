@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 
 def _no_report(metrics: dict, checkpoint_dir: str | None) -> None:
@@ -31,6 +31,9 @@ class WorkerSession:
         resume_dir: a local checkpoint directory to continue from, or None.
         run_dir: where the run's files live (local path or URI), or None to write nothing.
         prepare_model: wraps the model for data-parallel training (DDP through Ray).
+        streams: streamed data (Ray Data): split name -> a callable returning one epoch of this rank's
+            ``{"x", "y"}`` NumPy batches; None when the loop loads ``spec.data`` into memory itself.
+        data_info: input shape, classes and split sizes of streamed data (the driver's plan).
     """
 
     rank: int = 0
@@ -41,6 +44,8 @@ class WorkerSession:
     resume_dir: str | None = None
     run_dir: str | None = None
     prepare_model: Callable[[Any], Any] = field(default=_identity)
+    streams: dict[str, Callable[[], Iterable[dict]]] | None = None
+    data_info: Any = None
 
     @property
     def is_chief(self) -> bool:

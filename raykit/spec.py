@@ -62,6 +62,7 @@ PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 MODES = ("max", "min")
 SCHEDULERS = ("fifo", "asha", "hyperband", "pbt")
 SEARCHERS = ("random", "optuna")
+DATA_FORMATS = ("auto", "digits", "npz", "parquet", "image_folder")
 MONITORED_METRICS = ("val_acc", "val_loss", "train_loss", "train_acc")
 # What every epoch reports (usable in checkpoint.export_template).
 EPOCH_METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "global_step")
@@ -79,12 +80,38 @@ def _field(default: Any = dataclasses.MISSING, *, help: str, **rules: Any) -> An
 
 @dataclass
 class DataSpec:
-    uri: str = _field("digits", help="Dataset source: 'digits' (embedded scikit-learn digits).",
-                      choices=("digits",))
+    uri: str = _field("digits", help="Dataset source: 'digits' (embedded scikit-learn digits), a .npz file (arrays "
+                                     "x, y), a Parquet file or directory, or an image folder (root/<class>/<images>); "
+                                     "a local path or URI (file://, s3://, gs://, memory://, any fsspec scheme).")
+    train_uri: str | None = _field(None, help="Training data from its own source (instead of data.uri); val/test "
+                                              "come from val_uri/test_uri, or are carved out of it by the fractions.")
+    val_uri: str | None = _field(None, help="Validation data from its own source (null = carved out by "
+                                            "val_fraction).")
+    test_uri: str | None = _field(None, help="Test data from its own source (null = carved out by test_fraction).")
+    format: str = _field("auto", help="Source format; auto = from the extension (.npz, .parquet) or the listing "
+                                      "(Parquet files, or class folders).", choices=DATA_FORMATS)
+    label_column: str = _field("label", help="Parquet: the label column (integer class indices or class names).",
+                               nonempty=True)
+    image_column: str = _field("image", help="Parquet: the image column: encoded bytes (PNG/JPEG, or a "
+                                             "{bytes, path} struct) or fixed-shape numeric arrays.", nonempty=True)
+    color_mode: str = _field("auto", help="Decoded channels: grayscale (1), rgb (3), or auto = the first image's.",
+                             choices=("auto", "grayscale", "rgb"))
+    resize: list[int] = _field([], help="[height, width] every decoded image is resized to (bilinear); [] keeps "
+                                        "the stored size (then all images must share it).", ge=1)
+    loader: str = _field("auto", help="memory: every worker holds its data decoded; stream: Ray Data reads and "
+                                      "decodes on CPU workers and streams disjoint shards to the training workers; "
+                                      "auto: stream when the decoded training split exceeds memory_limit_mb.",
+                         choices=("auto", "memory", "stream"))
+    memory_limit_mb: int = _field(2048, help="loader auto: the decoded training-split size above which data is "
+                                             "streamed.", ge=1)
+    read_cpus: float = _field(1.0, help="stream: CPUs each Ray Data read/decode task reserves (the cluster needs "
+                                        "this much beside the training workers).", gt=0.0, le=64.0)
+    shuffle_buffer: int = _field(2048, help="stream: rows in each worker's local shuffle buffer (0 = no shuffle "
+                                            "beyond the chunk order).", ge=0)
     val_fraction: float = _field(0.15, help="Fraction of the data held out for validation (stratified).",
-                                 gt=0.0, lt=1.0)
+                                 ge=0.0, lt=1.0)
     test_fraction: float = _field(0.15, help="Fraction of the data held out for testing (stratified).",
-                                  gt=0.0, lt=1.0)
+                                  ge=0.0, lt=1.0)
     split_seed: int = _field(0, help="Seed of the train/val/test split.", ge=0)
 
 

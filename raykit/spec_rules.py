@@ -17,11 +17,8 @@ from raykit.spec import EPOCH_METRICS, FRAMEWORKS, MODEL_NAMES, RESNETS, USER_FA
 
 def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
     """Every ``(field path, message)`` problem of an otherwise well-typed spec."""
-    problems = []
-    if spec.data.val_fraction + spec.data.test_fraction >= 0.9:
-        problems.append(("data.test_fraction", f"val_fraction + test_fraction = "
-                         f"{spec.data.val_fraction + spec.data.test_fraction:g}; accepted: a sum below 0.9 "
-                         "so that training keeps data"))
+    problems = _data_problems(spec.data)
+    problems += storage_problems(spec.storage, "storage")
     if spec.train.batch_size % spec.scaling.num_workers:
         problems.append(("train.batch_size", f"got {spec.train.batch_size}, which {spec.scaling.num_workers} "
                          "workers cannot share evenly; accepted: a multiple of scaling.num_workers"))
@@ -53,6 +50,67 @@ def _tune_problems(spec: RunSpec) -> list[tuple[str, str]]:
         problems.append(("tune.searcher", "got 'optuna' with a grid in tune.search_space; accepted: choice "
                                           "instead of grid, or searcher random"))
     return problems
+
+
+def _data_problems(data) -> list[tuple[str, str]]:
+    problems = []
+    carved = {name: getattr(data, f"{name}_fraction") for name in ("val", "test") if not getattr(data, f"{name}_uri")}
+    if sum(carved.values()) >= 0.9:
+        problems.append(("data.test_fraction", f"the fractions carved out of the training source sum to "
+                         f"{sum(carved.values()):g}; accepted: a sum below 0.9 so that training keeps data"))
+    if not data.val_uri and data.val_fraction == 0:
+        problems.append(("data.val_fraction", "got 0 with no data.val_uri, which leaves no validation data; "
+                         "accepted: a fraction > 0, or a data.val_uri"))
+    if data.train_uri and data.uri != "digits":
+        problems.append(("data.train_uri", f"got {data.train_uri!r} with data.uri {data.uri!r}; accepted: one of "
+                                           "the two as the training source"))
+    for name in ("uri", "train_uri", "val_uri", "test_uri"):
+        value = getattr(data, name)
+        if value and not (name == "uri" and value == "digits"):
+            problems += location_problems(value, f"data.{name}", must_exist=True)
+    if data.resize and len(data.resize) != 2:
+        problems.append(("data.resize", f"got {data.resize}; accepted: [height, width], or [] for no resize"))
+    whole = [n for n in ("uri", "train_uri") if str(getattr(data, n) or "").lower().endswith(".npz")
+             or getattr(data, n) == "digits"]
+    if data.loader == "stream" and (data.format in ("npz", "digits") or (whole and not data.train_uri)
+                                    or (data.train_uri and "train_uri" in whole)):
+        problems.append(("data.loader", "got 'stream' for a source that is read whole (digits, .npz); accepted: "
+                                        "memory or auto, or convert the data to Parquet with `raykit data convert`"))
+    return problems
+
+
+def location_problems(location: str, field: str, must_exist: bool = False) -> list[tuple[str, str]]:
+    """A local path (which must exist when ``must_exist``) or a URI whose scheme an installed filesystem
+    (pyarrow or fsspec) serves."""
+    if "://" not in location:
+        if must_exist and not Path(location).expanduser().exists():
+            return [(field, f"got {location!r}, which does not exist; accepted: an existing path or a URI")]
+        return []
+    scheme = location.split("://", 1)[0]
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+        return [(field, f"got {location!r}; accepted: a local path or a URI scheme://bucket/path")]
+    if scheme not in ("file", "s3", "gs", "gcs", "hdfs") and not _fsspec_knows(scheme):
+        return [(field, f"got scheme {scheme!r} in {location!r}, which no installed filesystem serves; accepted: "
+                        "file, s3, gs, hdfs, or an fsspec scheme whose package is installed")]
+    if scheme == "file" and must_exist and not Path(location[len("file://"):]).exists():
+        return [(field, f"got {location!r}, which does not exist; accepted: an existing path or a URI")]
+    return []
+
+
+def storage_problems(location: str, field: str) -> list[tuple[str, str]]:
+    """Run storage must be shared by every Ray process: in-process fsspec stores are refused."""
+    if location.startswith("memory://"):
+        return [(field, f"got {location!r}: a memory:// store lives inside one process and Ray's workers are "
+                        "other processes; accepted: a local path, file://, s3://, gs://, or a shared fsspec store")]
+    return location_problems(location, field)
+
+
+def _fsspec_knows(scheme: str) -> bool:
+    try:
+        from fsspec.registry import known_implementations, registry
+    except ImportError:
+        return False
+    return scheme in registry or scheme in known_implementations
 
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

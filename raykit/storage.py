@@ -29,12 +29,24 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
-def _filesystem(location: str):
+def filesystem(location: str):
+    """``(pyarrow filesystem, path in it)`` for a local path or URI. Schemes pyarrow knows (file, s3, gs,
+    hdfs) use its native filesystems, which read the standard credentials and ``AWS_ENDPOINT_URL`` (an
+    S3-compatible store); any other fsspec scheme (memory://, az://, ...) is wrapped for pyarrow."""
     import pyarrow.fs
 
-    if is_uri(location):
+    if not is_uri(location):
+        return pyarrow.fs.LocalFileSystem(), os.path.abspath(location)
+    scheme = location.split("://", 1)[0]
+    if scheme in _PYARROW_SCHEMES:
         return pyarrow.fs.FileSystem.from_uri(location)
-    return pyarrow.fs.LocalFileSystem(), os.path.abspath(location)
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(location)
+    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
+
+
+_PYARROW_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs")
 
 
 def write_bytes(location: str, data: bytes) -> None:
@@ -51,7 +63,7 @@ def write_bytes(location: str, data: bytes) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
         return
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     fs.create_dir(posixpath.dirname(path), recursive=True)
     with fs.open_output_stream(path) as stream:
         stream.write(data)
@@ -62,7 +74,7 @@ def write_text(location: str, text: str) -> None:
 
 
 def read_bytes(location: str) -> bytes:
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     with fs.open_input_stream(path) as stream:
         return stream.read()
 
@@ -74,7 +86,7 @@ def read_text(location: str) -> str:
 def exists(location: str) -> bool:
     import pyarrow.fs
 
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
 
@@ -82,7 +94,7 @@ def download_dir(location: str, local_dir: str) -> str:
     """Copy the directory at ``location`` (path or URI) into ``local_dir``; return ``local_dir``."""
     import pyarrow.fs
 
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     pyarrow.fs.copy_files(path, local_dir, source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
     return local_dir
 
@@ -91,10 +103,21 @@ def list_dirs(location: str, prefix: str) -> list[str]:
     """Locations of the sub-directories of ``location`` whose names start with ``prefix``, sorted by name."""
     import pyarrow.fs
 
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
         return []
     infos = fs.get_file_info(pyarrow.fs.FileSelector(path))
     names = sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
                    and i.base_name.startswith(prefix))
     return [join(location, name) for name in names]
+
+
+def list_files(location: str) -> list[str]:
+    """Names of the files directly in the directory ``location`` (none when it does not exist)."""
+    import pyarrow.fs
+
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path))
+    return sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.File)

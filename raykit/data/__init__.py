@@ -5,6 +5,18 @@ labels are int64 class indices. Backends convert to their own layout. Nothing he
 TensorFlow or Ray.
 """
 
-from raykit.data.splits import Split, Splits, load_splits, stratified_split
+from raykit.data.errors import DataError
+from raykit.data.splits import (DataInfo, DataPlan, Split, Splits, iter_split, load_splits, plan_data, splits_of,
+                                stratified_split, to_float)
 
-__all__ = ["Split", "Splits", "load_splits", "stratified_split"]
+__all__ = ["DataError", "DataInfo", "DataPlan", "Split", "Splits", "iter_split", "load_splits", "plan_data",
+           "splits_of", "stratified_split", "to_float", "worker_data"]
+
+
+def worker_data(data_spec, streams, data_info) -> tuple[DataInfo, Splits | None]:
+    """What a training loop trains on: streamed data's info (and no splits), or splits read into memory."""
+    if streams:
+        return data_info, None
+    splits = load_splits(data_spec)
+    sizes = {name: len(splits.get(name)) for name in ("train", "val", "test")}
+    return DataInfo(splits.input_shape, splits.num_classes, sizes), splits

@@ -1,4 +1,10 @@
-"""Train / validation / test splits of an in-memory dataset."""
+"""Train / validation / test splits: drawn from labels alone, then read into memory or streamed.
+
+:func:`plan_data` lists the sources of a spec's ``data`` section and decides which rows belong to which
+split (separate URIs, or one source split by fractions, stratified, fixed by a seed) and whether the
+data is small enough to hold in memory. :func:`load_splits` reads a plan into arrays; the Ray layer
+streams a plan's chunks through Ray Data instead.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from raykit.data.errors import DataError
+from raykit.data.sources import Chunk, ReadOptions, Source, open_source
 from raykit.spec import DataSpec
+
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -37,9 +47,60 @@ class Splits:
         return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
 
     def get(self, name: str) -> Split:
-        if name not in ("train", "val", "test"):
+        if name not in SPLITS:
             raise ValueError(f"split: got {name!r}; accepted: train, val, test")
         return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a training loop must know before it sees a batch (streamed data is never all in one place)."""
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    sizes: dict  # split name -> number of samples
+    class_names: list | None = None
+
+
+@dataclass
+class SplitRows:
+    """The rows of one split: ``rows`` of ``source``, in the order they are read into memory."""
+
+    source: Source
+    rows: np.ndarray
+
+    def chunks(self) -> list[Chunk]:
+        """The source's chunks holding any of these rows (what a streaming reader must read)."""
+        wanted = self.mask()
+        return [chunk for chunk in self.source.chunks if wanted[chunk.rows].any()]
+
+    def mask(self) -> np.ndarray:
+        wanted = np.zeros(len(self.source), dtype=bool)
+        wanted[self.rows] = True
+        return wanted
+
+    def read(self) -> Split:
+        x, y = self.source.read_rows(self.rows)
+        return Split(to_float(x), y)
+
+
+@dataclass
+class DataPlan:
+    """Which rows form each split, the input shape and classes, and how to load: memory or stream."""
+
+    splits: dict  # name -> SplitRows
+    info: DataInfo
+    loader: str  # "memory" or "stream"
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes the training split takes decoded as float32 (what every in-memory worker would hold)."""
+        return len(self.splits["train"].rows) * int(np.prod(self.info.input_shape)) * 4
+
+
+def to_float(x: np.ndarray) -> np.ndarray:
+    """Images as float32 in [0, 1] (stored uint8 pixels are scaled; floats are taken as they are)."""
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
 
 
 def stratified_split(y: np.ndarray, val_fraction: float, test_fraction: float,
@@ -55,16 +116,97 @@ def stratified_split(y: np.ndarray, val_fraction: float, test_fraction: float,
         parts[1].append(members[n_test:n_test + n_val])
         parts[0].append(members[n_test + n_val:])
     # Shuffle across classes too, so a shard or a batch is never one class.
-    return tuple(rng.permutation(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
+    return tuple(rng.permutation(np.concatenate(p)) if p else np.zeros(0, np.int64)  # type: ignore[return-value]
+                 for p in parts)
+
+
+def read_options(data: DataSpec) -> ReadOptions:
+    return ReadOptions(label_column=data.label_column, image_column=data.image_column,
+                       color_mode=data.color_mode, resize=tuple(data.resize) if data.resize else None)
+
+
+def plan_data(data: DataSpec, num_classes: int | None = None) -> DataPlan:
+    """List the spec's sources and draw the splits; check labels against ``num_classes`` (None: any)."""
+    options = read_options(data)
+    main = open_source(data.train_uri or data.uri, data.format, options)
+    fractions = {"val": data.val_fraction, "test": data.test_fraction}
+    separate = {name: getattr(data, f"{name}_uri") for name in ("val", "test")}
+    carved = {name: (fractions[name] if not separate[name] else 0.0) for name in ("val", "test")}
+    train_rows, val_rows, test_rows = stratified_split(main.labels, carved["val"], carved["test"], data.split_seed)
+    splits = {"train": SplitRows(main, train_rows), "val": SplitRows(main, val_rows),
+              "test": SplitRows(main, test_rows)}
+    for name, uri in separate.items():
+        if uri:
+            other = open_source(uri, data.format, options)
+            splits[name] = SplitRows(other, np.random.default_rng(data.split_seed).permutation(len(other)))
+    _check_splits(splits, main, num_classes)
+    shape = _input_shape(main, options)
+    classes = num_classes or max(len(main.class_names or ()), int(max(s.source.labels.max() for s in
+                                                                      splits.values() if len(s.source))) + 1)
+    info = DataInfo(shape, classes, {name: len(s.rows) for name, s in splits.items()}, main.class_names)
+    plan = DataPlan(splits, info, "memory")
+    plan.loader = _choose_loader(data, plan)
+    return plan
+
+
+def _check_splits(splits: dict, main: Source, num_classes: int | None) -> None:
+    for name, split in splits.items():
+        if name != "test" and len(split.rows) == 0:
+            raise DataError(f"data: the {name} split of {split.source.uri} is empty ({len(split.source)} samples "
+                            "in the source); accepted: a source with samples of every class in each split")
+        if split.source.class_names != main.class_names and split.source is not main:
+            raise DataError(f"data.{name}_uri: classes {split.source.class_names} differ from the training "
+                            f"data's {main.class_names}; accepted: the same class names in every split")
+        labels = split.source.labels[split.rows]
+        if num_classes is not None and len(labels) and labels.max() >= num_classes:
+            raise DataError(f"model.num_classes: got {num_classes}, but {split.source.uri} has label "
+                            f"{int(labels.max())}; accepted: at least {int(labels.max()) + 1}, or null to take it "
+                            "from the data")
+
+
+def _input_shape(source: Source, options: ReadOptions) -> tuple[int, int, int]:
+    return tuple(int(s) for s in source.first_image().shape)  # type: ignore[return-value]
+
+
+def _choose_loader(data: DataSpec, plan: DataPlan) -> str:
+    streamable = all(split.source.streamable for split in plan.splits.values())
+    if data.loader == "stream" and not streamable:
+        raise DataError(f"data.loader: got 'stream' for {data.train_uri or data.uri}, which is read whole "
+                        "(digits, .npz); accepted: memory, or convert it to Parquet with `raykit data convert`")
+    if data.loader != "auto":
+        return data.loader
+    big = plan.decoded_bytes > data.memory_limit_mb * 2**20
+    return "stream" if big and streamable else "memory"
 
 
 def load_splits(data: DataSpec) -> Splits:
-    """Load the dataset named by ``data.uri`` and split it as the spec says."""
-    from raykit.data import digits
+    """Read every split of ``data`` into memory."""
+    plan = plan_data(data)
+    return splits_of(plan)
 
-    if data.uri != "digits":  # the spec's choices keep this unreachable; guard direct callers
-        raise ValueError(f"data.uri: got {data.uri!r}; accepted: digits")
-    x, y = digits.load()
-    train, val, test = stratified_split(y, data.val_fraction, data.test_fraction, data.split_seed)
-    num_classes = int(y.max()) + 1
-    return Splits(Split(x[train], y[train]), Split(x[val], y[val]), Split(x[test], y[test]), num_classes)
+
+def splits_of(plan: DataPlan) -> Splits:
+    """A plan's splits read into memory."""
+    parts = {name: rows.read() for name, rows in plan.splits.items()}
+    shapes = {name: split.x.shape[1:] for name, split in parts.items() if len(split)}
+    if len(set(shapes.values())) > 1:
+        raise DataError(f"data: the splits' images differ in shape ({shapes}); accepted: one shape, or set "
+                        "data.resize: [height, width]")
+    return Splits(parts["train"], parts["val"], parts["test"], plan.info.num_classes)
+
+
+def iter_split(plan: DataPlan, name: str, batch_size: int):
+    """``(x, y)`` float32 batches of split ``name``, reading one chunk at a time (bounded memory)."""
+    split = plan.splits[name]
+    if not split.source.streamable:
+        data = split.read()
+        for start in range(0, len(data), batch_size):
+            yield data.x[start:start + batch_size], data.y[start:start + batch_size]
+        return
+    wanted = split.mask()
+    for chunk in split.chunks():
+        x, y = split.source.read_chunk(chunk)
+        keep = wanted[chunk.rows]
+        x, y = to_float(x[keep]), y[keep]
+        for start in range(0, len(y), batch_size):
+            yield x[start:start + batch_size], y[start:start + batch_size]

@@ -29,8 +29,10 @@ def connect(address: str | None = None) -> None:
     ray.init(address=address, log_to_driver=True)
 
 
-def check_fits(spec: RunSpec) -> None:
-    """Fail before launching when the cluster can never hold the worker group (Ray would wait forever)."""
+def check_fits(spec: RunSpec, streamed: bool = False) -> None:
+    """Fail before launching when the cluster can never hold the worker group (Ray would wait forever),
+    or, for streamed data, when no CPU is left beside the workers for the Ray Data read tasks (they would
+    wait forever for one while the workers wait for data)."""
     from raykit.ray.trainer import worker_resources
 
     available = _max_cluster_resources()
@@ -43,6 +45,13 @@ def check_fits(spec: RunSpec) -> None:
                 f"scaling: {workers} workers x {amount:g} {name} = {amount * workers:g} {name}, but this Ray "
                 f"cluster has {total:g} {name}; lower scaling.num_workers or "
                 f"scaling.resources_per_worker, or set scaling.use_gpu=false")
+    left = available.get("CPU", 0) - wanted.get("CPU", 0) * workers
+    if streamed and left < spec.data.read_cpus:
+        raise ResourceError(
+            f"data.read_cpus: streamed data needs {spec.data.read_cpus:g} CPU for its read tasks beside the "
+            f"workers, but {workers} workers x {wanted.get('CPU', 0):g} CPU leave {left:g} of this cluster's "
+            f"{available.get('CPU', 0):g}; lower data.read_cpus or scaling.resources_per_worker.CPU, or use "
+            "data.loader=memory")
 
 
 def _max_cluster_resources() -> dict:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import ray
 
 from raykit.backends import load_backend_module
+from raykit.ray.trainer import worker_environment
 from raykit.spec import RunSpec, load_spec
+
+
+def _task_options(spec: RunSpec) -> dict:
+    """One training worker's resources, and the driver's storage settings (credentials, S3 endpoint)."""
+    options = {"num_cpus": 1, "num_gpus": 1 if spec.scaling.use_gpu else 0}
+    environment = worker_environment()
+    if environment:
+        options["runtime_env"] = environment
+    return options
 
 
 def _evaluate(spec_dict: dict, checkpoint: str, split: str) -> dict:
@@ -19,7 +29,7 @@ def _evaluate(spec_dict: dict, checkpoint: str, split: str) -> dict:
 
 def evaluate(spec: RunSpec, checkpoint: str, split: str = "test") -> dict:
     """Loss and accuracy of ``checkpoint`` (path or URI) on ``split``, computed on a Ray worker."""
-    task = ray.remote(_evaluate).options(num_cpus=1, num_gpus=1 if spec.scaling.use_gpu else 0)
+    task = ray.remote(_evaluate).options(**_task_options(spec))
     return ray.get(task.remote(spec.to_dict(), checkpoint, split))
 
 
@@ -34,5 +44,5 @@ def _predict(spec_dict: dict, checkpoint: str, split: str):
 
 def predict(spec: RunSpec, checkpoint: str, split: str = "test"):
     """(true labels, predicted labels) of ``checkpoint`` on ``split``, computed on a Ray worker."""
-    task = ray.remote(_predict).options(num_cpus=1, num_gpus=1 if spec.scaling.use_gpu else 0)
+    task = ray.remote(_predict).options(**_task_options(spec))
     return ray.get(task.remote(spec.to_dict(), checkpoint, split))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import ray.train
 
+from raykit import storage
+from raykit.data import DataPlan, plan_data
 from raykit.ray.worker import train_loop_per_worker
 from raykit.spec import RunSpec
 
@@ -35,7 +37,7 @@ def run_config(spec: RunSpec) -> ray.train.RunConfig:
     """Name + storage make the run resumable: Ray V2 continues from the snapshot under that path."""
     return ray.train.RunConfig(
         name=spec.name,
-        storage_path=spec.storage,
+        **_storage_arguments(spec.storage),
         failure_config=ray.train.FailureConfig(max_failures=spec.scaling.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=spec.checkpoint.keep_best,
@@ -48,22 +50,49 @@ def run_config(spec: RunSpec) -> ray.train.RunConfig:
     )
 
 
+def _storage_arguments(location: str) -> dict:
+    """A URI's filesystem is built here, in the driver, and handed to Ray: the controller and the workers
+    then reach the store (endpoint, region, credentials) exactly as the driver does."""
+    if not storage.is_uri(location) or location.startswith("file://"):
+        return {"storage_path": location}
+    filesystem, path = storage.filesystem(location)
+    return {"storage_path": path, "storage_filesystem": filesystem}
+
+
 def _forwarded_environment() -> dict | None:
-    """RAYKIT_* variables of the driver, for the workers (Ray copies only its own RAY_TRAIN_* ones)."""
-    env_vars = {key: value for key, value in os.environ.items() if key.startswith("RAYKIT_")}
-    return {"env_vars": env_vars} if env_vars else None
+    """The driver's RAYKIT_* settings and cloud-storage settings (AWS_*: credentials, region, the endpoint
+    of an S3-compatible store) for the workers: Ray copies only its own RAY_TRAIN_* variables, and raykit's
+    own files (metrics, placement, resume) are read and written from the workers."""
+    return worker_environment() or None
 
 
-def build_trainer(spec: RunSpec, run_dir: str, *, callbacks: list | None = None, resume_from: str | None = None):
+def worker_environment() -> dict:
+    """``{"env_vars": {...}}`` of what workers and tasks need from the driver's environment, or {}."""
+    env_vars = {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_PREFIXES)}
+    return {"env_vars": env_vars} if env_vars else {}
+
+
+FORWARDED_PREFIXES = ("RAYKIT_", "AWS_", "GOOGLE_APPLICATION_CREDENTIALS")
+
+
+def build_trainer(spec: RunSpec, run_dir: str, *, callbacks: list | None = None, resume_from: str | None = None,
+                  plan: DataPlan | None = None):
     """The framework's DataParallelTrainer running raykit's worker loop.
 
     ``resume_from`` (a checkpoint path or URI) starts the run from that checkpoint's full state when the
-    run has none of its own yet (a sweep trial continuing from another trial's checkpoint)."""
+    run has none of its own yet (a sweep trial continuing from another trial's checkpoint). ``plan`` is
+    the data plan (made here when not given): streamed data goes to the workers as Ray Datasets."""
+    plan = plan or plan_data(spec.data, spec.model.num_classes)
     loop_config = {"spec": spec.to_dict(), "run_dir": run_dir, "resume_from": resume_from}
     config = run_config(spec)
     if callbacks:
         config.callbacks = [*(config.callbacks or []), *callbacks]
     common = dict(train_loop_config=loop_config, scaling_config=scaling_config(spec), run_config=config)
+    if plan.loader == "stream":
+        from raykit.ray import data
+
+        loop_config["data_info"] = data.info_dict(plan.info)
+        common["datasets"] = data.datasets(plan, spec)
     if spec.framework == "torch":
         from ray.train.torch import TorchTrainer
 
@@ -90,10 +119,10 @@ def worker_resources(spec: RunSpec) -> dict:
 _HEALTH_CHECK_INTERVAL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
-def fit(spec: RunSpec, run_dir: str) -> TrainOutcome:
+def fit(spec: RunSpec, run_dir: str, plan: DataPlan | None = None) -> TrainOutcome:
     """Run training to the end (or raise ``ray.train.TrainingFailedError``)."""
     os.environ.setdefault(*_HEALTH_CHECK_INTERVAL)
-    result = build_trainer(spec, run_dir).fit()
+    result = build_trainer(spec, run_dir, plan=plan).fit()
     best = None
     if result.best_checkpoints:
         best = result.get_best_checkpoint(spec.checkpoint.monitor, spec.checkpoint.mode)

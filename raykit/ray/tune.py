@@ -24,7 +24,7 @@ from ray.util.queue import Empty, Queue
 from raykit import storage
 from raykit.backends import load_backend_module
 from raykit.history import read_history_csv
-from raykit.ray.trainer import build_trainer, worker_resources
+from raykit.ray.trainer import build_trainer, worker_environment, worker_resources
 from raykit.session import WorkerSession
 from raykit.spec import RunSpec, load_spec
 from raykit.tuning import (DISTRIBUTIONS, SweepResult, TrialRecord, best_spec, pick_best,
@@ -117,7 +117,7 @@ def concurrency_cap(spec: RunSpec) -> int:
 
 def run_sweep(spec: RunSpec, sweep_dir: str) -> SweepResult:
     """Run (or resume) the sweep ``spec.tune`` describes; files go to ``sweep_dir``."""
-    forwarded = {k: v for k, v in os.environ.items() if k.startswith("RAYKIT_")}  # as for Train workers
+    forwarded = worker_environment().get("env_vars", {})  # as for Train workers
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(_trial, base=spec.to_dict(), trials_dir=storage.join(sweep_dir, "trials"),
                                  env=forwarded),

@@ -42,6 +42,7 @@ def train_loop_per_worker(config: dict) -> dict:
             resume_dir=resume_dir,
             run_dir=config["run_dir"],
             prepare_model=_model_preparer(spec.framework),
+            **_streamed_data(spec, config),
         )
         return load_backend_module(spec.framework, "loop").fit(spec, session)
 
@@ -74,6 +75,15 @@ def _verified(resume_dir: str | None, name: str, run_dir: str, context):
             yield directory
             return
     raise CheckpointError(f"{problem}; and no earlier checkpoint in {run_dir} verifies, so the run cannot resume")
+
+
+def _streamed_data(spec, config: dict) -> dict:
+    """Session fields for data the driver streams through Ray Data (none for data loaded in memory)."""
+    if "data_info" not in config:
+        return {}
+    from raykit.ray import data
+
+    return {"streams": data.worker_streams(spec), "data_info": data.info_from_dict(config["data_info"])}
 
 
 def _record_placement(run_dir: str, context) -> None:

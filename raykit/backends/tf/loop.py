@@ -8,6 +8,7 @@ After every epoch the ranks compare weight checksums (``weights_in_sync`` in the
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -25,7 +26,7 @@ from raykit.backends.tf import checkpoint as ckpt
 from raykit.backends.tf import finetune
 from raykit.backends.tf.augment import Augmenter, build_augmenter, step_seed
 from raykit.backends.tf.models import build_model
-from raykit.data import Splits, load_splits
+from raykit.data import DataInfo, Splits, iter_split, plan_data, to_float, worker_data
 from raykit.history import Progress, epoch_line, history_csv
 from raykit.schedules import frozen_at_epoch, lr_multiplier
 from raykit.session import WorkerSession
@@ -54,8 +55,8 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
     _configure_threads()
     strategy = _strategy(session)
     keras.utils.set_random_seed(spec.train.seed)
-    splits = load_splits(spec.data)
-    worker = _build_worker(spec, session, strategy, splits)
+    info, splits = worker_data(spec.data, session.streams, session.data_info)
+    worker = _build_worker(spec, session, strategy, info, splits)
     progress = Progress()
     if session.resume_dir:
         progress = Progress.from_state(ckpt.restore(session.resume_dir, worker.model, worker.optimizers))
@@ -64,27 +65,29 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
         report = finetune.load_initial_weights(spec, worker.model)
         if report:
             session.log(report.summary())
-    val = splits.val.shard(session.rank, session.world_size)
+    train_batches, val_batches = _feeds(worker, splits)
+    planned = _batches_per_epoch(info.sizes["train"], spec, session.world_size)
     started, first_epoch = time.perf_counter(), progress.epoch
     for epoch in range(first_epoch + 1, spec.train.epochs + 1):
         if progress.stopped_early:
             break
         _update_freezing(worker, epoch)
         epoch_started = time.perf_counter()
-        train_loss, train_acc, steps = _train_epoch(worker, splits, epoch, progress.global_step)
+        train_loss, train_acc, steps = _train_epoch(worker, train_batches(epoch), planned, epoch,
+                                                    progress.global_step)
         progress.global_step += steps
         average_norm_statistics(worker)
-        val_loss, val_acc = _evaluate_sharded(worker, val.x, val.y)
+        val_loss, val_acc = _evaluate_sharded(worker, val_batches())
         seconds = time.perf_counter() - epoch_started
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                    "val_acc": val_acc, "lr": spec.optim.lr * worker.multiplier(progress.global_step),
-                   "epoch_time_s": seconds, "samples_per_s": len(splits.train) / seconds,
+                   "epoch_time_s": seconds, "samples_per_s": info.sizes["train"] / seconds,
                    "global_step": progress.global_step, "weights_in_sync": weights_in_sync(worker)}
         progress.record(metrics, spec.checkpoint.monitor, spec.checkpoint.mode, spec.train.early_stopping_patience)
         elapsed = time.perf_counter() - started
         session.log(epoch_line(metrics, spec.train.epochs, elapsed,
                                (spec.train.epochs - epoch) * elapsed / (epoch - first_epoch)))
-        _report(worker, progress, metrics, splits)
+        _report(worker, progress, metrics, info)
         faults.inject("after_report", epoch=epoch, rank=session.rank)
     return {"history": progress.history, "best_metric": progress.best_metric,
             "stopped_early": progress.stopped_early}
@@ -115,18 +118,18 @@ def _set_precision(spec: RunSpec) -> None:
     keras.mixed_precision.set_global_policy(policy)
 
 
-def _build_worker(spec: RunSpec, session: WorkerSession, strategy, splits: Splits) -> Worker:
-    num_classes = spec.model.num_classes or splits.num_classes
-    largest = int(max(splits.train.y.max(), splits.val.y.max(), splits.test.y.max()))
-    if largest >= num_classes:
-        raise ValueError(f"model.num_classes: got {num_classes}, but the data has label {largest}; accepted: "
-                         f"at least {largest + 1}, or null to take it from the data")
+def _build_worker(spec: RunSpec, session: WorkerSession, strategy, info: DataInfo, splits: Splits | None) -> Worker:
+    num_classes = spec.model.num_classes or info.num_classes
+    if splits is not None:  # streamed data was checked by the driver's plan
+        largest = int(max(s.y.max() for s in (splits.train, splits.val, splits.test) if len(s)))
+        if largest >= num_classes:
+            raise ValueError(f"model.num_classes: got {num_classes}, but the data has label {largest}; accepted: "
+                             f"at least {largest + 1}, or null to take it from the data")
     _set_precision(spec)
     with strategy.scope():
-        model = build_model(spec.model, splits.input_shape, num_classes)
+        model = build_model(spec.model, info.input_shape, num_classes)
         optimizers = _build_optimizers(spec, model)
-    steps_per_epoch = -(-(len(splits.train) // session.world_size) // spec.per_worker_batch_size)
-    steps_per_epoch = min(steps_per_epoch, spec.train.max_steps_per_epoch or steps_per_epoch)
+    steps_per_epoch = _batches_per_epoch(info.sizes["train"], spec, session.world_size)
     multiplier = lr_multiplier(spec.optim, steps_per_epoch, steps_per_epoch * spec.train.epochs)
     augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes)
     return Worker(spec, session, strategy, model, optimizers, augmenter,
@@ -214,26 +217,49 @@ def _make_train_step(worker: Worker):
     return step
 
 
-def _train_epoch(worker: Worker, splits: Splits, epoch: int, global_step: int) -> tuple[float, float, int]:
+def _batches_per_epoch(num_train: int, spec: RunSpec, world_size: int) -> int:
+    """Batches (= optimizer steps) each rank runs in one epoch; every rank gets the same number of samples."""
+    batches = -(-(num_train // world_size) // spec.per_worker_batch_size)
+    return min(batches, spec.train.max_steps_per_epoch or batches)
+
+
+def _feeds(worker: Worker, splits: Splits | None):
+    """``train(epoch)`` and ``val()``: iterables of this rank's (images NHWC float32, labels) NumPy batches,
+    from memory (a seeded shuffle of the whole split) or from the Ray Data stream."""
     spec, session = worker.spec, worker.session
-    order = _epoch_order(len(splits.train), spec.train.seed, epoch, session.rank, session.world_size)
-    batch = spec.per_worker_batch_size
+    cap = spec.train.max_steps_per_epoch
+    if splits is None:
+        def streamed(name):
+            for batch in session.streams[name]():
+                yield to_float(batch["x"]), np.asarray(batch["y"], np.int64)
+
+        return lambda epoch: itertools.islice(streamed("train"), cap), lambda: streamed("val")
+    x, y = splits.train.x, splits.train.y
+    val = splits.val.shard(session.rank, session.world_size)
+    size = spec.per_worker_batch_size
+
+    def train(epoch):
+        order = _epoch_order(len(y), spec.train.seed, epoch, session.rank, session.world_size)
+        chosen = [order[i:i + size] for i in range(0, len(order), size)]
+        return ((x[c], y[c]) for c in chosen[:cap])
+
+    return train, lambda: ((val.x[i:i + 1024], val.y[i:i + 1024]) for i in range(0, len(val), 1024))
+
+
+def _train_epoch(worker: Worker, batches, planned: int, epoch: int, global_step: int) -> tuple[float, float, int]:
+    spec, session = worker.spec, worker.session
     totals = np.zeros(3)
     steps = 0
-    starts = range(0, len(order), batch)
-    if spec.train.max_steps_per_epoch:
-        starts = starts[: spec.train.max_steps_per_epoch]
-    for index, start in enumerate(starts):
-        chosen = order[start:start + batch]
+    for index, (batch_x, batch_y) in enumerate(batches):
         for optimizer in worker.optimizers:
             base = spec.optim.lr * (1.0 if optimizer is worker.optimizers[0] else spec.finetune.backbone_lr_mult)
             optimizer.learning_rate.assign(base * worker.multiplier(global_step + steps))
-        local = worker.train_step(tf.constant(splits.train.x[chosen]), tf.constant(splits.train.y[chosen], tf.int32),
+        local = worker.train_step(tf.constant(batch_x), tf.constant(batch_y, tf.int32),
                                   step_seed(spec.train.seed, epoch, session.rank, index),
-                                  tf.constant(len(chosen) * session.world_size, tf.int32))
+                                  tf.constant(len(batch_y) * session.world_size, tf.int32))
         totals += _local(worker.strategy, local)
         steps += 1
-        if index == len(starts) // 2:
+        if index == planned // 2:
             faults.inject("mid_epoch", epoch=epoch, rank=session.rank)
     totals = _sum_over_workers(worker.strategy, totals)
     return float(totals[0] / totals[2]), float(totals[1] / totals[2]), steps
@@ -298,25 +324,24 @@ def weights_in_sync(worker: Worker) -> bool:
     return bool(np.all(rows == rows[0]))
 
 
-def _evaluate_sharded(worker: Worker, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    totals = _sum_over_workers(worker.strategy, evaluate_totals(worker.model, x, y, worker.augmenter))
+def _evaluate_sharded(worker: Worker, batches) -> tuple[float, float]:
+    totals = _sum_over_workers(worker.strategy, evaluate_totals(worker.model, batches, worker.augmenter))
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
-def evaluate_totals(model: keras.Model, x: np.ndarray, y: np.ndarray, augmenter: Augmenter,
-                    batch_size: int = 1024) -> np.ndarray:
-    """Sum of loss, number correct, and number of samples over (x, y), on this worker alone."""
+def evaluate_totals(model: keras.Model, batches, augmenter: Augmenter) -> np.ndarray:
+    """Sum of loss, number correct, and number of samples over (images, labels) NumPy batches, on this
+    worker alone."""
     totals = np.zeros(3)
-    for start in range(0, len(y), batch_size):
-        images = augmenter.eval_batch(tf.constant(x[start:start + batch_size]))
-        labels = y[start:start + batch_size]
+    for batch_x, labels in batches:
+        images = augmenter.eval_batch(tf.constant(batch_x))
         logits = tf.cast(model(images, training=False), tf.float32)
         loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
         totals += [float(tf.reduce_sum(loss)), float(np.sum(np.argmax(logits, 1) == labels)), len(labels)]
     return totals
 
 
-def _report(worker: Worker, progress: Progress, metrics: dict, splits: Splits) -> None:
+def _report(worker: Worker, progress: Progress, metrics: dict, info: DataInfo) -> None:
     """Report on every rank; rank 0 adds a checkpoint when one is due."""
     spec, session = worker.spec, worker.session
     directory = None
@@ -325,7 +350,7 @@ def _report(worker: Worker, progress: Progress, metrics: dict, splits: Splits) -
             write_text(join(session.run_dir, "metrics.csv"), history_csv(progress.history))
         if progress.checkpoint_due(spec.checkpoint.every_n_epochs, spec.train.epochs):
             directory = tempfile.mkdtemp(prefix=f"raykit-ckpt-{progress.epoch:04d}-")
-            state = {**progress.as_state(), "input_shape": list(splits.input_shape),
+            state = {**progress.as_state(), "input_shape": list(info.input_shape),
                      "num_classes": worker.model.output_shape[-1]}
             ckpt.save(directory, model=worker.model, optimizers=worker.optimizers, state=state,
                       metrics=metrics, spec=spec.to_dict())
@@ -337,29 +362,29 @@ def _report(worker: Worker, progress: Progress, metrics: dict, splits: Splits) -
 
 
 def evaluate_checkpoint(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False) -> dict:
-    """Loss and accuracy of a checkpoint's model on one split of ``spec.data`` (single process)."""
-    splits = load_splits(spec.data)
-    num_classes = spec.model.num_classes or splits.num_classes
-    _set_precision(spec)
-    model = build_model(spec.model, splits.input_shape, num_classes)
-    ckpt.load_weights(checkpoint_dir, model)
-    data = splits.get(split)
-    augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes)
-    totals = evaluate_totals(model, data.x, data.y, augmenter)
+    """Loss and accuracy of a checkpoint's model on one split of ``spec.data`` (single process; the split
+    is read a chunk at a time, so it need not fit in memory)."""
+    model, augmenter, plan = _checkpoint_model(spec, checkpoint_dir)
+    totals = evaluate_totals(model, iter_split(plan, split, 1024), augmenter)
     return {f"{split}_loss": float(totals[0] / totals[2]), f"{split}_acc": float(totals[1] / totals[2]),
             f"{split}_samples": int(totals[2])}
+
+
+def _checkpoint_model(spec: RunSpec, checkpoint_dir: str):
+    plan = plan_data(spec.data)
+    num_classes = spec.model.num_classes or plan.info.num_classes
+    _set_precision(spec)
+    model = build_model(spec.model, plan.info.input_shape, num_classes)
+    ckpt.load_weights(checkpoint_dir, model)
+    return model, build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes), plan
 
 
 def predict_split(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(true labels, predicted labels) of a checkpoint's model on one split of ``spec.data``."""
-    splits = load_splits(spec.data)
-    num_classes = spec.model.num_classes or splits.num_classes
-    _set_precision(spec)
-    model = build_model(spec.model, splits.input_shape, num_classes)
-    ckpt.load_weights(checkpoint_dir, model)
-    augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes)
-    data = splits.get(split)
-    predictions = [np.argmax(model(augmenter.eval_batch(tf.constant(data.x[i:i + 1024])), training=False), 1)
-                   for i in range(0, len(data.y), 1024)]
-    return data.y, np.concatenate(predictions)
+    model, augmenter, plan = _checkpoint_model(spec, checkpoint_dir)
+    truth, predictions = [], []
+    for x, y in iter_split(plan, split, 1024):
+        predictions.append(np.argmax(model(augmenter.eval_batch(tf.constant(x)), training=False), 1))
+        truth.append(y)
+    return np.concatenate(truth), np.concatenate(predictions)

@@ -7,6 +7,7 @@ gradients, and validation metrics are summed over all ranks so they cover the wh
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import random
 import shutil
@@ -25,7 +26,7 @@ from raykit.backends.torch import checkpoint as ckpt
 from raykit.backends.torch import finetune
 from raykit.backends.torch.augment import Augmenter, build_augmenter, make_generator, soft_cross_entropy
 from raykit.backends.torch.models import build_model, to_model_layout
-from raykit.data import Split, Splits, load_splits
+from raykit.data import DataInfo, Splits, iter_split, plan_data, to_float, worker_data
 from raykit.history import Progress, epoch_line, history_csv
 from raykit.schedules import frozen_at_epoch, lr_multiplier
 from raykit.session import WorkerSession
@@ -55,8 +56,8 @@ class Worker:
 def fit(spec: RunSpec, session: WorkerSession) -> dict:
     """Train ``spec`` on this worker; return ``{"history": [...], "best_metric": ..., "stopped_early": ...}``."""
     seed_everything(spec.train.seed)
-    splits = load_splits(spec.data)
-    worker = _build_worker(spec, session, splits)
+    info, splits = worker_data(spec.data, session.streams, session.data_info)
+    worker = _build_worker(spec, session, info, splits)
     progress = Progress()
     if session.resume_dir:
         progress = _resume(worker)
@@ -66,21 +67,21 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
             session.log(report.summary())
         seed_everything(spec.train.seed + session.rank)  # same init on all ranks, own dropout masks
 
-    train = _to_device(splits.train, worker.device)
-    val = _to_device(splits.val.shard(session.rank, session.world_size), worker.device)
+    train_batches, val_batches = _feeds(worker, splits)
+    planned = _batches_per_epoch(info.sizes["train"], spec, session.world_size)
     started, first_epoch = time.perf_counter(), progress.epoch
     for epoch in range(first_epoch + 1, spec.train.epochs + 1):
         if progress.stopped_early:
             break
         _update_freezing(worker, epoch)
         epoch_started = time.perf_counter()
-        train_loss, train_acc, steps = _train_epoch(worker, train, epoch)
+        train_loss, train_acc, steps = _train_epoch(worker, train_batches(epoch), planned, epoch)
         progress.global_step += steps
-        val_loss, val_acc = _evaluate_sharded(worker, val)
+        val_loss, val_acc = _evaluate_sharded(worker, val_batches())
         seconds = time.perf_counter() - epoch_started
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                    "val_acc": val_acc, "lr": worker.optimizer.param_groups[0]["lr"], "epoch_time_s": seconds,
-                   "samples_per_s": len(train[1]) / seconds, "global_step": progress.global_step}
+                   "samples_per_s": info.sizes["train"] / seconds, "global_step": progress.global_step}
         progress.record(metrics, spec.checkpoint.monitor, spec.checkpoint.mode, spec.train.early_stopping_patience)
         elapsed = time.perf_counter() - started
         remaining = (spec.train.epochs - epoch) * elapsed / (epoch - first_epoch)
@@ -94,14 +95,15 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
             "stopped_early": progress.stopped_early}
 
 
-def _build_worker(spec: RunSpec, session: WorkerSession, splits: Splits) -> Worker:
+def _build_worker(spec: RunSpec, session: WorkerSession, info: DataInfo, splits: Splits | None) -> Worker:
     device = worker_device(session)
-    num_classes = spec.model.num_classes or splits.num_classes
-    _check_labels(splits, num_classes)
-    model = build_model(spec.model, splits.input_shape, num_classes).to(device)
+    num_classes = spec.model.num_classes or info.num_classes
+    if splits is not None:  # streamed data was checked by the driver's plan
+        _check_labels(splits, num_classes)
+    model = build_model(spec.model, info.input_shape, num_classes).to(device)
     optimizer = build_optimizer(spec.optim, finetune.parameter_groups(model, spec.optim.lr,
                                                                       spec.finetune.backbone_lr_mult))
-    steps_per_epoch = optimizer_steps_per_epoch(len(splits.train), spec, session.world_size)
+    steps_per_epoch = optimizer_steps_per_epoch(info.sizes["train"], spec, session.world_size)
     multiplier = lr_multiplier(spec.optim, steps_per_epoch, steps_per_epoch * spec.train.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
     scaler = torch.amp.GradScaler(device.type, enabled=spec.train.precision == "fp16")
@@ -132,32 +134,73 @@ def _update_freezing(worker: Worker, epoch: int) -> None:
     worker.wrapped = worker.session.prepare_model(worker.model)
 
 
+def _batches_per_epoch(num_train: int, spec: RunSpec, world_size: int) -> int:
+    """Batches each rank trains on in one epoch (every rank gets the same number of samples)."""
+    batches = math.ceil(num_train // world_size / spec.per_worker_batch_size)
+    cap = (spec.train.max_steps_per_epoch or 0) * spec.train.grad_accum_steps
+    return min(batches, cap or batches)
+
+
 def optimizer_steps_per_epoch(num_train: int, spec: RunSpec, world_size: int) -> int:
-    per_rank = num_train // world_size
-    batches = math.ceil(per_rank / spec.per_worker_batch_size)
-    steps = math.ceil(batches / spec.train.grad_accum_steps)
-    return min(steps, spec.train.max_steps_per_epoch or steps)
+    return math.ceil(_batches_per_epoch(num_train, spec, world_size) / spec.train.grad_accum_steps)
 
 
-def _train_epoch(worker: Worker, train: Batch, epoch: int) -> tuple[float, float, int]:
+def _feeds(worker: Worker, splits: Splits | None):
+    """``train(epoch)`` and ``val()``: iterables of this rank's (images NCHW, labels) on its device, from
+    memory (a seeded shuffle of the whole split, converted to tensors once) or from the Ray Data stream."""
     spec, session, device = worker.spec, worker.session, worker.device
-    x, y = train
-    order = epoch_order(len(y), spec.train.seed, epoch, session.rank, session.world_size).to(device)
+    cap = (spec.train.max_steps_per_epoch or 0) * spec.train.grad_accum_steps or None
+    if splits is None:
+        def streamed(name):
+            for batch in session.streams[name]():
+                yield (to_model_layout(torch.from_numpy(to_float(batch["x"]))).to(device),
+                       torch.from_numpy(np.asarray(batch["y"], np.int64)).to(device))
+
+        return lambda epoch: itertools.islice(streamed("train"), cap), lambda: streamed("val")
+    x, y = _to_device(splits.train.x, splits.train.y, device)
+    val = _to_device(*_shard(splits.val.x, splits.val.y, session), device)
+
+    def train(epoch):
+        order = epoch_order(len(y), spec.train.seed, epoch, session.rank, session.world_size).to(device)
+        chosen = [order[i:i + spec.per_worker_batch_size] for i in range(0, len(order), spec.per_worker_batch_size)]
+        return ((x[c], y[c]) for c in chosen[:cap])
+
+    return train, lambda: _in_batches(*val, 1024)
+
+
+def _shard(x, y, session: WorkerSession):
+    return x[session.rank::session.world_size], y[session.rank::session.world_size]
+
+
+def _in_batches(x, y, batch_size: int):
+    return ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size))
+
+
+def _with_last(items):
+    """``(item, is_last)`` for each item of an iterable of unknown length (one item of look-ahead)."""
+    iterator = iter(items)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    for following in iterator:
+        yield current, False
+        current = following
+    yield current, True
+
+
+def _train_epoch(worker: Worker, batches, planned: int, epoch: int) -> tuple[float, float, int]:
+    spec, session, device = worker.spec, worker.session, worker.device
     generator = make_generator(device, spec.train.seed, epoch, session.rank)
-    batch, accum = spec.per_worker_batch_size, spec.train.grad_accum_steps
-    starts = list(range(0, len(order), batch))
-    if spec.train.max_steps_per_epoch:
-        starts = starts[: spec.train.max_steps_per_epoch * accum]
+    accum = spec.train.grad_accum_steps
     worker.wrapped.train()
     finetune.keep_frozen_norms_in_eval(worker.model, worker.frozen)
     totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
     steps = 0
     worker.optimizer.zero_grad(set_to_none=True)
-    for index, start in enumerate(starts):
-        chosen = order[start:start + batch]
-        labels = y[chosen]
-        images, targets = worker.augmenter.train_batch(x[chosen], labels, generator)
-        last_of_step = (index + 1) % accum == 0 or index == len(starts) - 1
+    for index, ((batch_x, labels), is_last) in enumerate(_with_last(batches)):
+        images, targets = worker.augmenter.train_batch(batch_x, labels, generator)
+        last_of_step = (index + 1) % accum == 0 or is_last
         # Between optimizer steps, skip DDP's all-reduce: gradients only need averaging once per step.
         sync = contextlib.nullcontext() if last_of_step or not hasattr(worker.wrapped, "no_sync") \
             else worker.wrapped.no_sync()
@@ -169,7 +212,7 @@ def _train_epoch(worker: Worker, train: Batch, epoch: int) -> tuple[float, float
         if last_of_step:
             _optimizer_step(worker)
             steps += 1
-        if index == len(starts) // 2:
+        if index == planned // 2:
             faults.inject("mid_epoch", epoch=epoch, rank=session.rank)
         totals += torch.stack([loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double(),
                                torch.tensor(len(labels), device=device, dtype=torch.float64)])
@@ -227,21 +270,21 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> to
     return order[rank::world_size]
 
 
-def _evaluate_sharded(worker: Worker, split: Batch) -> tuple[float, float]:
-    totals = evaluate_totals(worker.wrapped, split, worker.device, worker.spec.train.precision, worker.augmenter)
+def _evaluate_sharded(worker: Worker, batches) -> tuple[float, float]:
+    totals = evaluate_totals(worker.wrapped, batches, worker.device, worker.spec.train.precision, worker.augmenter)
     totals = _all_reduce(totals, worker.session.world_size)
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
 @torch.no_grad()
-def evaluate_totals(model: nn.Module, split: Batch, device: torch.device, precision: str,
-                    augmenter: Augmenter, batch_size: int = 1024) -> torch.Tensor:
-    """Sum of loss, number correct, and number of samples over ``split`` (float64 tensor of 3)."""
+def evaluate_totals(model: nn.Module, batches, device: torch.device, precision: str,
+                    augmenter: Augmenter) -> torch.Tensor:
+    """Sum of loss, number correct, and number of samples over ``batches`` of (images NCHW, labels) on
+    ``device`` (float64 tensor of 3)."""
     model.eval()
-    x, y = split
     totals = torch.zeros(3, device=device, dtype=torch.float64)
-    for start in range(0, len(y), batch_size):
-        images, labels = augmenter.eval_batch(x[start:start + batch_size]), y[start:start + batch_size]
+    for batch_x, labels in batches:
+        images = augmenter.eval_batch(batch_x)
         with autocast(device, precision):
             logits = model(images)
         loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
@@ -251,17 +294,23 @@ def evaluate_totals(model: nn.Module, split: Batch, device: torch.device, precis
 
 
 def evaluate_checkpoint(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False) -> dict:
-    """Loss and accuracy of a checkpoint's model on one split of ``spec.data`` (single process)."""
-    device = torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
-    splits = load_splits(spec.data)
-    num_classes = spec.model.num_classes or splits.num_classes
-    model = build_model(spec.model, splits.input_shape, num_classes)
-    model.load_state_dict(ckpt.load_weights(checkpoint_dir))
-    augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes, spec.train.seed)
-    totals = evaluate_totals(model.to(device), _to_device(splits.get(split), device), device,
-                             spec.train.precision, augmenter)
+    """Loss and accuracy of a checkpoint's model on one split of ``spec.data`` (single process; the split
+    is read a chunk at a time, so it need not fit in memory)."""
+    model, augmenter, device, plan = _checkpoint_model(spec, checkpoint_dir, use_gpu)
+    batches = (_to_device(x, y, device) for x, y in iter_split(plan, split, 1024))
+    totals = evaluate_totals(model, batches, device, spec.train.precision, augmenter)
     return {f"{split}_loss": float(totals[0] / totals[2]), f"{split}_acc": float(totals[1] / totals[2]),
             f"{split}_samples": int(totals[2])}
+
+
+def _checkpoint_model(spec: RunSpec, checkpoint_dir: str, use_gpu: bool):
+    device = torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
+    plan = plan_data(spec.data)
+    num_classes = spec.model.num_classes or plan.info.num_classes
+    model = build_model(spec.model, plan.info.input_shape, num_classes)
+    model.load_state_dict(ckpt.load_weights(checkpoint_dir))
+    augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes, spec.train.seed)
+    return model.to(device).eval(), augmenter, device, plan
 
 
 def build_optimizer(spec: OptimSpec, groups: list[dict]) -> torch.optim.Optimizer:
@@ -295,9 +344,9 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _to_device(split: Split, device: torch.device) -> Batch:
+def _to_device(x: np.ndarray, y: np.ndarray, device: torch.device) -> Batch:
     """Images in the model's NCHW layout (converted once, not per batch) and labels, on ``device``."""
-    return to_model_layout(torch.from_numpy(split.x)).to(device), torch.from_numpy(split.y).to(device)
+    return to_model_layout(torch.from_numpy(to_float(x))).to(device), torch.from_numpy(y).to(device)
 
 
 def _all_reduce(tensor: torch.Tensor, world_size: int) -> torch.Tensor:
@@ -318,13 +367,10 @@ def _gather(obj: dict, session: WorkerSession) -> list[dict]:
 def predict_split(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(true labels, predicted labels) of a checkpoint's model on one split of ``spec.data``."""
-    device = torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
-    splits = load_splits(spec.data)
-    num_classes = spec.model.num_classes or splits.num_classes
-    model = build_model(spec.model, splits.input_shape, num_classes)
-    model.load_state_dict(ckpt.load_weights(checkpoint_dir))
-    model.to(device).eval()
-    augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes, spec.train.seed)
-    x, y = _to_device(splits.get(split), device)
-    predictions = [model(augmenter.eval_batch(x[i:i + 1024])).argmax(1).cpu() for i in range(0, len(y), 1024)]
-    return y.cpu().numpy(), torch.cat(predictions).numpy()
+    model, augmenter, device, plan = _checkpoint_model(spec, checkpoint_dir, use_gpu)
+    truth, predictions = [], []
+    for x, y in iter_split(plan, split, 1024):
+        images, _ = _to_device(x, y, device)
+        predictions.append(model(augmenter.eval_batch(images)).argmax(1).cpu().numpy())
+        truth.append(y)
+    return np.concatenate(truth), np.concatenate(predictions)

@@ -1,0 +1,69 @@
+"""Decoding encoded images (PNG, JPEG, ...) into uint8 HWC arrays, with a clear error per bad file."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from raykit.data.errors import DataError
+
+COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}
+
+
+def decode(data: bytes, name: str, color_mode: str, resize: tuple[int, int] | None) -> np.ndarray:
+    """One image as ``uint8`` (height, width, channels).
+
+    ``color_mode`` is ``grayscale`` (1 channel) or ``rgb`` (3); ``resize`` is ``(height, width)`` or None to
+    keep the file's size. ``name`` (a file path or ``file#row``) is what an error reports.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image = image.convert(COLOR_MODES[color_mode])
+            if resize is not None and image.size != (resize[1], resize[0]):
+                image = image.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {name}: {exc}; accepted: PNG, JPEG, BMP, GIF, TIFF or WebP "
+                        "files that open with Pillow") from None
+    return array[..., None] if array.ndim == 2 else array
+
+
+def color_mode_of(data: bytes, name: str) -> str:
+    """``grayscale`` for single-channel files (L, 1, I, F modes), else ``rgb``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return "grayscale" if image.mode in ("L", "1", "I", "I;16", "F", "LA") else "rgb"
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image {name}: {exc}") from None
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """A uint8 (H, W, 1|3) or float [0, 1] image as PNG bytes (lossless: decoding gives the same pixels)."""
+    from PIL import Image
+
+    if image.dtype != np.uint8:
+        image = np.clip(np.rint(np.asarray(image, np.float64) * 255.0), 0, 255).astype(np.uint8)
+    pixels = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def stack_same_shape(images: list[np.ndarray], names: list[str]) -> np.ndarray:
+    """One (N, H, W, C) array; mixed shapes are an error naming two files that differ."""
+    first = images[0].shape
+    for image, name in zip(images, names):
+        if image.shape != first:
+            raise DataError(f"images differ in shape: {names[0]} is {_hwc(first)} but {name} is "
+                            f"{_hwc(image.shape)}; accepted: one shape, or set data.resize: [height, width] to "
+                            "resize every image as it is read")
+    return np.stack(images)
+
+
+def _hwc(shape: tuple) -> str:
+    return "x".join(str(s) for s in shape)

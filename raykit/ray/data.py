@@ -1,0 +1,75 @@
+"""Streamed data: a :class:`~raykit.data.DataPlan`'s chunks read and decoded by Ray Data tasks.
+
+Each split becomes a Ray Dataset of decoded chunks: one read task per chunk (a Parquet row group or a
+few hundred image files), run on any CPU node with ``data.read_cpus``, keeping only that split's rows.
+Ray Train's ``DataConfig`` streaming-splits them across the training workers, so a worker holds a few
+blocks at a time, never the dataset. Blocks carry pixels as stored (uint8 for encoded images, four times
+smaller than float32); the worker scales them when a batch arrives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import ray.data
+
+from raykit.data import DataPlan, DataInfo
+from raykit.data.splits import SplitRows
+from raykit.spec import RunSpec
+
+STREAMED = ("train", "val")  # the test split is evaluated by the driver, a chunk at a time
+
+
+def datasets(plan: DataPlan, spec: RunSpec) -> dict:
+    """``{"train": Dataset, "val": Dataset}`` of ``{"x", "y"}`` rows for ``plan``'s streamed splits."""
+    return {name: _split_dataset(plan.splits[name], spec, seed=spec.data.split_seed + index)
+            for index, name in enumerate(STREAMED)}
+
+
+def _split_dataset(split: SplitRows, spec: RunSpec, seed: int) -> ray.data.Dataset:
+    chunks = split.chunks()
+    # A seeded chunk order mixes row groups or file groups that were written class by class.
+    order = np.random.default_rng(seed).permutation(len(chunks))
+    items = [{"chunk": int(i)} for i in order]
+    reader = _ChunkReader(split.source, [chunks[i] for i in range(len(chunks))], split.mask())
+    return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
+        reader, batch_size=1, batch_format="numpy", num_cpus=spec.data.read_cpus)
+
+
+class _ChunkReader:
+    """Picklable callable: a batch of chunk numbers -> the decoded rows of those chunks in this split."""
+
+    def __init__(self, source, chunks, wanted: np.ndarray):
+        self.source, self.chunks, self.wanted = source, chunks, wanted
+
+    def __call__(self, batch: dict) -> dict:
+        xs, ys = [], []
+        for number in batch["chunk"]:
+            chunk = self.chunks[int(number)]
+            x, y = self.source.read_chunk(chunk)
+            keep = self.wanted[chunk.rows]
+            xs.append(x[keep])
+            ys.append(y[keep])
+        return {"x": np.concatenate(xs), "y": np.concatenate(ys)}
+
+
+def info_dict(info: DataInfo) -> dict:
+    return dataclasses.asdict(info)
+
+
+def info_from_dict(values: dict) -> DataInfo:
+    return DataInfo(**{**values, "input_shape": tuple(values["input_shape"])})
+
+
+def worker_streams(spec: RunSpec) -> dict:
+    """This worker's streams: split name -> a callable giving one epoch of ``{"x", "y"}`` NumPy batches."""
+    import ray.train
+
+    def stream(name: str, shuffle: int):
+        shard = ray.train.get_dataset_shard(name)
+        return lambda: shard.iter_batches(batch_size=spec.per_worker_batch_size if name == "train" else 1024,
+                                          batch_format="numpy", local_shuffle_buffer_size=shuffle or None,
+                                          local_shuffle_seed=None)
+
+    return {"train": stream("train", spec.data.shuffle_buffer), "val": stream("val", 0)}
