@@ -1,7 +1,8 @@
 """One small name -> factory registry, used for models (and later augment presets and schedules).
 
-A name is either registered by a backend with :meth:`Registry.register`, or a user factory written as
-``"package.module:function"``, which is imported only from that explicit string.
+A name is either registered by a backend with :meth:`Registry.register`, or, in a registry that allows
+them (``model.name`` only), a user factory written as ``"package.module:function"``, which is imported only
+from that explicit string.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ from raykit.spec import USER_FACTORY
 
 
 class Registry:
-    """Maps names to factories. ``field`` is the spec path that chooses from it (used in errors)."""
+    """Maps names to factories. ``field`` is the spec path that chooses from it (used in errors);
+    ``user_factories`` lets it also import a ``"package.module:function"`` name. Other registries never
+    import anything, whatever string reaches them.
 
-    def __init__(self, field: str):
+    Example: ``MODELS = Registry("model.name", user_factories=True)``
+    """
+
+    def __init__(self, field: str, *, user_factories: bool = False):
         self.field = field
+        self.user_factories = user_factories
         self._factories: dict[str, Callable[..., Any]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -32,13 +39,13 @@ class Registry:
         return tuple(self._factories)
 
     def get(self, name: str) -> Callable[..., Any]:
-        """The factory for ``name``; a ``module:function`` name is imported."""
+        """The factory for ``name``; a ``module:function`` name is imported where ``user_factories``."""
         if name in self._factories:
             return self._factories[name]
-        if USER_FACTORY.match(name):
+        if self.user_factories and USER_FACTORY.match(name):
             return import_factory(name, self.field)
-        raise KeyError(f"{self.field}: got {name!r}; accepted: {', '.join(self._factories)}, "
-                       "or a factory 'package.module:function'")
+        factory = ", or a factory 'package.module:function'" if self.user_factories else ""
+        raise KeyError(f"{self.field}: got {name!r}; accepted: {', '.join(self._factories)}{factory}")
 
 
 def import_factory(text: str, field: str) -> Callable[..., Any]:
@@ -46,8 +53,9 @@ def import_factory(text: str, field: str) -> Callable[..., Any]:
     module_name, _, attr = text.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportError(f"{field}: cannot import module {module_name!r} from {text!r}: {exc}") from exc
+    except Exception as exc:  # not only ImportError: the user's module may fail while it runs
+        raise ImportError(f"{field}: cannot import module {module_name!r} from {text!r}: "
+                          f"{type(exc).__name__}: {exc}") from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ImportError(f"{field}: {module_name!r} has no callable {attr!r} (from {text!r})")

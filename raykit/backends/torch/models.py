@@ -10,7 +10,7 @@ from torch import nn
 from raykit.registry import Registry
 from raykit.spec import ModelSpec
 
-MODELS = Registry("model.name")
+MODELS = Registry("model.name", user_factories=True)
 
 
 def build_model(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
