@@ -23,6 +23,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or altered; the message names the file."""
 
 
+class UnsafeFileError(CheckpointError):
+    """A weights or checkpoint file holds Python code (pickled objects, a Keras ``Lambda``), not only
+    data; it is refused unloaded, because loading it would run that code. The message names the file."""
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

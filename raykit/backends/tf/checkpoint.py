@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from raykit.checkpoint import read_manifest, write_manifest
+from raykit.checkpoint import UnsafeFileError, read_manifest, write_manifest
 
 WEIGHTS = "model.weights.h5"
 STATE = "state.npz"
@@ -37,15 +37,27 @@ def save(directory: str, *, model: keras.Model, optimizers: list, state: dict, m
 def restore(directory: str, model: keras.Model, optimizers: list) -> dict:
     """Assign every saved model and optimizer variable; return the trainer state."""
     manifest = read_manifest(directory)
-    with np.load(Path(directory) / STATE, allow_pickle=False) as arrays:
+    path = Path(directory) / STATE
+    with np.load(path, allow_pickle=False) as arrays:
         for group, variables in _state_variables(model, optimizers).items():
             saved = sorted((k for k in arrays.files if k.startswith(group + "/")), key=lambda k: int(k.split("/")[1]))
             if len(saved) != len(variables):
                 raise ValueError(f"{directory}: {group} has {len(saved)} saved variables, the run has "
                                  f"{len(variables)}; the checkpoint belongs to another model or optimizer")
             for key, variable in zip(saved, variables):
-                variable.assign(arrays[key])
+                variable.assign(_numeric_array(arrays, key, path))
     return manifest["state"]
+
+
+def _numeric_array(arrays, key: str, path: Path) -> np.ndarray:
+    try:
+        return arrays[key]
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise
+        raise UnsafeFileError(f"{path}: refused: {key} is an array of pickled Python objects, which would run "
+                              "code when loaded, not numbers; raykit loads checkpoints as data only "
+                              "(np.load allow_pickle=False)") from None
 
 
 def load_weights(directory: str, model: keras.Model) -> None:

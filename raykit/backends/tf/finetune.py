@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from raykit import storage
-from raykit.checkpoint import MANIFEST, read_manifest
+from raykit.checkpoint import MANIFEST, UnsafeFileError, read_manifest
 from raykit.spec import FinetuneSpec, RunSpec, load_spec
 from raykit.spec_rules import imagenet_weights_file
 
@@ -141,7 +141,15 @@ def _source_model(path: Path, location: str) -> keras.Model:
         source.load_weights(path / manifest["weights"])
         return source
     if path.suffix == ".keras":
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        try:
+            return keras.models.load_model(path, safe_mode=True, compile=False)
+        except ValueError as exc:
+            if "safe_mode" not in str(exc):  # Keras's safe-mode refusals all point at safe_mode=False
+                raise
+            raise UnsafeFileError(f"finetune.init_from: {location!r} refused: the .keras file holds Python code "
+                                  f"that loading it would run ({str(exc).split('. ')[0]}); raykit loads .keras "
+                                  "files in Keras's safe mode only. Accepted: a .keras file without Lambda layers "
+                                  "or custom code, or the model's .weights.h5") from None
     raise ValueError(f"finetune.init_from: got {location!r}; accepted with framework tf: a raykit tf checkpoint "
                      "directory, a .keras file or a .weights.h5 file")
 

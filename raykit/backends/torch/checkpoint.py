@@ -8,15 +8,18 @@ Everything is loaded with ``torch.load(weights_only=True)``: a checkpoint is dat
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from raykit.checkpoint import read_manifest, write_manifest
+from raykit.checkpoint import CheckpointError, UnsafeFileError, read_manifest, write_manifest
 
 WEIGHTS = "model.pt"
 OPTIMIZER = "optimizer.pt"
@@ -43,10 +46,34 @@ def save(directory: str, *, model: nn.Module, optimizer: torch.optim.Optimizer, 
     write_manifest(root, framework="torch", state=state, metrics=metrics, spec=spec, weights=WEIGHTS)
 
 
+def load_data(source: Path | bytes, name: str | None = None):
+    """``torch.load(weights_only=True)`` of a file (or its bytes), on the CPU: tensors and plain containers
+    only. A file that refers to any other Python object is refused unloaded, with an error naming it
+    (``name``, by default the path), because unpickling that object would run code.
+
+    Example: ``load_data(data, "finetune.init_from: 's3://bucket/resnet.pt'")``
+    """
+    name = name or str(source)
+    try:
+        return torch.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu",
+                          weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's own message advises weights_only=False, i.e. running the code: give ours instead.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found:
+            raise UnsafeFileError(f"{name}: refused: it holds a pickled reference to the Python object "
+                                  f"{found.group(1)}, which would run code when loaded, not only tensors; raykit "
+                                  "loads weights as data only (torch.load weights_only=True). Accepted: a file "
+                                  "written by torch.save(model.state_dict(), path)") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+        raise CheckpointError(f"{name}: not a torch weights file that loads as data "
+                              f"({detail.group(1).strip() if detail else exc})") from None
+
+
 def load_weights(directory: str) -> dict[str, torch.Tensor]:
     """The model state dict of a verified checkpoint, on the CPU."""
     read_manifest(directory)
-    return torch.load(Path(directory) / WEIGHTS, map_location="cpu", weights_only=True)
+    return load_data(Path(directory) / WEIGHTS)
 
 
 def restore(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
@@ -56,14 +83,11 @@ def restore(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer, 
     manifest = read_manifest(directory)
     root = Path(directory)
 
-    def load(name: str):
-        return torch.load(root / name, map_location="cpu", weights_only=True)
-
-    unwrap(model).load_state_dict(load(WEIGHTS))
-    optimizer.load_state_dict(load(OPTIMIZER))
-    scheduler.load_state_dict(load(SCHEDULER))
+    unwrap(model).load_state_dict(load_data(root / WEIGHTS))
+    optimizer.load_state_dict(load_data(root / OPTIMIZER))
+    scheduler.load_state_dict(load_data(root / SCHEDULER))
     if scaler.is_enabled() and (root / SCALER).is_file():
-        scaler.load_state_dict(load(SCALER))
+        scaler.load_state_dict(load_data(root / SCALER))
     return manifest["state"], json.loads((root / RNG).read_text())
 
 

@@ -7,7 +7,6 @@ registration order. The head is the last such layer; it is never frozen.
 
 from __future__ import annotations
 
-import io
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -58,14 +57,14 @@ def initial_weights_source(spec: RunSpec) -> str | None:
 def read_state_dict(location: str) -> dict[str, torch.Tensor]:
     """Tensors from a raykit checkpoint directory or a state-dict file (local path or fsspec URI), loaded
     as data only (``weights_only=True``); ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers are opened."""
-    from raykit.backends.torch.checkpoint import load_weights
+    from raykit.backends.torch.checkpoint import load_data, load_weights
 
     if "://" not in location and Path(location).expanduser().is_dir():
         return load_weights(str(Path(location).expanduser()))
     if "://" in location and storage.exists(storage.join(location, MANIFEST)):  # a remote raykit checkpoint
         with tempfile.TemporaryDirectory(prefix="raykit-init-") as local:
             return load_weights(storage.download_dir(location, local))
-    state = torch.load(io.BytesIO(_read_bytes(location)), map_location="cpu", weights_only=True)
+    state = load_data(_read_bytes(location), f"finetune.init_from: {location!r}")
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
