@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import ipaddress
 import json
 import os
 import re
@@ -475,7 +476,8 @@ EXPOSURES = [
     (r"dashboard-host['\"]?:\s*['\"]?(?!127\.0\.0\.1\b|localhost\b)", "dashboard not on loopback"),
     (r"--ray-client-server-port|containerPort:\s*10001\b", "exposes the Ray client server"),
     (r"--ray-debugger-external", "exposes the debugger"),
-    (r"serviceType:\s*['\"]?(LoadBalancer|NodePort)", "head Service reachable from outside the cluster"),
+    (r"(serviceType|\btype):\s*['\"]?(LoadBalancer|NodePort)", "head Service reachable from outside the cluster"),
+    (r"hostPort:|hostNetwork:\s*['\"]?true", "pod ports on the Kubernetes node's own address"),
     (r"enableIngress:\s*true|kind:\s*Ingress\b", "ingress to the head"),
     (r"\bEXPOSE\b", "image publishes ports"),
     (r"RAY_AUTH_MODE[=:]\s*['\"]?disabled|mode:\s*['\"]?disabled", "token auth turned off"),
@@ -501,11 +503,99 @@ def test_exposure_scan_catches_public_settings():
     for bad in ("ray start --head --dashboard-host=0.0.0.0", "ray start --head --dashboard-host 10.0.0.7",
                 "      dashboard-host: '0.0.0.0'", '      dashboard-host: "10.1.2.3"',
                 "    serviceType: LoadBalancer", "    serviceType: NodePort",
+                "    headService: {spec: {type: LoadBalancer}}", "        type: NodePort",
+                "  - {containerPort: 8265, hostPort: 8265}", "      hostNetwork: true",
                 "ray start --head --ray-client-server-port=10001", "  - {containerPort: 10001, name: client}",
                 "    enableIngress: true", "EXPOSE 8265", "export RAY_AUTH_MODE=disabled",
                 "    mode: disabled", "ray start --head --node-ip-address=::"):
         assert exposure_problems(bad), bad
     assert exposure_problems("# a comment may say --dashboard-host=0.0.0.0 is wrong") == []
+
+
+# The launcher's cloud firewalls: from outside the cluster, SSH only.
+RAY_PORTS = {6379: "GCS", 8265: "dashboard/job API", 10001: "Ray client"}
+
+
+def _public(cidr: str) -> bool:
+    return not ipaddress.ip_network(cidr, strict=False).is_private
+
+
+def aws_ingress_problems(cfg: dict) -> list[str]:
+    """What the security group `ray up` gives these nodes admits from outside the cluster's own network.
+
+    Ray builds the group's inbound rules itself (aws/config.py): all traffic from the cluster's own group,
+    SSH from anywhere, plus provider.security_group.IpPermissions. They are computed here with that same
+    function. A node type with its own SecurityGroupIds or NetworkInterfaces skips the group, and its
+    rules live outside this repository, so that is a problem too."""
+    from ray.autoscaler._private.aws.config import _create_default_inbound_rules
+
+    problems = [f"{name}: {key} bypasses the cluster's security group"
+                for name, node_type in cfg["available_node_types"].items()
+                for key in ("SecurityGroupIds", "NetworkInterfaces") if key in node_type["node_config"]]
+    extra = cfg["provider"].get("security_group", {}).get("IpPermissions", [])
+    for rule in _create_default_inbound_rules({"sg-of-this-cluster"}, extra):
+        sources = [r["CidrIp"] for r in rule.get("IpRanges", []) if _public(r["CidrIp"])]
+        sources += [r["CidrIpv6"] for r in rule.get("Ipv6Ranges", []) if _public(r["CidrIpv6"])]
+        sources += [r["PrefixListId"] for r in rule.get("PrefixListIds", [])]
+        low, high = rule.get("FromPort", -1), rule.get("ToPort", -1)
+        every_port = rule.get("IpProtocol") in ("-1", "all") or low == -1
+        if not sources or (rule.get("IpProtocol") == "tcp" and low == high == 22):
+            continue
+        opened = [f"{port} ({what})" for port, what in RAY_PORTS.items() if every_port or low <= port <= high]
+        problems.append(f"{rule.get('IpProtocol')} {low}-{high} open to {sources}"
+                        + (f": exposes {', '.join(opened)}" if opened else ""))
+    return problems
+
+
+def test_aws_security_group_admits_only_ssh_from_outside():
+    assert aws_ingress_problems(load(AWS)) == []
+    public = {"IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    for breakage in (
+            lambda c: c["provider"].update(security_group={"IpPermissions": [
+                {"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265, **public}]}),
+            lambda c: c["provider"].update(security_group={"IpPermissions": [
+                {"IpProtocol": "-1", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}]}),
+            lambda c: c["provider"].update(security_group={"IpPermissions": [
+                {"IpProtocol": "tcp", "FromPort": 6000, "ToPort": 11000, "IpRanges": [{"CidrIp": "8.8.0.0/16"}]}]}),
+            lambda c: c["available_node_types"]["head_cpu"]["node_config"].update(SecurityGroupIds=["sg-open"])):
+        broken = copy.deepcopy(load(AWS))
+        breakage(broken)
+        assert aws_ingress_problems(broken), broken["provider"]
+    # a rule limited to a private range (e.g. a VPN) is the cluster network's business: allowed
+    vpn = copy.deepcopy(load(AWS))
+    vpn["provider"]["security_group"] = {"IpPermissions": [
+        {"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265, "IpRanges": [{"CidrIp": "10.8.0.0/16"}]}]}
+    assert aws_ingress_problems(vpn) == []
+
+
+def gcp_network_problems(cfg: dict) -> list[str]:
+    """Ray's GCP launcher creates no firewall rules: a node gets its network's. Left without
+    networkInterfaces, a node type joins the first subnet Ray lists in the region, of whichever network
+    (gcp/config.py, _configure_subnet), so every node type must name the default network's subnet,
+    whose firewall admits only SSH/RDP/ICMP from outside (cluster/README.md says how to check)."""
+    subnet = f"regions/{cfg['provider']['region']}/subnetworks/default"
+    problems = []
+    for name, node_type in cfg["available_node_types"].items():
+        config = node_type["node_config"]
+        interfaces = config.get("networkInterfaces")
+        if not interfaces:
+            problems.append(f"{name}: no networkInterfaces: Ray picks the first subnet of any network")
+        elif [i.get("subnetwork") for i in interfaces] != [subnet] or any("network" in i for i in interfaces):
+            problems.append(f"{name}: joins {interfaces}, not the default network's {subnet}")
+        if config.get("tags"):
+            problems.append(f"{name}: network tags {config['tags']} (firewall rules may target them)")
+    return problems
+
+
+def test_gcp_nodes_join_the_default_network_only():
+    assert gcp_network_problems(load(GCP)) == []
+    for breakage in (lambda n: n.pop("networkInterfaces"),
+                     lambda n: n["networkInterfaces"][0].update(subnetwork="regions/us-central1/subnetworks/open"),
+                     lambda n: n["networkInterfaces"][0].update(network="global/networks/open"),
+                     lambda n: n.update(tags={"items": ["http-server"]})):
+        broken = copy.deepcopy(load(GCP))
+        breakage(broken["available_node_types"]["gpu_worker"]["node_config"])
+        assert gcp_network_problems(broken)
 
 
 def test_token_auth_is_configured_everywhere():
