@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ray  # noqa: E402
 
 import raykit  # noqa: E402
+from benchmarks.common import RESULTS, write_section  # noqa: E402
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Sweep trial overhead"
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     ray.shutdown()
     table = render(overhead, args)
     print(table)
-    write_section(table, args.results)
+    write_section(SECTION, table, args.results)
 
 
 def render(overhead: dict, args) -> str:
@@ -80,18 +80,6 @@ def render(overhead: dict, args) -> str:
              f"| ratio inline / Train | {statistics.median(ratio):.2f} (min {min(ratio):.2f}, max {max(ratio):.2f}) |",
              ""]
     return "\n".join(lines)
-
-
-def write_section(table: str, results: Path) -> None:
-    """Replace this benchmark's section of the results file, keeping any others."""
-    text = results.read_text() if results.exists() else "# Benchmark results\n\nWritten by the scripts in benchmarks/.\n\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + table + (text[end + 1:] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + table
-    results.write_text(text)
 
 
 if __name__ == "__main__":

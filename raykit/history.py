@@ -7,7 +7,7 @@ import io
 from dataclasses import dataclass, field
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "samples_per_s",
-           "global_step")
+           "global_step", "peak_rss_mb")
 
 
 def is_improvement(value: float, best: float | None, mode: str) -> bool:
@@ -34,7 +34,7 @@ def history_csv(history: list[dict]) -> str:
 def read_history_csv(text: str) -> list[dict]:
     rows = []
     for row in csv.DictReader(io.StringIO(text)):
-        rows.append({k: (int(v) if k in ("epoch", "global_step") else float(v)) for k, v in row.items()})
+        rows.append({k: (int(v) if k in ("epoch", "global_step") else float(v)) for k, v in row.items() if v != ""})
     return rows
 
 

@@ -57,3 +57,10 @@ class WorkerSession:
             # Not print(): under Ray Train, print is also routed to a logger, which shows it twice.
             sys.stdout.write(message + "\n")
             sys.stdout.flush()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (what a worker really held, data included)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux

@@ -39,11 +39,29 @@ def filesystem(location: str):
         return pyarrow.fs.LocalFileSystem(), os.path.abspath(location)
     scheme = location.split("://", 1)[0]
     if scheme in _PYARROW_SCHEMES:
-        return pyarrow.fs.FileSystem.from_uri(location)
+        fs, path = pyarrow.fs.FileSystem.from_uri(location)
+        return (_s3_with_settings(fs) if scheme == "s3" else fs), path
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(location)
     return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
+
+
+def _s3_with_settings(fs):
+    """An S3 filesystem carrying the environment's keys and endpoint inside it. One made from the default
+    credential chain pickles without them, so a Ray actor started before the keys were set (Ray Train's
+    controller gets only RAY_* variables) would reach the store anonymously; this one pickles whole."""
+    import pyarrow.fs
+
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not (key and secret):
+        return fs
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    scheme = "https"
+    if endpoint and "://" in endpoint:
+        scheme, endpoint = endpoint.split("://", 1)
+    return pyarrow.fs.S3FileSystem(access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"),
+                                   region=fs.region, endpoint_override=endpoint, scheme=scheme)
 
 
 _PYARROW_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs")

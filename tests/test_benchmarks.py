@@ -15,3 +15,13 @@ def test_sweep_overhead_benchmark_runs_at_tiny_size(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## Sweep trial overhead" in text and "| ratio inline / Train |" in text
+
+
+def test_data_streaming_benchmark_runs_at_tiny_size(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    out = run_cli(["benchmarks/data_streaming.py", "--small-rows", "600", "--large-rows", "900", "--repeats", "1",
+                   "--results", str(results)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = results.read_text()
+    assert "## Streamed Parquet vs in-memory data" in text and "Throughput ratio stream / memory" in text
+    assert text.count("| small (600 images) |") == 2 and text.count("| large (900 images) |") == 2

@@ -23,6 +23,8 @@ STREAMED = ("train", "val")  # the test split is evaluated by the driver, a chun
 
 def datasets(plan: DataPlan, spec: RunSpec) -> dict:
     """``{"train": Dataset, "val": Dataset}`` of ``{"x", "y"}`` rows for ``plan``'s streamed splits."""
+    # Ray Data draws progress bars for every epoch of every split; raykit's epoch line already says it.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     return {name: _split_dataset(plan.splits[name], spec, seed=spec.data.split_seed + index)
             for index, name in enumerate(STREAMED)}
 

@@ -29,7 +29,7 @@ from raykit.backends.tf.models import build_model
 from raykit.data import DataInfo, Splits, iter_split, plan_data, to_float, worker_data
 from raykit.history import Progress, epoch_line, history_csv
 from raykit.schedules import frozen_at_epoch, lr_multiplier
-from raykit.session import WorkerSession
+from raykit.session import WorkerSession, peak_rss_mb
 from raykit.spec import RunSpec
 from raykit.storage import join, write_text
 
@@ -82,7 +82,8 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                    "val_acc": val_acc, "lr": spec.optim.lr * worker.multiplier(progress.global_step),
                    "epoch_time_s": seconds, "samples_per_s": info.sizes["train"] / seconds,
-                   "global_step": progress.global_step, "weights_in_sync": weights_in_sync(worker)}
+                   "global_step": progress.global_step, "peak_rss_mb": peak_rss_mb(),
+                   "weights_in_sync": weights_in_sync(worker)}
         progress.record(metrics, spec.checkpoint.monitor, spec.checkpoint.mode, spec.train.early_stopping_patience)
         elapsed = time.perf_counter() - started
         session.log(epoch_line(metrics, spec.train.epochs, elapsed,

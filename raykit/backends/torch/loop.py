@@ -29,7 +29,7 @@ from raykit.backends.torch.models import build_model, to_model_layout
 from raykit.data import DataInfo, Splits, iter_split, plan_data, to_float, worker_data
 from raykit.history import Progress, epoch_line, history_csv
 from raykit.schedules import frozen_at_epoch, lr_multiplier
-from raykit.session import WorkerSession
+from raykit.session import WorkerSession, peak_rss_mb
 from raykit.spec import OptimSpec, RunSpec
 from raykit.storage import join, write_text
 
@@ -81,7 +81,8 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
         seconds = time.perf_counter() - epoch_started
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                    "val_acc": val_acc, "lr": worker.optimizer.param_groups[0]["lr"], "epoch_time_s": seconds,
-                   "samples_per_s": info.sizes["train"] / seconds, "global_step": progress.global_step}
+                   "samples_per_s": info.sizes["train"] / seconds, "global_step": progress.global_step,
+                   "peak_rss_mb": peak_rss_mb()}
         progress.record(metrics, spec.checkpoint.monitor, spec.checkpoint.mode, spec.train.early_stopping_patience)
         elapsed = time.perf_counter() - started
         remaining = (spec.train.epochs - epoch) * elapsed / (epoch - first_epoch)
@@ -152,9 +153,10 @@ def _feeds(worker: Worker, splits: Splits | None):
     cap = (spec.train.max_steps_per_epoch or 0) * spec.train.grad_accum_steps or None
     if splits is None:
         def streamed(name):
-            for batch in session.streams[name]():
-                yield (to_model_layout(torch.from_numpy(to_float(batch["x"]))).to(device),
-                       torch.from_numpy(np.asarray(batch["y"], np.int64)).to(device))
+            for batch in session.streams[name]():  # Ray hands out read-only arrays; torch wants writable ones
+                x = np.require(to_float(batch["x"]), requirements="W")
+                yield (to_model_layout(torch.from_numpy(x)).to(device),
+                       torch.from_numpy(np.array(batch["y"], np.int64)).to(device))
 
         return lambda epoch: itertools.islice(streamed("train"), cap), lambda: streamed("val")
     x, y = _to_device(splits.train.x, splits.train.y, device)

@@ -1,0 +1,41 @@
+"""What every benchmark script shares: the machine line and writing its section of RESULTS.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine_line() -> str:
+    """Cores, memory, GPU and versions, for the table's caption."""
+    import ray
+    import torch
+
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"Machine: {os.cpu_count()} cores, {memory_gb:.0f} GiB, {platform.machine()}, {gpu}; Python "
+            f"{platform.python_version()}, Ray {ray.__version__}, torch {torch.__version__}.")
+
+
+def spread(values: list[float], digits: int = 1, unit: str = "") -> str:
+    """``median (min a, max b)`` of repeated measurements."""
+    f = f"{{:.{digits}f}}"
+    return (f"{f.format(statistics.median(values))}{unit} (min {f.format(min(values))}, "
+            f"max {f.format(max(values))})")
+
+
+def write_section(section: str, table: str, results: Path = RESULTS) -> None:
+    """Replace this benchmark's section (``## Title`` up to the next ``## ``) of the results file, keeping
+    the others."""
+    text = results.read_text() if results.exists() else "# Benchmark results\n\nWritten by the scripts in benchmarks/.\n\n"
+    if section in text:
+        start = text.index(section)
+        end = text.find("\n## ", start + len(section))
+        text = text[:start] + table + (text[end + 1:] if end != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + table
+    results.write_text(text)

@@ -1,0 +1,117 @@
+"""Streamed Parquet (Ray Data) vs in-memory data: worker memory as the dataset grows, and feed throughput.
+
+Writes synthetic 32x32 RGB PNG datasets as Parquet (a small one and a large one, whose decoded float32
+training split is several times what a worker should hold), then trains one epoch of a small MLP on
+each with 2 workers, with `data.loader: stream` and `data.loader: memory`, side by side in one Ray
+instance. Reports each worker's peak RSS (rank 0's `peak_rss_mb`) and samples/s, and the ratio
+stream / memory of samples/s on the small set (median of `--repeats`). The MLP is tiny on purpose:
+the feed (read, decode, hand to the worker), not the model, decides the time.
+
+    .venv/bin/python benchmarks/data_streaming.py [--small-rows 16000] [--large-rows 130000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+
+import raykit  # noqa: E402
+from benchmarks.common import RESULTS, machine_line, spread, write_section  # noqa: E402
+
+SECTION = "## Streamed Parquet vs in-memory data"
+IMAGE = (32, 32, 3)
+
+
+def write_dataset(root: str, rows: int, rows_per_file: int = 10_000) -> float:
+    """Synthetic PNGs in Parquet (class in the mean brightness, noise on top); returns seconds taken."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raykit.data.images import encode_png
+
+    started = time.perf_counter()
+    rng = np.random.default_rng(0)
+    os.makedirs(root, exist_ok=True)
+    for part, start in enumerate(range(0, rows, rows_per_file)):
+        n = min(rows_per_file, rows - start)
+        labels = rng.integers(0, 10, n)
+        images = np.clip(rng.normal(labels[:, None, None, None] * 20 + 40, 30, (n, *IMAGE)), 0, 255).astype(np.uint8)
+        table = pa.table({"image": [encode_png(im) for im in images], "label": labels})
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, row_group_size=1000)
+        Path(root, f"part-{part:05d}.parquet").write_bytes(buffer.getvalue())
+    return time.perf_counter() - started
+
+
+def one_epoch(uri: str, loader: str, storage: str, name: str) -> dict:
+    result = raykit.train(None, {
+        "data.uri": uri, "data.loader": loader, "data.read_cpus": 0.5, "data.val_fraction": 0.02,
+        "data.test_fraction": 0.01, "model.name": "mlp", "model.hidden": [64], "train.epochs": 1,
+        "train.batch_size": 512, "scaling.num_workers": 2, "scaling.resources_per_worker": {"CPU": 0.5},
+        "storage": storage, "name": name, "checkpoint.every_n_epochs": 1}, verbose=False)
+    epoch = result.history[-1]
+    return {"rss": epoch["peak_rss_mb"], "samples_per_s": epoch["samples_per_s"], "wall": result.seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small-rows", type=int, default=16_000)
+    parser.add_argument("--large-rows", type=int, default=130_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-large-memory", action="store_true",
+                        help="do not load the large set in memory (it needs ~4x its decoded size in RAM)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to update")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    work = tempfile.mkdtemp(prefix="raykit-bench-data-")
+    sets = {"small": args.small_rows, "large": args.large_rows}
+    for name, rows in sets.items():
+        seconds = write_dataset(f"{work}/{name}", rows)
+        print(f"wrote {name}: {rows} rows in {seconds:.0f}s", flush=True)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    runs: dict = {}
+    for repeat in range(args.repeats):  # alternate, so drift on a shared machine hits both
+        for loader in ("stream", "memory"):
+            runs.setdefault(("small", loader), []).append(
+                one_epoch(f"{work}/small", loader, f"{work}/runs", f"small-{loader}-{repeat}"))
+    runs[("large", "stream")] = [one_epoch(f"{work}/large", "stream", f"{work}/runs", "large-stream")]
+    if not args.skip_large_memory:
+        runs[("large", "memory")] = [one_epoch(f"{work}/large", "memory", f"{work}/runs", "large-memory")]
+    ray.shutdown()
+    table = render(runs, sets, args)
+    print(table)
+    write_section(SECTION, table, args.results)
+
+
+def render(runs: dict, sets: dict, args) -> str:
+    decoded = {name: rows * int(np.prod(IMAGE)) * 4 / 2**20 for name, rows in sets.items()}
+    lines = [SECTION, "", machine_line() + f" Synthetic {IMAGE[0]}x{IMAGE[1]} RGB PNGs in Parquet (row groups of "
+             "1,000), one epoch of a small MLP with 2 workers (0.5 CPU each; Ray Data read tasks get 0.5 CPU), "
+             f"{args.repeats} repeats on the small set alternating the loaders, one run on the large set. Peak RSS is "
+             "rank 0's whole process (Python, torch and Ray included), from `peak_rss_mb`.", "",
+             "| dataset | decoded float32 | loader | worker peak RSS, MiB | samples/s |", "|---|---|---|---|---|"]
+    for (name, loader), values in runs.items():
+        lines.append(f"| {name} ({sets[name]:,} images) | {decoded[name]:,.0f} MiB | {loader} | "
+                     f"{spread([v['rss'] for v in values], 0)} | {spread([v['samples_per_s'] for v in values], 0)} |")
+    small = runs[("small", "stream")], runs[("small", "memory")]
+    ratio = [s["samples_per_s"] / m["samples_per_s"] for s, m in zip(*small)]
+    lines += ["", f"Throughput ratio stream / memory (small set): {spread(ratio, 2)}. "
+              f"Peak RSS growth from small to large with streaming: "
+              f"{runs[('large', 'stream')][0]['rss'] - min(v['rss'] for v in small[0]):+.0f} MiB for "
+              f"{decoded['large'] - decoded['small']:,.0f} MiB more decoded data.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
