@@ -2,7 +2,8 @@
 
 ``RAYKIT_FAULTS`` holds a JSON list of rules, each ``{"at": POINT, "action": ACTION, ...}`` with optional
 ``epoch`` and ``rank`` filters. Points: ``after_report`` (an epoch's report returned), ``mid_epoch``
-(halfway through an epoch's batches). Actions: ``sleep`` (``seconds``), ``exit`` (the process dies at
+(halfway through an epoch's batches), ``between_checkpoint_files`` (rank 0 has written a checkpoint's
+weights file, not yet the others or the manifest). Actions: ``sleep`` (``seconds``), ``exit`` (the process dies at
 once, like a killed worker; ``code``), ``raise`` (a RuntimeError). raykit forwards ``RAYKIT_*``
 variables to its Ray workers, so a rule set in the driver's environment reaches them.
 """

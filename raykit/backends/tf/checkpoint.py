@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from raykit import faults
 from raykit.checkpoint import UnsafeFileError, read_manifest, write_manifest
 
 WEIGHTS = "model.weights.h5"
@@ -27,6 +28,7 @@ def save(directory: str, *, model: keras.Model, optimizers: list, state: dict, m
     """Write a complete checkpoint into the empty ``directory`` (the manifest last)."""
     root = Path(directory)
     model.save_weights(root / WEIGHTS)
+    faults.inject("between_checkpoint_files", epoch=state["epoch"], rank=0)  # only rank 0 writes
     arrays = {f"{group}/{index}": np.asarray(variable.numpy())
               for group, variables in _state_variables(model, optimizers).items()
               for index, variable in enumerate(variables)}
