@@ -236,7 +236,7 @@ def tune(spec: "RunSpec | dict | str | None" = None, search_space: dict | None =
                              ["tune.num_samples=4", "tune.scheduler=asha", "scaling.num_workers=1"])
         print(result.best_spec.optim.lr, result.best_checkpoint)
     """
-    from raykit.tuning import searched_paths, sweep_plot_png, trials_csv
+    from raykit.tuning import sweep_plot_png, trials_csv
 
     if search_space is not None:
         overrides = [*_as_list(overrides), {"tune.search_space": search_space}]
@@ -257,7 +257,7 @@ def tune(spec: "RunSpec | dict | str | None" = None, search_space: dict | None =
     result = run_sweep(sweep_spec, sweep_dir)
     storage.write_text(storage.join(sweep_dir, "trials.csv"), trials_csv(result))
     storage.write_bytes(storage.join(sweep_dir, "sweep.png"),
-                        sweep_plot_png(result, searched_paths(sweep_spec.tune.search_space)))
+                        sweep_plot_png(result, sweep_spec.tune.search_space, f"sweep {sweep_spec.name}"))
     if result.best_spec is not None:
         storage.write_text(storage.join(sweep_dir, "best.yaml"), result.best_spec.to_yaml())
     if verbose:

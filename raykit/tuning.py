@@ -135,7 +135,7 @@ class SweepResult:
 
 
 def pick_best(trials: list[TrialRecord], mode: str) -> TrialRecord | None:
-    scored = [t for t in trials if t.best_metric is not None and not math.isnan(t.best_metric)]
+    scored = [t for t in trials if _scored(t)]
     if not scored:
         return None
     return (max if mode == "max" else min)(scored, key=lambda t: t.best_metric)
@@ -151,34 +151,118 @@ def trials_csv(result: SweepResult) -> str:
     return buffer.getvalue()
 
 
-def sweep_plot_png(result: SweepResult, searched: list[str]) -> bytes:
-    """Left: the metric against epoch for every trial. Then one panel per searched parameter: each
-    trial's best metric against its value."""
+LEGEND_TRIALS = 10  # trials named in the legend; the rest are drawn in grey as one entry
+
+
+def sweep_plot_png(result: SweepResult, search_space: Mapping[str, Any], title: str = "") -> bytes:
+    """:func:`sweep_figure` as PNG bytes (the sweep's ``sweep.png`` and ``raykit report``'s)."""
+    from raykit.plots import figure_png
+
+    return figure_png(sweep_figure(result, search_space, title))
+
+
+def sweep_figure(result: SweepResult, search_space: Mapping[str, Any], title: str = ""):
+    """Top: the metric against epoch, one line per trial, best trials first in a legend beside the axes.
+    Below: one panel per searched parameter, each trial's best metric against its value (a log axis for
+    ``loguniform`` parameters)."""
+    from raykit.plots import new_figure
+
+    searched = searched_paths(search_space)
+    figure = new_figure(max(11.0, 4.5 * len(searched)), 8.5 if searched else 4.5, layout="constrained")
+    # Subfigures lay out apart: the legend beside the top axes does not narrow the parameter panels.
+    top, bottom = figure.subfigures(2, 1) if searched else (figure, None)
+    _trial_curves(top.subplots(), result, searched)
+    for axes, path in zip(bottom.subplots(1, len(searched), squeeze=False)[0] if searched else [], searched):
+        _metric_against(axes, result, path, search_space[path])
+    figure.suptitle(title or f"sweep {result.sweep_dir.rstrip('/').rsplit('/', 1)[-1]}")
+    return figure
+
+
+def _trial_curves(axes, result: SweepResult, searched: list[str]) -> None:
+    from raykit.plots import epoch_axes, metric_label
+
+    ranked = ranked_trials(result)
+    short = short_trial_ids([t.trial_id for t in ranked])
+    for place, trial in enumerate(ranked):
+        epochs = [row["epoch"] for row in trial.history]
+        values = [row.get(result.metric) for row in trial.history]
+        if place < LEGEND_TRIALS:
+            label = f"{short[trial.trial_id]}  {_values_text(trial.config, searched)}".rstrip()
+            if not trial.history:
+                label += f" ({trial.status or 'no epochs'})"
+            axes.plot(epochs, values, marker=".", linewidth=2.5 if place == 0 else 1.5, label=label)
+        else:
+            axes.plot(epochs, values, color="grey", alpha=0.5, linewidth=1,
+                      label=f"{len(ranked) - LEGEND_TRIALS} other trials" if place == LEGEND_TRIALS else None)
+    epoch_axes(axes, metric_label(result.metric))
+    axes.set_title(f"{result.metric} per epoch, {len(ranked)} trial{'s' if len(ranked) != 1 else ''}")
+    if ranked:
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+                    title=f"trial (best {result.metric} first)", title_fontsize=8)
+
+
+def ranked_trials(result: SweepResult) -> list[TrialRecord]:
+    """The trials, best metric first; trials without a metric last."""
+    def key(trial: TrialRecord) -> tuple:
+        if not _scored(trial):
+            return (1, 0.0)
+        return (0, -trial.best_metric if result.mode == "max" else trial.best_metric)
+
+    return sorted(result.trials, key=key)
+
+
+def _scored(trial: TrialRecord) -> bool:
+    return trial.best_metric is not None and not math.isnan(trial.best_metric)
+
+
+def short_trial_ids(trial_ids: list[str]) -> dict[str, str]:
+    """Each id without the prefix all share up to a ``_`` or ``-`` (Ray's ``7e1f2_00003`` -> ``00003``)."""
+    import os
+
+    if len(trial_ids) < 2:
+        return {trial_id: trial_id for trial_id in trial_ids}
+    prefix = os.path.commonprefix(trial_ids)
+    cut = max(prefix.rfind("_"), prefix.rfind("-")) + 1
+    return {trial_id: trial_id[cut:] or trial_id for trial_id in trial_ids}
+
+
+def _values_text(config: Mapping[str, Any], searched: list[str]) -> str:
+    """``lr=0.00316 batch_size=64``: the last part of each path, unless two paths end alike."""
+    names = [path.rsplit(".", 1)[-1] for path in searched]
+    if len(set(names)) < len(names):
+        names = searched
+    return " ".join(f"{name}={_value_text(config.get(path))}" for name, path in zip(names, searched))
+
+
+def _value_text(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _metric_against(axes, result: SweepResult, path: str, distribution: Mapping[str, Any]) -> None:
+    """Each scored trial's best metric against its value of ``path``; the best trial as a star."""
     from matplotlib.ticker import NullFormatter
 
-    from raykit.plots import figure_png, integer_ticks, new_figure
+    from raykit.plots import metric_label
 
-    panels = 1 + len(searched)
-    figure = new_figure(5 * panels, 4)
-    axes = figure.subplots(1, panels, squeeze=False)[0]
-    for trial in result.trials:
-        epochs = [row["epoch"] for row in trial.history]
-        axes[0].plot(epochs, [row.get(result.metric) for row in trial.history], marker=".", label=trial.trial_id)
-    axes[0].set_xlabel("epoch")
-    integer_ticks(axes[0].xaxis)
-    axes[0].set_ylabel(result.metric)
-    axes[0].set_title(f"{result.metric} per trial")
-    if len(result.trials) <= 12:
-        axes[0].legend(fontsize=7)
-    for ax, path in zip(axes[1:], searched):
-        points = [(t.config.get(path), t.best_metric) for t in result.trials if t.best_metric is not None]
-        labels = [str(x) for x, _ in points]
-        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in points)
-        ax.scatter([x for x, _ in points] if numeric else labels, [y for _, y in points])
-        if numeric and "lr" in path:
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels overlap
-        ax.set_xlabel(path)
-        ax.set_ylabel(f"best {result.metric}")
-        ax.set_title(f"best {result.metric} vs {path}")
-    return figure_png(figure)
+    kind, args = next(iter(distribution.items()))
+    scored = [trial for trial in ranked_trials(result) if _scored(trial)]
+    values = [t.config.get(path) for t in scored]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if not numeric:  # categories in the order the search space lists them, then any others
+        categories = list(dict.fromkeys([str(a) for a in args if kind in ("choice", "grid")] + list(map(str, values))))
+        values = [categories.index(str(v)) for v in values]
+        axes.set_xticks(range(len(categories)), categories)
+        axes.set_xlim(-0.5, len(categories) - 0.5)
+    elif kind in ("choice", "grid"):
+        axes.set_xticks(sorted(set(values)))  # the values tried, not a linear scale's round numbers
+    axes.scatter(values, [t.best_metric for t in scored], label="trial")
+    if scored:
+        axes.scatter(values[:1], [scored[0].best_metric], marker="*", s=200, color="C3", label="best trial")
+        axes.legend(fontsize=8)
+    if numeric and kind == "loguniform":
+        axes.set_xscale("log")
+        axes.xaxis.set_minor_formatter(NullFormatter())  # minor log labels overlap
+    axes.set_xlabel(f"{path} ({kind})")
+    axes.set_ylabel(f"best {metric_label(result.metric)}")
+    axes.set_title(f"best {result.metric} vs {path}")
+    axes.grid(alpha=0.3)
