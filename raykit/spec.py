@@ -191,6 +191,12 @@ class TrainSpec:
                                                   "checkpoint.monitor; 0 = off.", ge=0)
     max_steps_per_epoch: int | None = _field(None, help="Cap on optimizer steps per epoch (smoke tests); null = "
                                                         "the whole training split.", ge=1)
+    tensorboard: bool = _field(True, help="Write TensorBoard event files to <run>/tensorboard/.")
+    mlflow_tracking_uri: str | None = _field(None, help="Also log params and per-epoch metrics to MLflow at this "
+                                                        "tracking URI (http://host:5000, sqlite:///mlflow.db, "
+                                                        "databricks; pip install mlflow); null = no MLflow.")
+    mlflow_experiment: str | None = _field(None, help="MLflow experiment (created when missing); null = the run "
+                                                      "name.")
 
 
 @dataclass

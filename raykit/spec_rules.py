@@ -34,6 +34,9 @@ def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
     problems += _framework_problems(spec)
     problems += validate_ops(spec.augment.ops)
     problems += _tune_problems(spec)
+    if spec.train.mlflow_tracking_uri and importlib.util.find_spec("mlflow") is None:
+        problems.append(("train.mlflow_tracking_uri", f"got {spec.train.mlflow_tracking_uri!r}, but the mlflow "
+                         "package is not installed; accepted: null, or a tracking URI after `pip install mlflow`"))
     return problems
 
 

@@ -20,7 +20,9 @@ def test_only_raykit_ray_imports_ray_train_and_tune():
 
     package = Path(__file__).resolve().parents[1] / "raykit"
     offenders = []
-    ray_import = re.compile(r"^\s*(import ray\b|from ray\b)", re.MULTILINE)
+    # One exception: raykit/sinks.py sets up MLflow on rank 0 through Ray's MLflow integration (neither
+    # Train nor Tune's API; imported lazily inside one function).
+    ray_import = re.compile(r"^\s*(import ray\b|from ray\b(?!\.air\.integrations\.mlflow import))", re.MULTILINE)
     for path in package.rglob("*.py"):
         if path.relative_to(package).parts[0] == "ray":
             continue

@@ -30,6 +30,7 @@ from raykit.data import DataInfo, Splits, iter_split, plan_data, to_float, worke
 from raykit.history import Progress, epoch_line, history_csv
 from raykit.schedules import frozen_at_epoch, lr_multiplier
 from raykit.session import WorkerSession, peak_rss_mb
+from raykit.sinks import MetricSinks
 from raykit.spec import RunSpec
 from raykit.storage import join, write_text
 
@@ -67,6 +68,7 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
             session.log(report.summary())
     train_batches, val_batches = _feeds(worker, splits)
     planned = _batches_per_epoch(info.sizes["train"], spec, session.world_size)
+    sinks = MetricSinks.open(spec, session.run_dir, progress.epoch) if session.is_chief and session.run_dir else None
     started, first_epoch = time.perf_counter(), progress.epoch
     for epoch in range(first_epoch + 1, spec.train.epochs + 1):
         if progress.stopped_early:
@@ -88,8 +90,10 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
         elapsed = time.perf_counter() - started
         session.log(epoch_line(metrics, spec.train.epochs, elapsed,
                                (spec.train.epochs - epoch) * elapsed / (epoch - first_epoch)))
-        _report(worker, progress, metrics, info)
+        _report(worker, progress, metrics, info, sinks)
         faults.inject("after_report", epoch=epoch, rank=session.rank)
+    if sinks:
+        sinks.close()
     return {"history": progress.history, "best_metric": progress.best_metric,
             "stopped_early": progress.stopped_early}
 
@@ -342,13 +346,17 @@ def evaluate_totals(model: keras.Model, batches, augmenter: Augmenter) -> np.nda
     return totals
 
 
-def _report(worker: Worker, progress: Progress, metrics: dict, info: DataInfo) -> None:
-    """Report on every rank; rank 0 adds a checkpoint when one is due."""
+def _report(worker: Worker, progress: Progress, metrics: dict, info: DataInfo,
+            sinks: MetricSinks | None = None) -> None:
+    """Report on every rank; rank 0 adds a checkpoint when one is due and writes the metrics to
+    metrics.csv and ``sinks`` (TensorBoard, MLflow)."""
     spec, session = worker.spec, worker.session
     directory = None
     if session.is_chief:
         if session.run_dir:
             write_text(join(session.run_dir, "metrics.csv"), history_csv(progress.history))
+        if sinks:
+            sinks.write(metrics, step=progress.epoch)
         if progress.checkpoint_due(spec.checkpoint.every_n_epochs, spec.train.epochs):
             directory = tempfile.mkdtemp(prefix=f"raykit-ckpt-{progress.epoch:04d}-")
             state = {**progress.as_state(), "input_shape": list(info.input_shape),

@@ -30,6 +30,7 @@ from raykit.data import DataInfo, Splits, iter_split, plan_data, to_float, worke
 from raykit.history import Progress, epoch_line, history_csv
 from raykit.schedules import frozen_at_epoch, lr_multiplier
 from raykit.session import WorkerSession, peak_rss_mb
+from raykit.sinks import MetricSinks
 from raykit.spec import OptimSpec, RunSpec
 from raykit.storage import join, write_text
 
@@ -69,6 +70,7 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
 
     train_batches, val_batches = _feeds(worker, splits)
     planned = _batches_per_epoch(info.sizes["train"], spec, session.world_size)
+    sinks = MetricSinks.open(spec, session.run_dir, progress.epoch) if session.is_chief and session.run_dir else None
     started, first_epoch = time.perf_counter(), progress.epoch
     for epoch in range(first_epoch + 1, spec.train.epochs + 1):
         if progress.stopped_early:
@@ -90,8 +92,10 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
         if progress.stopped_early:
             session.log(f"early stopping: {spec.checkpoint.monitor} has not improved for "
                         f"{spec.train.early_stopping_patience} epochs")
-        _report(worker, progress, metrics)
+        _report(worker, progress, metrics, sinks)
         faults.inject("after_report", epoch=epoch, rank=session.rank)
+    if sinks:
+        sinks.close()
     return {"history": progress.history, "best_metric": progress.best_metric,
             "stopped_early": progress.stopped_early}
 
@@ -242,8 +246,9 @@ def _resume(worker: Worker) -> Progress:
     return Progress.from_state(state)
 
 
-def _report(worker: Worker, progress: Progress, metrics: dict) -> None:
-    """Report this epoch's metrics on every rank, with a checkpoint from rank 0 when one is due."""
+def _report(worker: Worker, progress: Progress, metrics: dict, sinks: MetricSinks | None = None) -> None:
+    """Report this epoch's metrics on every rank, with a checkpoint from rank 0 when one is due; rank 0
+    also writes them to metrics.csv and ``sinks`` (TensorBoard, MLflow)."""
     spec, session, epoch = worker.spec, worker.session, progress.epoch
     due = progress.checkpoint_due(spec.checkpoint.every_n_epochs, spec.train.epochs)
     rng_states = _gather(ckpt.capture_rng(), session) if due else []
@@ -251,6 +256,8 @@ def _report(worker: Worker, progress: Progress, metrics: dict) -> None:
     if session.is_chief:
         if session.run_dir:
             write_text(join(session.run_dir, "metrics.csv"), history_csv(progress.history))
+        if sinks:
+            sinks.write(metrics, step=epoch)
         if due:
             directory = tempfile.mkdtemp(prefix=f"raykit-ckpt-{epoch:04d}-")
             ckpt.save(directory, model=worker.model, optimizer=worker.optimizer, scheduler=worker.scheduler,
