@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from raykit.data.errors import DataError
+from raykit.report import add_report_command, run_report
 from raykit.spec import SpecError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--out", default="augment-preview.png", help="PNG to write (default: %(default)s)")
     preview.add_argument("--rows", type=int, default=6, help="how many images (default: %(default)s)")
     add_data_commands(commands)
+    add_report_command(commands)
     return parser
 
 
@@ -199,7 +201,7 @@ def run_data(args) -> int:
 
 
 COMMANDS = {"train": run_train, "tune": run_tune, "evaluate": run_evaluate, "spec": run_spec,
-            "augment-preview": run_augment_preview, "data": run_data}
+            "augment-preview": run_augment_preview, "data": run_data, "report": run_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,7 +86,7 @@ def location_problems(location: str, field: str, must_exist: bool = False) -> li
     """A local path (which must exist when ``must_exist``) or a URI whose scheme an installed filesystem
     (pyarrow or fsspec) serves."""
     if "://" not in location:
-        if must_exist and not Path(location).expanduser().exists():
+        if must_exist and not _path_exists(location):
             return [(field, f"got {location!r}, which does not exist; accepted: an existing path or a URI")]
         return []
     scheme = location.split("://", 1)[0]
@@ -98,6 +98,13 @@ def location_problems(location: str, field: str, must_exist: bool = False) -> li
     if scheme == "file" and must_exist and not Path(location[len("file://"):]).exists():
         return [(field, f"got {location!r}, which does not exist; accepted: an existing path or a URI")]
     return []
+
+
+def _path_exists(location: str) -> bool:
+    try:
+        return Path(location).expanduser().exists()
+    except (ValueError, RuntimeError, OSError):  # a NUL byte, an unknown ~user, a name too long
+        return False
 
 
 def storage_problems(location: str, field: str) -> list[tuple[str, str]]:
@@ -218,6 +225,8 @@ def _framework_problems(spec: RunSpec) -> list[tuple[str, str]]:
     if spec.model.name not in models and not USER_FACTORY.match(spec.model.name):
         problems.append(("model.name", f"got {spec.model.name!r}, which framework {spec.framework} does not "
                                        f"have; accepted with {spec.framework}: {', '.join(models)}, or a factory"))
+    elif USER_FACTORY.match(spec.model.name) and spec.model.name not in models:
+        problems += _factory_module_problems(spec.model.name)
     if spec.framework == "tf" and spec.train.grad_accum_steps > 1:
         problems.append(("train.grad_accum_steps", f"got {spec.train.grad_accum_steps} with framework tf; accepted "
                                                    "on tf: 1 (raise train.batch_size instead)"))
@@ -225,6 +234,21 @@ def _framework_problems(spec: RunSpec) -> list[tuple[str, str]]:
         problems.append(("finetune.backbone_lr_mult", "got a multiplier with train.precision=fp16 on tf; the "
                                                       "loss scaler needs one optimizer: accepted: 1.0, or bf16"))
     return problems
+
+
+def _factory_module_problems(factory: str) -> list[tuple[str, str]]:
+    """The factory's module must be importable here: the workers import it by the same name, so a typo
+    fails now rather than after Ray has started a worker group. Only the module is located (its parent
+    packages are imported, the module itself is not run)."""
+    module = factory.split(":")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        return []
+    return [("model.name", f"got {factory!r}, but module {module!r} cannot be found on this Python path; accepted: "
+                           "a 'package.module:function' importable from the directory raykit runs in (or installed)")]
 
 
 def _resource_problems(scaling: ScalingSpec) -> list[tuple[str, str]]:

@@ -116,8 +116,13 @@ def test_cross_field_rules():
 
 
 def test_user_model_factory_string_is_accepted_only_in_module_colon_form():
-    assert load_spec(None, ["model.name=my_pkg.models:build"]).model.name == "my_pkg.models:build"
-    assert "model.name" in problems(None, ["model.name=my_pkg.models.build"])
+    factory = "tests.backends.user_models:tiny_linear"
+    assert load_spec(None, [f"model.name={factory}"]).model.name == factory
+    assert "model.name" in problems(None, ["model.name=tests.backends.user_models.tiny_linear"])
+
+
+def test_a_factory_module_that_cannot_be_found_is_refused_at_validation():
+    assert "module 'my_pkg.models' cannot be found" in problems(None, ["model.name=my_pkg.models:build"])["model.name"]
 
 
 def test_bad_config_sources(tmp_path):

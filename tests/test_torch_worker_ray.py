@@ -121,3 +121,16 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_good_one(ray_add
     # Resumed from epoch 2 (the newest checkpoint that verifies): epoch 3 was trained again, then 4.
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
     assert (Path(storage) / "damaged" / "checkpoint_epoch=0004" / "manifest.json").is_file()
+
+
+def test_a_writer_killed_between_checkpoint_files_leaves_the_previous_checkpoint(straight, storage, tmp_path,
+                                                                                  monkeypatch):
+    # Rank 0 dies after writing epoch 3's weights file, before the optimizer state and the manifest.
+    fault = [{"at": "between_checkpoint_files", "epoch": 3, "action": "exit", "once_file": str(tmp_path / "fired")}]
+    monkeypatch.setenv("RAYKIT_FAULTS", json.dumps(fault))
+    resumed = raykit.train(DEFAULT_JOB, ["train.epochs=4", f"storage={storage}", "checkpoint.keep_best=1",
+                                         "scaling.max_failures=1", "name=killed-writer"])
+    assert (tmp_path / "fired").exists()
+    assert_same_run(resumed, straight)  # restarted from epoch 2's checkpoint, as if nothing happened
+    for directory in Path(resumed.run_dir).glob("checkpoint_epoch=*"):  # no half-written checkpoint remains
+        assert (directory / "manifest.json").is_file()

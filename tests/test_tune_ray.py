@@ -108,3 +108,21 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(ray_address, 
     assert sorted(t.epochs for t in result.trials) == [1, 60]
     assert all(t.status == "TERMINATED" for t in result.trials)
     assert short.stat().st_mtime_ns == short_written  # the finished trial was not trained again
+
+
+def test_a_trial_whose_worker_is_killed_is_retried_while_the_others_go_on(ray_address, storage, tmp_path,
+                                                                           monkeypatch):
+    # The first trial to finish epoch 1 dies at once (its process exits, as a killed worker would).
+    fault = [{"at": "after_report", "epoch": 1, "action": "exit", "once_file": str(tmp_path / "fired")}]
+    monkeypatch.setenv("RAYKIT_FAULTS", json.dumps(fault))
+    result = raykit.tune(DEFAULT_JOB, {"optim.lr": {"grid": [1e-3, 2e-3, 3e-3]}},
+                         [f"storage={storage}", "name=killed-trial", "scaling.num_workers=1", "train.epochs=2",
+                          "tune.max_failures=1"])
+    assert (tmp_path / "fired").exists()
+    assert [t.status for t in result.trials] == ["TERMINATED"] * 3 and all(t.epochs == 2 for t in result.trials)
+    restarted = [t for t in result.trials
+                 if (Path(storage) / "killed-trial" / "trials" / t.trial_id / "restores.jsonl").exists()]
+    assert len(restarted) == 1  # only the killed trial restarted, from its own epoch-1 checkpoint
+    restore = json.loads((Path(storage) / "killed-trial" / "trials" / restarted[0].trial_id / "restores.jsonl")
+                         .read_text().splitlines()[0])
+    assert restore["epoch"] == 1
