@@ -10,6 +10,7 @@ import torch
 from raykit.backends.torch import finetune
 from raykit.backends.torch.loop import fit, optimizer_steps_per_epoch
 from raykit.backends.torch.models import build_model
+from raykit.checkpoint import CheckpointError
 from raykit.schedules import SCHEDULES, frozen_at_epoch, lr_multiplier
 from raykit.session import WorkerSession
 from raykit.spec import SCHEDULES as SPEC_SCHEDULES
@@ -186,3 +187,14 @@ def test_init_from_a_raykit_checkpoint_by_path_and_by_uri(tmp_path):
         report = finetune.load_initial_weights(spec, model)
         assert len(report.loaded) == len(saved) and not report.mismatched
         assert torch.equal(model.state_dict()["0.weight"], saved["0.weight"])
+
+
+def test_init_from_a_truncated_checkpoint_fails_naming_the_file(tmp_path):
+    recorder = Recorder(tmp_path)
+    fit(tiny_spec("train.epochs=1"), WorkerSession(report=recorder))
+    directory = recorder.checkpoints[-1]
+    weights = directory / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    spec = tiny_spec(f"finetune.init_from={directory}")
+    with pytest.raises(CheckpointError, match=r"model\.pt"):
+        finetune.load_initial_weights(spec, build_model(spec.model, (8, 8, 1), 10))
