@@ -12,7 +12,8 @@ Example::
 from raykit.spec import RunSpec, SpecError, load_spec
 
 __version__ = "0.1.0"
-__all__ = ["RunSpec", "SpecError", "TrainResult", "load_spec", "train", "tune"]
+__all__ = ["RunSpec", "SpecError", "TrainResult", "evaluate", "export", "load_spec", "predict", "report", "train",
+           "tune"]
 
 
 def train(spec=None, overrides=(), **kwargs):
@@ -27,6 +28,34 @@ def tune(spec=None, search_space=None, overrides=(), **kwargs):
     from raykit.api import tune as _tune
 
     return _tune(spec, search_space, overrides, **kwargs)
+
+
+def evaluate(checkpoint, split="test", overrides=(), **kwargs):
+    """Accuracy, per-class precision/recall and a confusion matrix; see :func:`raykit.api.evaluate`."""
+    from raykit.api import evaluate as _evaluate
+
+    return _evaluate(checkpoint, split, overrides, **kwargs)
+
+
+def export(checkpoint, formats=None, out_dir=None, overrides=(), **kwargs):
+    """Export a checkpoint's model (TorchScript/ONNX or .keras/SavedModel); see :func:`raykit.inference.export`."""
+    from raykit.inference import export as _export
+
+    return _export(checkpoint, formats, out_dir, overrides, **kwargs)
+
+
+def predict(checkpoint, data, out, overrides=(), **kwargs):
+    """Batch inference with Ray Data into Parquet; see :func:`raykit.inference.predict`."""
+    from raykit.inference import predict as _predict
+
+    return _predict(checkpoint, data, out, overrides, **kwargs)
+
+
+def report(directory, out_dir=None):
+    """PNGs and a summary of a run or sweep directory; see :func:`raykit.report.report`."""
+    from raykit.report import report as _report
+
+    return _report(directory, out_dir)
 
 
 def __getattr__(name):

@@ -307,11 +307,9 @@ def evaluate(checkpoint: str, split: str = "test", overrides=(), *, out_dir: str
 
     if split not in ("train", "val", "test"):
         raise SpecError([("--split", f"got {split!r}; accepted: train, val, test")])
-    manifest_path = storage.join(checkpoint, "manifest.json")
-    if not storage.exists(manifest_path):
-        raise SpecError([("checkpoint", f"got {checkpoint!r}, which has no manifest.json; accepted: a raykit "
-                                        "checkpoint directory (path or URI)")])
-    spec = load_spec(json.loads(storage.read_text(manifest_path))["spec"], _merge_overrides(overrides))
+    from raykit.inference import checkpoint_manifest
+
+    spec = load_spec(checkpoint_manifest(checkpoint)["spec"], _merge_overrides(overrides))
 
     from raykit.ray import cluster, remote
 

@@ -77,7 +77,64 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--rows", type=int, default=6, help="how many images (default: %(default)s)")
     add_data_commands(commands)
     add_report_command(commands)
+    add_inference_commands(commands)
     return parser
+
+
+def add_inference_commands(commands) -> None:
+    export = commands.add_parser(
+        "export", help="export a checkpoint's model: TorchScript/ONNX (torch), .keras/SavedModel (tf)",
+        description="Export the model of a raykit checkpoint for serving. Exported models take float32 NHWC images "
+                    "in [0, 1] and return logits; the spec's normalize ops are built in. Each export is checked "
+                    "against the checkpoint on a random batch (see <name>.export.json).",
+        epilog="examples:\n  raykit export runs/my-run/checkpoint_epoch=0015               # every format of its "
+               "framework\n  raykit export runs/my-run/checkpoint_epoch=0015 --format onnx --out deploy/\n"
+               "  raykit export s3://bucket/runs/tf-run/checkpoint_epoch=0010 --format saved_model",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _checkpoint_arguments(export, "checkpoint.export_template=model")
+    export.add_argument("--format", dest="formats", action="append", default=None,
+                        choices=("torchscript", "onnx", "keras", "saved_model"),
+                        help="repeatable; default: torchscript + onnx (torch) or keras + saved_model (tf)")
+    export.add_argument("--out", default=None, help="directory (path or URI); default: <run>/export")
+    predict = commands.add_parser(
+        "predict", help="batch inference over a dataset with Ray Data; predictions + probabilities to Parquet",
+        description="Predict every image of --data (Parquet, image folder, or .npz; path or URI) with the model of "
+                    "CHECKPOINT on Ray Data actors, decoding as its training data was, and write Parquet files to "
+                    "--out with columns row, label (-1 if none), prediction, p_<class>.",
+        epilog="examples:\n  raykit predict runs/my-run/checkpoint_epoch=0015 --data new-images/ --out preds/\n"
+               "  raykit predict s3://b/runs/r/checkpoint_epoch=0015 --data s3://b/unlabelled.parquet "
+               "--out s3://b/preds/ --actors 4 --gpu",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _checkpoint_arguments(predict, "data.image_column=img")
+    predict.add_argument("--data", required=True, help="dataset to predict (path or URI)")
+    predict.add_argument("--out", required=True, help="directory for the Parquet files (path or URI)")
+    predict.add_argument("--batch-size", type=int, default=256, help="images per model call (default 256)")
+    predict.add_argument("--actors", type=int, default=1, help="model replicas (Ray Data actors; default 1)")
+    predict.add_argument("--gpu", action="store_true", default=None, help="one GPU per actor")
+    predict.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local)")
+
+
+def _checkpoint_arguments(parser: argparse.ArgumentParser, example_override: str) -> None:
+    """CHECKPOINT, --set (on the checkpoint's own spec) and --debug."""
+    parser.add_argument("checkpoint", help="raykit checkpoint directory (path or URI)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a field of the checkpoint's spec, e.g. {example_override}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from raykit.inference import export
+
+    export(args.checkpoint, args.formats, args.out, args.overrides)
+    return EXIT_OK
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from raykit.inference import predict
+
+    predict(args.checkpoint, args.data, args.out, args.overrides, batch_size=args.batch_size, actors=args.actors,
+            use_gpu=args.gpu, address=args.address)
+    return EXIT_OK
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -201,7 +258,8 @@ def run_data(args) -> int:
 
 
 COMMANDS = {"train": run_train, "tune": run_tune, "evaluate": run_evaluate, "spec": run_spec,
-            "augment-preview": run_augment_preview, "data": run_data, "report": run_report}
+            "augment-preview": run_augment_preview, "data": run_data, "report": run_report,
+            "export": run_export, "predict": run_predict}
 
 
 def main(argv: list[str] | None = None) -> int:

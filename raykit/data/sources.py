@@ -188,14 +188,16 @@ def detect_format(uri: str, declared: str = "auto") -> str:
     entries = _listing(fs, path, uri)
     if any(e.is_file and e.path.lower().endswith(PARQUET_EXTENSIONS) for e in entries):
         return "parquet"
-    if any(not e.is_file for e in entries):
+    if any(not e.is_file or e.path.lower().endswith(IMAGE_EXTENSIONS) for e in entries):
         return "image_folder"
     raise DataError(f"data.uri: cannot tell the format of {uri!r} (no .parquet files, no class folders); "
                     "accepted: .npz, .parquet, a directory of Parquet files or of class folders, or set data.format")
 
 
-def open_source(uri: str, fmt: str, options: ReadOptions) -> Source:
-    """List ``uri`` (labels and chunks; no pixels decoded except one image, for its shape)."""
+def open_source(uri: str, fmt: str, options: ReadOptions, labels_required: bool = True) -> Source:
+    """List ``uri`` (labels and chunks; no pixels decoded except one image, for its shape). With
+    ``labels_required=False`` (prediction) data without labels is read with label -1: Parquet without
+    the label column, an .npz without ``y``, or an image folder of images without class folders."""
     fmt = detect_format(uri, fmt)
     if fmt == "digits":
         from raykit.data import digits
@@ -203,10 +205,10 @@ def open_source(uri: str, fmt: str, options: ReadOptions) -> Source:
         x, y = digits.load()
         return Source(uri, fmt, y, options, arrays=(x, y))
     if fmt == "npz":
-        return _open_npz(uri, options)
+        return _open_npz(uri, options, labels_required)
     if fmt == "parquet":
-        return _open_parquet(uri, options)
-    return _open_image_folder(uri, options)
+        return _open_parquet(uri, options, labels_required)
+    return _open_image_folder(uri, options, labels_required)
 
 
 def _open(uri: str):
@@ -228,7 +230,7 @@ def _listing(fs, path: str, uri: str, recursive: bool = False) -> list:
     return sorted((e for e in entries if not e.base_name.startswith((".", "_"))), key=lambda e: e.path)
 
 
-def _open_npz(uri: str, options: ReadOptions) -> Source:
+def _open_npz(uri: str, options: ReadOptions, labels_required: bool = True) -> Source:
     import io
 
     fs, path = _open(uri)
@@ -238,10 +240,14 @@ def _open_npz(uri: str, options: ReadOptions) -> Source:
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
             keys = set(archive.files)
-            if not {"x", "y"} <= keys:
+            if not labels_required and "x" in keys and "y" not in keys:
+                x = archive["x"]
+                y = np.full(len(x), -1, np.int64)
+            elif not {"x", "y"} <= keys:
                 raise DataError(f"data.uri: {uri} holds arrays {sorted(keys)}; accepted: an .npz with images 'x' "
                                 "(N, H, W) or (N, H, W, C) and labels 'y' (N,)")
-            x, y = archive["x"], archive["y"]
+            else:
+                x, y = archive["x"], archive["y"]
     except ValueError as exc:
         if isinstance(exc, DataError):
             raise
@@ -251,11 +257,11 @@ def _open_npz(uri: str, options: ReadOptions) -> Source:
         raise DataError(f"data.uri: {uri} has x of shape {x.shape} and y of shape {y.shape}; accepted: x (N, H, W) or "
                         "(N, H, W, C) and y (N,) with the same N")
     x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-    labels, names = _class_indices(np.asarray(y), f"{uri} array 'y'")
+    labels, names = _class_indices(np.asarray(y), f"{uri} array 'y'", allow_unlabelled=not labels_required)
     return Source(uri, "npz", labels, options, class_names=names, arrays=(x, labels))
 
 
-def _open_parquet(uri: str, options: ReadOptions) -> Source:
+def _open_parquet(uri: str, options: ReadOptions, labels_required: bool = True) -> Source:
     import pyarrow.parquet as pq
 
     fs, path = _open(uri)
@@ -267,24 +273,34 @@ def _open_parquet(uri: str, options: ReadOptions) -> Source:
     for file in files:
         with fs.open_input_file(file) as handle:
             parquet = pq.ParquetFile(handle)
-            missing = [c for c in (options.label_column, options.image_column) if c not in parquet.schema_arrow.names]
+            names = parquet.schema_arrow.names
+            wanted = (options.label_column, options.image_column) if labels_required else (options.image_column,)
+            missing = [c for c in wanted if c not in names]
             if missing:
                 which = "data.label_column" if missing[0] == options.label_column else "data.image_column"
                 raise DataError(f"{which}: no column {missing[0]!r} in {file}; its columns: "
                                 f"{', '.join(parquet.schema_arrow.names)}")
-            labels.append(parquet.read(columns=[options.label_column]).column(0).to_numpy(zero_copy_only=False))
+            if options.label_column in names:
+                labels.append(parquet.read(columns=[options.label_column]).column(0).to_numpy(zero_copy_only=False))
+            else:
+                labels.append(np.full(parquet.metadata.num_rows, -1, np.int64))
             for group in range(parquet.num_row_groups):
                 rows = parquet.metadata.row_group(group).num_rows
                 chunks.append(Chunk(rows=np.arange(offset, offset + rows), file=file, row_group=group))
                 offset += rows
-    indices, names = _class_indices(np.concatenate(labels), f"column {options.label_column!r} of {uri}")
+    indices, names = _class_indices(np.concatenate(labels), f"column {options.label_column!r} of {uri}",
+                                    allow_unlabelled=not labels_required)
     return _with_color_mode(Source(uri, "parquet", indices, options, class_names=names, chunks=chunks,
                                    filesystem=fs))
 
 
-def _open_image_folder(uri: str, options: ReadOptions) -> Source:
+def _open_image_folder(uri: str, options: ReadOptions, labels_required: bool = True) -> Source:
     fs, path = _open(uri)
-    classes = [e for e in _listing(fs, path, uri) if not e.is_file]
+    entries = _listing(fs, path, uri)
+    classes = [e for e in entries if not e.is_file]
+    if not classes and not labels_required:  # a flat folder of images to predict
+        files = [e.path for e in entries if e.path.lower().endswith(IMAGE_EXTENSIONS)]
+        return _image_source(uri, fs, files, np.full(len(files), -1, np.int64), None, options)
     if not classes:
         raise DataError(f"data.uri: {uri} has no class folders; accepted: root/<class name>/<image files>")
     files, labels = [], []
@@ -296,11 +312,17 @@ def _open_image_folder(uri: str, options: ReadOptions) -> Source:
                             f"with at least one {'/'.join(IMAGE_EXTENSIONS)} file (remove empty folders)")
         files += images
         labels += [index] * len(images)
+    return _image_source(uri, fs, files, np.asarray(labels, np.int64),
+                         [posixpath.basename(c.path) for c in classes], options)
+
+
+def _image_source(uri: str, fs, files: list[str], labels: np.ndarray, class_names, options: ReadOptions) -> Source:
+    if not files:
+        raise DataError(f"data.uri: {uri} holds no images")
     # Chunks mix classes (files are listed class by class), so a streamed chunk is not one class.
     order = np.random.default_rng(0).permutation(len(files))
     chunks = [Chunk(rows=np.sort(order[i:i + FILES_PER_CHUNK])) for i in range(0, len(files), FILES_PER_CHUNK)]
-    source = Source(uri, "image_folder", np.asarray(labels, np.int64), options,
-                    class_names=[posixpath.basename(c.path) for c in classes], chunks=chunks, files=files,
+    source = Source(uri, "image_folder", labels, options, class_names=class_names, chunks=chunks, files=files,
                     filesystem=fs)
     return _with_color_mode(source)
 
@@ -334,10 +356,12 @@ def _first_encoded(source: Source) -> tuple[bytes | None, str]:
     return None, ""
 
 
-def _class_indices(values: np.ndarray, where: str) -> tuple[np.ndarray, list[str] | None]:
-    """Integer labels as they are (checked non-negative); strings mapped to sorted class names."""
+def _class_indices(values: np.ndarray, where: str, allow_unlabelled: bool = False
+                   ) -> tuple[np.ndarray, list[str] | None]:
+    """Integer labels as they are (checked non-negative, or -1 for unlabelled rows when allowed); strings
+    mapped to sorted class names."""
     if values.dtype.kind in "iu":
-        if len(values) and values.min() < 0:
+        if len(values) and values.min() < (-1 if allow_unlabelled else 0):
             raise DataError(f"{where}: label {int(values.min())} is negative; accepted: class indices 0..K-1")
         return values.astype(np.int64), None
     if values.dtype.kind in "OUS":

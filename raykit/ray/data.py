@@ -33,10 +33,7 @@ def _split_dataset(split: SplitRows, spec: RunSpec, seed: int) -> ray.data.Datas
     chunks = split.chunks()
     # A seeded chunk order mixes row groups or file groups that were written class by class.
     order = np.random.default_rng(seed).permutation(len(chunks))
-    items = [{"chunk": int(i)} for i in order]
-    reader = _ChunkReader(split.source, [chunks[i] for i in range(len(chunks))], split.mask())
-    return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
-        reader, batch_size=1, batch_format="numpy", num_cpus=spec.data.read_cpus)
+    return chunk_dataset(split.source, chunks, split.mask(), spec.data.read_cpus, order)
 
 
 class _ChunkReader:
@@ -46,14 +43,24 @@ class _ChunkReader:
         self.source, self.chunks, self.wanted = source, chunks, wanted
 
     def __call__(self, batch: dict) -> dict:
-        xs, ys = [], []
+        xs, ys, rows = [], [], []
         for number in batch["chunk"]:
             chunk = self.chunks[int(number)]
             x, y = self.source.read_chunk(chunk)
             keep = self.wanted[chunk.rows]
             xs.append(x[keep])
             ys.append(y[keep])
-        return {"x": np.concatenate(xs), "y": np.concatenate(ys)}
+            rows.append(chunk.rows[keep])
+        return {"x": np.concatenate(xs), "y": np.concatenate(ys), "row": np.concatenate(rows)}
+
+
+def chunk_dataset(source, chunks: list, wanted: np.ndarray, read_cpus: float, order=None) -> ray.data.Dataset:
+    """One Ray Data read task per chunk of ``source`` (in ``order``), keeping the ``wanted`` rows:
+    ``{"x", "y", "row"}`` blocks of decoded images, labels and source row numbers."""
+    order = range(len(chunks)) if order is None else order
+    items = [{"chunk": int(i)} for i in order]
+    return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
+        _ChunkReader(source, chunks, wanted), batch_size=1, batch_format="numpy", num_cpus=read_cpus)
 
 
 def info_dict(info: DataInfo) -> dict:

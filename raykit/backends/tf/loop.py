@@ -360,7 +360,7 @@ def _report(worker: Worker, progress: Progress, metrics: dict, info: DataInfo,
         if progress.checkpoint_due(spec.checkpoint.every_n_epochs, spec.train.epochs):
             directory = tempfile.mkdtemp(prefix=f"raykit-ckpt-{progress.epoch:04d}-")
             state = {**progress.as_state(), "input_shape": list(info.input_shape),
-                     "num_classes": worker.model.output_shape[-1]}
+                     "num_classes": worker.model.output_shape[-1], "class_names": info.class_names}
             ckpt.save(directory, model=worker.model, optimizers=worker.optimizers, state=state,
                       metrics=metrics, spec=spec.to_dict())
     try:

@@ -50,6 +50,7 @@ class Worker:
     scaler: torch.amp.GradScaler
     augmenter: Augmenter
     freezable: list[str]  # layers the spec freezes at the start
+    data_info: DataInfo  # input shape and classes, saved in checkpoints so exports need no data
     wrapped: nn.Module | None = None  # the DDP-wrapped model for training
     frozen: list[str] | None = None  # layers frozen right now
 
@@ -114,7 +115,8 @@ def _build_worker(spec: RunSpec, session: WorkerSession, info: DataInfo, splits:
     scaler = torch.amp.GradScaler(device.type, enabled=spec.train.precision == "fp16")
     augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), num_classes, spec.train.seed)
     return Worker(spec, session, device, model, optimizer, scheduler, scaler, augmenter,
-                  freezable=finetune.frozen_layer_names(model, spec.finetune))
+                  freezable=finetune.frozen_layer_names(model, spec.finetune),
+                  data_info=DataInfo(info.input_shape, num_classes, info.sizes, info.class_names))
 
 
 def _check_labels(splits: Splits, num_classes: int) -> None:
@@ -261,13 +263,19 @@ def _report(worker: Worker, progress: Progress, metrics: dict, sinks: MetricSink
         if due:
             directory = tempfile.mkdtemp(prefix=f"raykit-ckpt-{epoch:04d}-")
             ckpt.save(directory, model=worker.model, optimizer=worker.optimizer, scheduler=worker.scheduler,
-                      scaler=worker.scaler, state=progress.as_state(), metrics=metrics, rng_states=rng_states,
+                      scaler=worker.scaler, state=_checkpoint_state(worker, progress), metrics=metrics, rng_states=rng_states,
                       spec=spec.to_dict())
     try:
         session.report(metrics, directory)
     finally:
         if directory:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _checkpoint_state(worker: Worker, progress: Progress) -> dict:
+    info = worker.data_info
+    return {**progress.as_state(), "input_shape": list(info.input_shape), "num_classes": info.num_classes,
+            "class_names": info.class_names}
 
 
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> torch.Tensor:

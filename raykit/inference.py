@@ -1,0 +1,147 @@
+"""After training: export a checkpoint's model for serving, and batch prediction over a dataset.
+
+``raykit.export(checkpoint)`` writes TorchScript and ONNX (torch) or ``.keras`` and SavedModel (Keras)
+files that take float32 NHWC images in [0, 1] and return logits, and checks each reproduces the
+checkpoint's logits. ``raykit.predict(checkpoint, data, out)`` runs the model over a Parquet / image
+folder / .npz dataset with Ray Data actors and writes predictions and class probabilities as Parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from raykit import storage
+from raykit.backends import load_backend_module
+from raykit.spec import EPOCH_METRICS, RunSpec, SpecError, load_spec
+
+EXPORT_FORMATS = {"torch": ("torchscript", "onnx"), "tf": ("keras", "saved_model")}
+
+
+def checkpoint_manifest(checkpoint: str) -> dict:
+    """A raykit checkpoint's manifest (path or URI), or a SpecError naming the argument."""
+    path = storage.join(checkpoint, "manifest.json")
+    if not storage.exists(path):
+        raise SpecError([("checkpoint", f"got {checkpoint!r}, which has no manifest.json; accepted: a raykit "
+                                        "checkpoint directory (path or URI)")])
+    return json.loads(storage.read_text(path))
+
+
+def model_shape(manifest: dict, spec: RunSpec) -> tuple[tuple, int]:
+    """(input shape, classes) from the checkpoint; older checkpoints without them ask the data."""
+    state = manifest.get("state", {})
+    if state.get("input_shape") and state.get("num_classes"):
+        return tuple(state["input_shape"]), int(state["num_classes"])
+    from raykit.data import plan_data
+
+    info = plan_data(spec.data).info
+    return info.input_shape, spec.model.num_classes or info.num_classes
+
+
+def export(checkpoint: str, formats: list[str] | None = None, out_dir: str | None = None, overrides=(), *,
+           verbose: bool = True) -> dict[str, str]:
+    """Export the model of ``checkpoint`` (path or URI) in ``formats`` (default: all of its framework's).
+
+    Files are named by ``checkpoint.export_template`` (e.g. ``15-1.00.onnx``) in ``out_dir`` (default: the
+    run's ``export/``), beside ``<name>.export.json`` recording each file's largest logit difference from
+    the checkpoint on a random batch. Returns ``{format: location}``.
+
+    Example::
+
+        raykit.export("runs/my-run/checkpoint_epoch=0015", ["onnx"])
+    """
+    manifest = checkpoint_manifest(checkpoint)
+    framework = manifest["framework"]
+    formats = list(formats or EXPORT_FORMATS[framework])
+    unknown = [f for f in formats if f not in EXPORT_FORMATS[framework]]
+    if unknown:
+        raise SpecError([("--format", f"got {unknown[0]!r} for a {framework} checkpoint; accepted: "
+                                      f"{', '.join(EXPORT_FORMATS[framework])}")])
+    spec = load_spec(manifest["spec"], overrides)
+    input_shape, num_classes = model_shape(manifest, spec)
+    metrics = {k: v for k, v in (manifest.get("metrics") or {}).items() if k in EPOCH_METRICS}
+    stem = spec.checkpoint.export_template.format(**metrics)
+    out_dir = out_dir or storage.join(_parent(checkpoint), "export")
+    backend = load_backend_module(framework, "export")
+    with tempfile.TemporaryDirectory(prefix="raykit-export-") as work:
+        local = _local_checkpoint(checkpoint, work)
+        os.makedirs(os.path.join(work, "out"))
+        written = backend.export(spec, local, input_shape, num_classes, os.path.join(work, "out", stem), formats)
+        probe = np.random.default_rng(0).random((4, *input_shape), dtype=np.float32)
+        expected = backend.reference_logits(spec, local, probe, input_shape, num_classes)
+        checks = {fmt: float(np.abs(backend.load_exported(path)(probe) - expected).max())
+                  for fmt, path in written.items()}
+        locations = {fmt: _upload(path, storage.join(out_dir, os.path.basename(path))) for fmt, path in written.items()}
+    record = {"checkpoint": checkpoint, "framework": framework, "input": f"float32 NHWC {list(input_shape)} in [0, 1]",
+              "output": f"logits ({num_classes} classes)", "class_names": manifest.get("state", {}).get("class_names"),
+              "files": locations, "max_abs_logit_difference": checks}
+    storage.write_text(storage.join(out_dir, f"{stem}.export.json"), json.dumps(record, indent=1))
+    if verbose:
+        for fmt, location in locations.items():
+            print(f"{fmt:<12} {location}  (max |logit difference| {checks[fmt]:.2e})")
+    return locations
+
+
+def _parent(location: str) -> str:
+    return location.rstrip("/").rsplit("/", 1)[0]
+
+
+def _local_checkpoint(checkpoint: str, work: str) -> str:
+    if not storage.is_uri(checkpoint) or checkpoint.startswith("file://"):
+        return checkpoint.removeprefix("file://")
+    return storage.download_dir(checkpoint, os.path.join(work, "checkpoint"))
+
+
+def _upload(path: str, target: str) -> str:
+    """Copy a local file or directory (a SavedModel) to ``target`` (path or URI), file by file, atomically."""
+    if os.path.isdir(path):
+        for file in sorted(Path(path).rglob("*")):
+            if file.is_file():
+                storage.write_bytes(storage.join(target, file.relative_to(path).as_posix()), file.read_bytes())
+    else:
+        storage.write_bytes(target, Path(path).read_bytes())
+    return target
+
+
+def predict(checkpoint: str, data: str, out: str, overrides=(), *, batch_size: int = 256, actors: int = 1,
+            use_gpu: bool | None = None, address: str | None = None, verbose: bool = True) -> dict:
+    """Predict every image of ``data`` (a Parquet / image-folder / .npz URI, decoded as the checkpoint's
+    training data was) with the model of ``checkpoint``, on Ray Data actors, and write Parquet files to
+    ``out``: ``row`` (the source's row number), ``label`` (-1 when the data has none), ``prediction``,
+    and one ``p_<class>`` probability column per class. ``overrides`` change the checkpoint's spec (e.g.
+    ``data.image_column=img``). Returns ``{"rows": N, "out": out, ...}``.
+
+    Example::
+
+        raykit.predict("s3://bucket/runs/r1/checkpoint_epoch=0015", "s3://bucket/new-images/", "s3://bucket/preds/")
+    """
+    from raykit.data.sources import ReadOptions, open_source
+
+    if batch_size < 1 or actors < 1:
+        raise SpecError([("--batch-size/--actors", f"got {batch_size}/{actors}; accepted: integers >= 1")])
+    manifest = checkpoint_manifest(checkpoint)
+    spec = load_spec(manifest["spec"], overrides)
+    input_shape, num_classes = model_shape(manifest, spec)
+    options = ReadOptions(label_column=spec.data.label_column, image_column=spec.data.image_column,
+                          color_mode="grayscale" if input_shape[-1] == 1 else "rgb",
+                          resize=tuple(input_shape[:2]))
+    data = data if data == "digits" else storage.resolve_storage(data)
+    source = open_source(data, spec.data.format, options, labels_required=False)
+    names = manifest.get("state", {}).get("class_names") or [str(i) for i in range(num_classes)]
+
+    from raykit.ray import cluster
+    from raykit.ray.predict import run_prediction
+
+    cluster.connect(address)
+    rows = run_prediction(source, spec, manifest["framework"], storage.resolve_storage(checkpoint),
+                          storage.resolve_storage(out), input_shape, num_classes, names, batch_size=batch_size,
+                          actors=actors, use_gpu=spec.scaling.use_gpu if use_gpu is None else use_gpu)
+    summary = {"rows": rows, "out": out, "classes": names}
+    if verbose:
+        print(f"predicted {rows} images from {data} -> {out} (columns row, label, prediction, "
+              f"{', '.join('p_' + n for n in names[:3])}{', ...' if len(names) > 3 else ''})")
+    return summary
