@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import dataclass, field
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "samples_per_s",
@@ -21,6 +22,39 @@ def epoch_line(metrics: dict, epochs: int, elapsed_s: float, eta_s: float) -> st
     return (f"epoch {metrics['epoch']:>3}/{epochs}  train_loss {metrics['train_loss']:.4f}  "
             f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_acc']:.4f}  "
             f"elapsed {elapsed_s:6.1f}s  eta {eta_s:6.1f}s")
+
+
+def epoch_bar(session, spec, epoch: int, planned_batches: int) -> "EpochBar":
+    """Rank 0's bar for one epoch: its samples with ETA, titled with epoch, batch and samples/s."""
+    title = f"epoch {epoch}/{spec.train.epochs}"
+    return EpochBar(session.epoch_bar(planned_batches * spec.per_worker_batch_size, title), title, planned_batches)
+
+
+class EpochBar:
+    """Counts batches and the worker's own samples/s into the bar's title about once a second: the bar is
+    drawn on the driver, whose clock sees log-forwarding delays, not the worker's speed."""
+
+    def __init__(self, bar, title: str, planned_batches: int):
+        self.bar, self.title, self.planned = bar, title, planned_batches
+        self.batches = self.samples = 0
+        self.started = self.shown = time.perf_counter()
+
+    def update(self, samples: int) -> None:
+        self.batches += 1
+        self.samples += samples
+        self.bar.update(samples)
+        now = time.perf_counter()
+        if now - self.shown >= 1.0:
+            self.shown = now
+            self.bar.set_description(self._title(now))
+
+    def close(self) -> None:
+        self.bar.set_description(self._title(time.perf_counter()))
+        self.bar.close()
+
+    def _title(self, now: float) -> str:
+        rate = self.samples / max(now - self.started, 1e-9)
+        return f"{self.title} batch {self.batches}/{self.planned} {rate:,.0f} samples/s (rank 0)"
 
 
 def history_csv(history: list[dict]) -> str:

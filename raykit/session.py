@@ -34,6 +34,8 @@ class WorkerSession:
         streams: streamed data (Ray Data): split name -> a callable returning one epoch of this rank's
             ``{"x", "y"}`` NumPy batches; None when the loop loads ``spec.data`` into memory itself.
         data_info: input shape, classes and split sizes of streamed data (the driver's plan).
+        progress_bar: ``progress_bar(total, description)`` -> a bar with ``update(n)``,
+            ``set_description(text)`` and ``close()`` (rank 0 with a terminal); None for no bar.
     """
 
     rank: int = 0
@@ -46,10 +48,17 @@ class WorkerSession:
     prepare_model: Callable[[Any], Any] = field(default=_identity)
     streams: dict[str, Callable[[], Iterable[dict]]] | None = None
     data_info: Any = None
+    progress_bar: Callable[[int, str], Any] | None = None
 
     @property
     def is_chief(self) -> bool:
         return self.rank == 0
+
+    def epoch_bar(self, total_samples: int, description: str):
+        """This epoch's progress bar (samples, samples/s, ETA), or one that draws nothing."""
+        if self.progress_bar is None or not self.is_chief:
+            return _NoBar()
+        return self.progress_bar(total_samples, description)
 
     def log(self, message: str) -> None:
         """Print from rank 0 only: other ranks stay quiet."""
@@ -64,3 +73,14 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_description(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

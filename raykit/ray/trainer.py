@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import ray.train
@@ -76,14 +77,16 @@ FORWARDED_PREFIXES = ("RAYKIT_", "AWS_", "GOOGLE_APPLICATION_CREDENTIALS")
 
 
 def build_trainer(spec: RunSpec, run_dir: str, *, callbacks: list | None = None, resume_from: str | None = None,
-                  plan: DataPlan | None = None):
+                  plan: DataPlan | None = None, progress_bar: bool = False):
     """The framework's DataParallelTrainer running raykit's worker loop.
 
     ``resume_from`` (a checkpoint path or URI) starts the run from that checkpoint's full state when the
     run has none of its own yet (a sweep trial continuing from another trial's checkpoint). ``plan`` is
-    the data plan (made here when not given): streamed data goes to the workers as Ray Datasets."""
+    the data plan (made here when not given): streamed data goes to the workers as Ray Datasets.
+    ``progress_bar``: rank 0 draws a bar per epoch on the driver's terminal."""
     plan = plan or plan_data(spec.data, spec.model.num_classes)
-    loop_config = {"spec": spec.to_dict(), "run_dir": run_dir, "resume_from": resume_from}
+    loop_config = {"spec": spec.to_dict(), "run_dir": run_dir, "resume_from": resume_from,
+                   "progress_bar": progress_bar}
     config = run_config(spec)
     if callbacks:
         config.callbacks = [*(config.callbacks or []), *callbacks]
@@ -122,7 +125,8 @@ _HEALTH_CHECK_INTERVAL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 def fit(spec: RunSpec, run_dir: str, plan: DataPlan | None = None) -> TrainOutcome:
     """Run training to the end (or raise ``ray.train.TrainingFailedError``)."""
     os.environ.setdefault(*_HEALTH_CHECK_INTERVAL)
-    result = build_trainer(spec, run_dir, plan=plan).fit()
+    # A bar only where someone watches: not under `ray job logs`, CI, or a pipe.
+    result = build_trainer(spec, run_dir, plan=plan, progress_bar=sys.stdout.isatty()).fit()
     best = None
     if result.best_checkpoints:
         best = result.get_best_checkpoint(spec.checkpoint.monitor, spec.checkpoint.mode)

@@ -42,6 +42,7 @@ def train_loop_per_worker(config: dict) -> dict:
             resume_dir=resume_dir,
             run_dir=config["run_dir"],
             prepare_model=_model_preparer(spec.framework),
+            progress_bar=_progress_bar(config, context.get_world_rank()),
             **_streamed_data(spec, config),
         )
         return load_backend_module(spec.framework, "loop").fit(spec, session)
@@ -77,6 +78,16 @@ def _verified(resume_dir: str | None, name: str, run_dir: str, context):
     raise CheckpointError(f"{problem}; and no earlier checkpoint in {run_dir} verifies, so the run cannot resume")
 
 
+def _progress_bar(config: dict, rank: int):
+    """Rank 0's bars are drawn on the driver's terminal by Ray's tqdm_ray (a bar drawn in the worker would
+    reach the driver as a stream of half-lines); none when the driver is not on a terminal."""
+    if not config.get("progress_bar") or rank != 0:
+        return None
+    from ray.experimental import tqdm_ray
+
+    return lambda total, description: tqdm_ray.tqdm(total=total, desc=description, unit="img")
+
+
 def _streamed_data(spec, config: dict) -> dict:
     """Session fields for data the driver streams through Ray Data (none for data loaded in memory)."""
     if "data_info" not in config:
@@ -101,8 +112,14 @@ def _record_placement(run_dir: str, context) -> None:
 def _quiet_ray_report_log() -> None:
     """Ray logs every report() at INFO with all its metrics, from every rank, past LoggingConfig's level;
     raykit's own rank-0 epoch line says the same once. A filter (not a level, which TensorFlow's logging
-    set-up can reset) drops those INFO records."""
-    logger = logging.getLogger("ray.train.v2._internal.execution.context")
+    set-up can reset) drops those INFO records. That module names its logger by file path, not module
+    name, so the filter goes on the module's own logger object."""
+    try:
+        from ray.train.v2._internal.execution import context as ray_context
+
+        logger = ray_context.logger
+    except (ImportError, AttributeError):  # a Ray version that moved it: the lines stay, nothing breaks
+        return
     if not any(isinstance(f, _WarningsOnly) for f in logger.filters):
         logger.addFilter(_WarningsOnly())
 

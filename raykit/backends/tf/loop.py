@@ -27,7 +27,7 @@ from raykit.backends.tf import finetune
 from raykit.backends.tf.augment import Augmenter, build_augmenter, step_seed
 from raykit.backends.tf.models import build_model
 from raykit.data import DataInfo, Splits, iter_split, plan_data, to_float, worker_data
-from raykit.history import Progress, epoch_line, history_csv
+from raykit.history import Progress, epoch_bar, epoch_line, history_csv
 from raykit.schedules import frozen_at_epoch, lr_multiplier
 from raykit.session import WorkerSession, peak_rss_mb
 from raykit.sinks import MetricSinks
@@ -255,6 +255,7 @@ def _train_epoch(worker: Worker, batches, planned: int, epoch: int, global_step:
     spec, session = worker.spec, worker.session
     totals = np.zeros(3)
     steps = 0
+    bar = epoch_bar(session, spec, epoch, planned)
     for index, (batch_x, batch_y) in enumerate(batches):
         for optimizer in worker.optimizers:
             base = spec.optim.lr * (1.0 if optimizer is worker.optimizers[0] else spec.finetune.backbone_lr_mult)
@@ -266,6 +267,8 @@ def _train_epoch(worker: Worker, batches, planned: int, epoch: int, global_step:
         steps += 1
         if index == planned // 2:
             faults.inject("mid_epoch", epoch=epoch, rank=session.rank)
+        bar.update(len(batch_y))
+    bar.close()
     totals = _sum_over_workers(worker.strategy, totals)
     return float(totals[0] / totals[2]), float(totals[1] / totals[2]), steps
 

@@ -27,7 +27,7 @@ from raykit.backends.torch import finetune
 from raykit.backends.torch.augment import Augmenter, build_augmenter, make_generator, soft_cross_entropy
 from raykit.backends.torch.models import build_model, to_model_layout
 from raykit.data import DataInfo, Splits, iter_split, plan_data, to_float, worker_data
-from raykit.history import Progress, epoch_line, history_csv
+from raykit.history import Progress, epoch_bar, epoch_line, history_csv
 from raykit.schedules import frozen_at_epoch, lr_multiplier
 from raykit.session import WorkerSession, peak_rss_mb
 from raykit.sinks import MetricSinks
@@ -205,6 +205,7 @@ def _train_epoch(worker: Worker, batches, planned: int, epoch: int) -> tuple[flo
     finetune.keep_frozen_norms_in_eval(worker.model, worker.frozen)
     totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
     steps = 0
+    bar = epoch_bar(session, spec, epoch, planned)
     worker.optimizer.zero_grad(set_to_none=True)
     for index, ((batch_x, labels), is_last) in enumerate(_with_last(batches)):
         images, targets = worker.augmenter.train_batch(batch_x, labels, generator)
@@ -224,6 +225,8 @@ def _train_epoch(worker: Worker, batches, planned: int, epoch: int) -> tuple[flo
             faults.inject("mid_epoch", epoch=epoch, rank=session.rank)
         totals += torch.stack([loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double(),
                                torch.tensor(len(labels), device=device, dtype=torch.float64)])
+        bar.update(len(labels))
+    bar.close()
     totals = _all_reduce(totals, session.world_size)
     return float(totals[0] / totals[2]), float(totals[1] / totals[2]), steps
 
