@@ -91,15 +91,24 @@ class Progress:
         """The progress saved in a checkpoint (other keys a backend saved beside it are ignored)."""
         return cls(**{key: value for key, value in state.items() if key in cls.__dataclass_fields__})
 
-    def record(self, metrics: dict, monitor: str, mode: str, patience: int) -> None:
-        """Add an epoch's metrics; track the best ``monitor`` value and early stopping (``patience`` 0 = off)."""
+    def record(self, metrics: dict, monitor: str, mode: str, patience: int, stop_at: float | None = None) -> None:
+        """Add an epoch's metrics; track the best ``monitor`` value and early stopping: ``patience`` epochs
+        without improvement (0 = off), or ``monitor`` reaching ``stop_at`` (None = off)."""
         self.epoch = metrics["epoch"]
         self.history.append(metrics)
-        if is_improvement(metrics[monitor], self.best_metric, mode):
-            self.best_metric, self.stale_epochs = metrics[monitor], 0
+        value = metrics[monitor]
+        if is_improvement(value, self.best_metric, mode):
+            self.best_metric, self.stale_epochs = value, 0
         else:
             self.stale_epochs += 1
-        self.stopped_early = bool(patience) and self.stale_epochs >= patience
+        reached = stop_at is not None and (value >= stop_at if mode == "max" else value <= stop_at)
+        self.stopped_early = (bool(patience) and self.stale_epochs >= patience) or reached
+
+    def stop_reason(self, monitor: str, patience: int, stop_at: float | None) -> str:
+        """Why the run stopped early, for the log."""
+        if stop_at is not None and self.stale_epochs < (patience or 10**9):
+            return f"stopping: {monitor} reached train.stop_at={stop_at:g}"
+        return f"early stopping: {monitor} has not improved for {patience} epochs"
 
     def checkpoint_due(self, every_n_epochs: int, epochs: int) -> bool:
         """Every N epochs, after the last one, and when stopping early."""

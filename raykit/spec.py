@@ -189,6 +189,8 @@ class TrainSpec:
     label_smoothing: float = _field(0.0, help="Label smoothing of the cross-entropy loss.", ge=0.0, lt=1.0)
     early_stopping_patience: int = _field(0, help="Stop after this many epochs without a better "
                                                   "checkpoint.monitor; 0 = off.", ge=0)
+    stop_at: float | None = _field(None, help="Stop once checkpoint.monitor reaches this value (>= for mode max, "
+                                              "<= for min), e.g. 0.98; null = train all epochs.")
     max_steps_per_epoch: int | None = _field(None, help="Cap on optimizer steps per epoch (smoke tests); null = "
                                                         "the whole training split.", ge=1)
     tensorboard: bool = _field(True, help="Write TensorBoard event files to <run>/tensorboard/.")

@@ -198,3 +198,12 @@ def test_init_from_a_truncated_checkpoint_fails_naming_the_file(tmp_path):
     spec = tiny_spec(f"finetune.init_from={directory}")
     with pytest.raises(CheckpointError, match=r"model\.pt"):
         finetune.load_initial_weights(spec, build_model(spec.model, (8, 8, 1), 10))
+
+
+def test_stop_at_ends_the_run_once_the_monitored_metric_reaches_it(tmp_path):
+    recorder = Recorder(tmp_path)
+    result = fit(tiny_spec("train.epochs=20", "train.stop_at=0.9"), WorkerSession(report=recorder))
+    epochs = [m["epoch"] for m in recorder.metrics]
+    assert result["stopped_early"] and len(epochs) < 20
+    assert recorder.metrics[-1]["val_acc"] >= 0.9 and all(m["val_acc"] < 0.9 for m in recorder.metrics[:-1])
+    assert recorder.checkpoints[-1].name == f"epoch{epochs[-1]}"  # the stopping epoch is checkpointed

@@ -86,10 +86,14 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
                    "epoch_time_s": seconds, "samples_per_s": info.sizes["train"] / seconds,
                    "global_step": progress.global_step, "peak_rss_mb": peak_rss_mb(),
                    "weights_in_sync": weights_in_sync(worker)}
-        progress.record(metrics, spec.checkpoint.monitor, spec.checkpoint.mode, spec.train.early_stopping_patience)
+        progress.record(metrics, spec.checkpoint.monitor, spec.checkpoint.mode, spec.train.early_stopping_patience,
+                        spec.train.stop_at)
         elapsed = time.perf_counter() - started
         session.log(epoch_line(metrics, spec.train.epochs, elapsed,
                                (spec.train.epochs - epoch) * elapsed / (epoch - first_epoch)))
+        if progress.stopped_early:
+            session.log(progress.stop_reason(spec.checkpoint.monitor, spec.train.early_stopping_patience,
+                                             spec.train.stop_at))
         _report(worker, progress, metrics, info, sinks)
         faults.inject("after_report", epoch=epoch, rank=session.rank)
     if sinks:

@@ -86,13 +86,14 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
                    "val_acc": val_acc, "lr": worker.optimizer.param_groups[0]["lr"], "epoch_time_s": seconds,
                    "samples_per_s": info.sizes["train"] / seconds, "global_step": progress.global_step,
                    "peak_rss_mb": peak_rss_mb()}
-        progress.record(metrics, spec.checkpoint.monitor, spec.checkpoint.mode, spec.train.early_stopping_patience)
+        progress.record(metrics, spec.checkpoint.monitor, spec.checkpoint.mode, spec.train.early_stopping_patience,
+                        spec.train.stop_at)
         elapsed = time.perf_counter() - started
         remaining = (spec.train.epochs - epoch) * elapsed / (epoch - first_epoch)
         session.log(epoch_line(metrics, spec.train.epochs, elapsed, remaining))
         if progress.stopped_early:
-            session.log(f"early stopping: {spec.checkpoint.monitor} has not improved for "
-                        f"{spec.train.early_stopping_patience} epochs")
+            session.log(progress.stop_reason(spec.checkpoint.monitor, spec.train.early_stopping_patience,
+                                             spec.train.stop_at))
         _report(worker, progress, metrics, sinks)
         faults.inject("after_report", epoch=epoch, rank=session.rank)
     if sinks:
