@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "samples_per_s",
-           "global_step", "peak_rss_mb")
+           "global_step", "peak_rss_mb", "peak_gpu_mb")
 
 
 def is_improvement(value: float, best: float | None, mode: str) -> bool:

@@ -25,3 +25,23 @@ def test_data_streaming_benchmark_runs_at_tiny_size(tmp_path):
     text = results.read_text()
     assert "## Streamed Parquet vs in-memory data" in text and "Throughput ratio stream / memory" in text
     assert text.count("| small (600 images) |") == 2 and text.count("| large (900 images) |") == 2
+
+
+def test_sweeps_benchmark_runs_at_tiny_size(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    out = run_cli(["benchmarks/sweeps.py", "--trials", "2", "--epochs", "1", "--repeats", "1",
+                   "--results", str(results)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = results.read_text()
+    assert "## Sweeps: ASHA vs FIFO" in text and "| ASHA |" in text and "| FIFO |" in text
+    assert "Wall-time ratio ASHA / FIFO" in text
+
+
+def test_gpu_benchmark_script_runs_on_cpu_at_tiny_size(tmp_path):
+    # benchmarks/gpu.sh runs this script on a GPU machine; here its CPU mode checks the script itself.
+    results = tmp_path / "RESULTS.md"
+    out = run_cli(["benchmarks/gpu_resnet50.py", "--device", "cpu", "--images", "256", "--size", "32",
+                   "--batch", "16", "--classes", "4", "--epochs", "2", "--results", str(results)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = results.read_text()
+    assert "## GPU: ResNet-50, raykit vs plain PyTorch" in text and "| raykit, 1 Ray Train worker |" in text

@@ -85,7 +85,7 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                    "val_acc": val_acc, "lr": worker.optimizer.param_groups[0]["lr"], "epoch_time_s": seconds,
                    "samples_per_s": info.sizes["train"] / seconds, "global_step": progress.global_step,
-                   "peak_rss_mb": peak_rss_mb()}
+                   "peak_rss_mb": peak_rss_mb(), **_gpu_memory(worker.device)}
         progress.record(metrics, spec.checkpoint.monitor, spec.checkpoint.mode, spec.train.early_stopping_patience,
                         spec.train.stop_at)
         elapsed = time.perf_counter() - started
@@ -274,6 +274,13 @@ def _report(worker: Worker, progress: Progress, metrics: dict, sinks: MetricSink
     finally:
         if directory:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _gpu_memory(device: torch.device) -> dict:
+    """Peak GPU memory this worker's tensors held so far (MiB), on a CUDA device."""
+    if device.type != "cuda":
+        return {}
+    return {"peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20}
 
 
 def _checkpoint_state(worker: Worker, progress: Progress) -> dict:
