@@ -45,3 +45,13 @@ def test_gpu_benchmark_script_runs_on_cpu_at_tiny_size(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## GPU: ResNet-50, raykit vs plain PyTorch" in text and "| raykit, 1 Ray Train worker |" in text
+
+
+def test_time_to_accuracy_benchmark_runs_at_tiny_size(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    out = run_cli(["benchmarks/time_to_accuracy.py", "--target", "0.5", "--max-epochs", "2", "--repeats", "1",
+                   "--only", "raykit-torch", "torch", "--results", str(results)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = results.read_text()
+    assert "## Time to accuracy on digits" in text
+    assert "| raykit torch (2 workers) |" in text and "| plain PyTorch |" in text

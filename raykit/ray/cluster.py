@@ -19,7 +19,7 @@ def connect(address: str | None = None) -> None:
     """
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = address or os.environ.get("RAY_ADDRESS") or None  # an empty RAY_ADDRESS means unset
     if address == "auto":
         try:
             ray.init(address="auto", log_to_driver=True)
