@@ -48,3 +48,26 @@ def test_augment_preview_writes_a_png(tmp_path):
                    "augment.preset=light", "--out", str(out_file), "--rows", "3"])
     assert out.returncode == 0, out.stderr
     assert out_file.read_bytes()[:4] == b"\x89PNG"
+
+
+COMMANDS = ["train", "tune", "evaluate", "predict", "export", "report", "augment-preview", "spec", "data convert"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_a_real_example(command, capsys):
+    from raykit.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([*command.split(), "--help"])
+    text = capsys.readouterr().out
+    assert exited.value.code == 0
+    assert "examples:" in text and f"raykit {command} " in text  # an example invoking this very command
+
+
+def test_the_top_level_help_lists_every_command(capsys):
+    from raykit.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert all(command.split()[0] in text for command in COMMANDS)
