@@ -27,3 +27,5 @@ clean:
 
 bench: install
 	$(BIN)/python benchmarks/sweep_overhead.py
+	$(BIN)/python benchmarks/toolkit_overhead.py
+	$(BIN)/python benchmarks/scaling_curve.py

@@ -35,7 +35,21 @@ def write_section(section: str, table: str, results: Path = RESULTS) -> None:
     if section in text:
         start = text.index(section)
         end = text.find("\n## ", start + len(section))
-        text = text[:start] + table + (text[end + 1:] if end != -1 else "")
+        text = text[:start] + table.rstrip("\n") + "\n" + ("\n" + text[end + 1:] if end != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + table
     results.write_text(text)
+
+
+def steady_samples_per_worker(history: list[dict], samples_per_worker: int) -> float:
+    """One worker's training samples / epoch time (training + validation, like raykit's ``epoch_time_s``),
+    median over epochs 2+: epoch 1 pays one-off warm-up."""
+    return statistics.median(samples_per_worker / row["epoch_time_s"] for row in history[1:] or history)
+
+
+def digits_train_size() -> int:
+    """Training samples in the default job's digits split."""
+    from raykit.data import load_splits
+    from raykit.spec import DataSpec
+
+    return len(load_splits(DataSpec()).train)

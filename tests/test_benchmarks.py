@@ -55,3 +55,21 @@ def test_time_to_accuracy_benchmark_runs_at_tiny_size(tmp_path):
     text = results.read_text()
     assert "## Time to accuracy on digits" in text
     assert "| raykit torch (2 workers) |" in text and "| plain PyTorch |" in text
+
+
+def test_toolkit_overhead_benchmark_runs_at_tiny_size(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    out = run_cli(["benchmarks/toolkit_overhead.py", "--repeats", "1", "--epochs", "2", "--results", str(results)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = results.read_text()
+    assert "## Toolkit overhead" in text and "| wall time of a run |" in text
+    assert "| steady-state samples/s per worker |" in text and "| after: test evaluation" in text
+
+
+def test_scaling_curve_benchmark_runs_at_tiny_size(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    out = run_cli(["benchmarks/scaling_curve.py", "--workers", "1", "2", "--repeats", "1", "--epochs", "2",
+                   "--results", str(results)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = results.read_text()
+    assert "## Scaling curve" in text and "| 1 |" in text and "| 2 |" in text and "| 4 |" not in text

@@ -1,0 +1,154 @@
+"""Toolkit overhead: the default digits CNN job through raykit vs the same training in a hand-written
+minimal Ray Train script (benchmarks/baselines/ray_train_minimal.py).
+
+Both sides train the same CNN (same parameter count) on the same digits split with 2 workers, Adam
+lr 1e-3, global batch 64 (32 per worker), `--epochs` epochs, a checkpoint every epoch; they run
+alternating in one Ray instance (2 CPUs), `--repeats` times. Reported, raykit / hand-written:
+- wall time of one run, as the caller waits for it (target <= 1.05);
+- steady-state samples/s per worker: median over epochs 2+ of training samples per worker / epoch time
+  (training + validation) (target >= 0.95).
+raykit's wall time is split into before the Ray Train run, the run itself, and after it (test evaluation
+of the best checkpoint, metrics CSV, curves PNG, export) by timing raykit's own calls from outside.
+
+    .venv/bin/python benchmarks/toolkit_overhead.py [--repeats 5] [--epochs 10] [--results FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Each report() waits for the controller's poll; raykit sets this short interval itself, the baseline
+# gets it here so both sides run under the same setting.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+
+import ray  # noqa: E402
+
+import raykit  # noqa: E402
+import raykit.api  # noqa: E402
+import raykit.ray.remote  # noqa: E402
+import raykit.ray.trainer  # noqa: E402
+from benchmarks.baselines.ray_train_minimal import digits_cnn, train_digits_cnn  # noqa: E402
+from benchmarks.common import (RESULTS, digits_train_size, machine_line, spread,  # noqa: E402
+                               steady_samples_per_worker, write_section)
+
+SECTION = "## Toolkit overhead"
+WORKERS = 2
+TARGETS = {"wall": ("<=", 1.05), "rate": (">=", 0.95)}
+
+
+@contextlib.contextmanager
+def timed(module, name: str, seconds: dict):
+    """Add the time of each call of ``module.<name>`` to ``seconds[name]`` while the block runs."""
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+
+    setattr(module, name, wrapper)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def raykit_run(epochs: int, storage: str, name: str) -> dict:
+    seconds: dict = {}
+    with timed(raykit.ray.trainer, "fit", seconds), timed(raykit.ray.remote, "evaluate", seconds), \
+            timed(raykit.api, "_write_outputs", seconds):
+        started = time.perf_counter()
+        result = raykit.train(None, {"train.epochs": epochs, "train.batch_size": 32 * WORKERS,
+                                     "scaling.num_workers": WORKERS, "storage": storage, "name": name}, verbose=False)
+        wall = time.perf_counter() - started
+    return {"wall": wall, "history": result.history, **seconds,
+            "before": wall - seconds["fit"] - seconds["evaluate"] - seconds["_write_outputs"]}
+
+
+def baseline_run(epochs: int, storage: str, name: str) -> dict:
+    started = time.perf_counter()
+    history = train_digits_cnn(num_workers=WORKERS, epochs=epochs, storage_path=storage, name=name)
+    wall = time.perf_counter() - started
+    return {"wall": wall, "history": history, "fit": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to update")
+    args = parser.parse_args()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    storage = tempfile.mkdtemp(prefix="raykit-bench-overhead-")
+    runs: dict = {"raykit": [], "hand-written": []}
+    for index in range(args.repeats):  # alternate (and swap who goes first), so drift hits both sides
+        order = [("raykit", raykit_run), ("hand-written", baseline_run)]
+        for side, run in order if index % 2 == 0 else order[::-1]:
+            runs[side].append(run(args.epochs, storage, f"{side}-{index}"))
+    ray.shutdown()
+    table = render(runs, args)
+    print(table)
+    write_section(SECTION, table, args.results)
+
+
+def render(runs: dict, args) -> str:
+    per_worker = digits_train_size() // WORKERS
+    ours, theirs = runs["raykit"], runs["hand-written"]
+    rate = {side: [steady_samples_per_worker(r["history"], per_worker) for r in rs] for side, rs in runs.items()}
+    ratios = {"wall": [a["wall"] / b["wall"] for a, b in zip(ours, theirs)],
+              "rate": [a / b for a, b in zip(rate["raykit"], rate["hand-written"])]}
+
+    def verdict(key: str) -> str:
+        sign, target = TARGETS[key]
+        value = statistics.median(ratios[key])
+        met = value <= target if sign == "<=" else value >= target
+        return f"{spread(ratios[key], 2)} | {sign} {target} | {'met' if met else 'NOT met'}"
+
+    def seconds(rs, part):
+        return spread([part(r) for r in rs], 1, " s")
+
+    def epochs(r):
+        return sum(row["epoch_time_s"] for row in r["history"])
+
+    parameters = sum(p.numel() for p in digits_cnn().parameters())
+    lines = [SECTION, "", machine_line() + f" The default job (digits CNN, {parameters:,} parameters on both sides; "
+             f"{per_worker * WORKERS:,} training images) with {WORKERS} workers, Adam lr 1e-3, global batch "
+             f"{32 * WORKERS} (32 per worker), {args.epochs} epochs, a checkpoint every epoch: `raykit.train` vs a "
+             "hand-written minimal Ray Train script (`benchmarks/baselines/ray_train_minimal.py`), alternating in "
+             f"one Ray instance (2 CPUs), {args.repeats} repeats; median (min, max). Samples/s per worker: median "
+             "over epochs 2+ of training samples per worker / epoch time (training + validation).", "",
+             "| measure | raykit | hand-written | ratio raykit / hand-written | target | |",
+             "|---|---|---|---|---|---|",
+             f"| wall time of a run | {seconds(ours, lambda r: r['wall'])} | {seconds(theirs, lambda r: r['wall'])} "
+             f"| {verdict('wall')} |",
+             f"| steady-state samples/s per worker | {spread(rate['raykit'], 0)} | {spread(rate['hand-written'], 0)} "
+             f"| {verdict('rate')} |", "",
+             "Where the wall time goes:", "",
+             "| part | raykit | hand-written |", "|---|---|---|",
+             f"| before the Ray Train run (spec, data plan, Ray connect) | "
+             f"{seconds(ours, lambda r: r['before'])} | - |",
+             f"| the Ray Train run (`TorchTrainer.fit`) | {seconds(ours, lambda r: r['fit'])} | "
+             f"{seconds(theirs, lambda r: r['fit'])} |",
+             f"| of which epochs (training + validation) | {seconds(ours, epochs)} | {seconds(theirs, epochs)} |",
+             f"| of which the rest (worker start-up, reports and checkpoints, shut-down) | "
+             f"{seconds(ours, lambda r: r['fit'] - epochs(r))} | {seconds(theirs, lambda r: r['fit'] - epochs(r))} |",
+             f"| after: test evaluation of the best checkpoint (a Ray task) | {seconds(ours, lambda r: r['evaluate'])} "
+             "| - |",
+             f"| after: metrics CSV, curves PNG, export | {seconds(ours, lambda r: r['_write_outputs'])} | - |", "",
+             "Wall-time ratio raykit / hand-written without raykit's end-of-run test evaluation: "
+             f"{spread([(a['wall'] - a['evaluate']) / b['wall'] for a, b in zip(ours, theirs)], 2)}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
