@@ -122,7 +122,7 @@ def render(runs: dict, args) -> str:
 
     parameters = sum(p.numel() for p in digits_cnn().parameters())
     lines = [SECTION, "", machine_line() + f" The default job (digits CNN, {parameters:,} parameters on both sides; "
-             f"{per_worker * WORKERS:,} training images) with {WORKERS} workers, Adam lr 1e-3, global batch "
+             f"{digits_train_size():,} training images) with {WORKERS} workers, Adam lr 1e-3, global batch "
              f"{32 * WORKERS} (32 per worker), {args.epochs} epochs, a checkpoint every epoch: `raykit.train` vs a "
              "hand-written minimal Ray Train script (`benchmarks/baselines/ray_train_minimal.py`), alternating in "
              f"one Ray instance (2 CPUs), {args.repeats} repeats; median (min, max). Samples/s per worker: median "
