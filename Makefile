@@ -29,3 +29,7 @@ bench: install
 	$(BIN)/python benchmarks/sweep_overhead.py
 	$(BIN)/python benchmarks/toolkit_overhead.py
 	$(BIN)/python benchmarks/scaling_curve.py
+	$(BIN)/python benchmarks/loop_vs_torch.py
+	$(BIN)/python benchmarks/loop_vs_keras.py
+	$(BIN)/python benchmarks/augment_throughput.py
+	$(BIN)/python benchmarks/checkpoint_io.py

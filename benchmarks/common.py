@@ -10,15 +10,25 @@ from pathlib import Path
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
-def machine_line() -> str:
-    """Cores, memory, GPU and versions, for the table's caption."""
+def machine_line(framework: str = "torch") -> str:
+    """Cores, memory, GPU and versions, for the table's caption; ``framework="tf"`` names TensorFlow and
+    Keras instead of torch (and does not import torch)."""
     import ray
-    import torch
 
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    if framework == "tf":
+        import keras
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        gpu, versions = gpus[0].name if gpus else "no GPU", f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    else:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+        versions = f"torch {torch.__version__}"
     return (f"Machine: {os.cpu_count()} cores, {memory_gb:.0f} GiB, {platform.machine()}, {gpu}; Python "
-            f"{platform.python_version()}, Ray {ray.__version__}, torch {torch.__version__}.")
+            f"{platform.python_version()}, Ray {ray.__version__}, {versions}.")
 
 
 def spread(values: list[float], digits: int = 1, unit: str = "") -> str:
@@ -39,6 +49,26 @@ def write_section(section: str, table: str, results: Path = RESULTS) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + table
     results.write_text(text)
+
+
+def synthetic_npz(path: str | Path, rows: int, shape: tuple[int, int, int], classes: int = 10, seed: int = 0) -> str:
+    """A learnable synthetic image set as an .npz (uint8 ``x`` NHWC, int64 ``y``): the class sets the mean
+    brightness, Gaussian noise on top. Returns the path, for ``data.uri``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, rows)
+    mean = labels[:, None, None, None] * (200 / classes) + 30
+    np.savez(path, x=np.clip(rng.normal(mean, 30, (rows, *shape)), 0, 255).astype(np.uint8), y=labels)
+    return str(path)
+
+
+def verdict(name: str, values: list[float], target: float, *, at_least: bool = True, digits: int = 2) -> str:
+    """``name: median (min, max); target >= t: met.`` (or ``< t``, ``not met``), judged on the median."""
+    median = statistics.median(values)
+    met = median >= target if at_least else median < target
+    return f"{name}: {spread(values, digits)}; target {'>=' if at_least else '<'} {target:g}: " \
+           f"**{'met' if met else 'not met'}**."
 
 
 def steady_samples_per_worker(history: list[dict], samples_per_worker: int) -> float:

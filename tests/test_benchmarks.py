@@ -73,3 +73,45 @@ def test_scaling_curve_benchmark_runs_at_tiny_size(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## Scaling curve" in text and "| 1 |" in text and "| 2 |" in text and "| 4 |" not in text
+
+
+def test_loop_vs_torch_benchmark_runs_at_tiny_size(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    out = run_cli(["benchmarks/loop_vs_torch.py", "--rows", "600", "--epochs", "2", "--repeats", "1",
+                   "--results", str(results)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = results.read_text()
+    assert "## Training loop: raykit vs plain PyTorch" in text and "| raykit `fit` (NCHW) |" in text
+    assert "| plain PyTorch, NCHW |" in text and "Ratio raykit / plain, same NCHW layout, per repeat:" in text
+
+
+def test_loop_vs_keras_benchmark_runs_at_tiny_size(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    out = run_cli(["benchmarks/loop_vs_keras.py", "--rows", "600", "--epochs", "2", "--repeats", "1",
+                   "--results", str(results)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = results.read_text()
+    assert "## Training loop: raykit vs plain Keras" in text and "| plain Keras `model.fit` |" in text
+    assert "Ratio raykit / plain Keras, per repeat:" in text
+
+
+def test_augment_throughput_benchmark_runs_at_tiny_size(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    out = run_cli(["benchmarks/augment_throughput.py", "--images", "512", "--batch-size", "64", "--repeats", "1",
+                   "--results", str(results)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = results.read_text()
+    assert "## Augmentation throughput: raykit vs torchvision DataLoader" in text
+    assert "| torchvision transforms per image, DataLoader (2 workers) |" in text
+    assert "Ratio raykit (from uint8) / torchvision, per repeat:" in text
+
+
+def test_checkpoint_io_benchmark_runs_at_tiny_size(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    out = run_cli(["benchmarks/checkpoint_io.py", "--arch", "resnet18", "--repeats", "1", "--loop-repeats", "1",
+                   "--epochs", "3", "--loop-rows", "300", "300", "--results", str(results)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = results.read_text()
+    assert "## Checkpoint I/O: raykit vs bare torch.save/torch.load" in text
+    assert "| bare `torch.save` / `torch.load` |" in text and "| cnn |" in text and "| resnet18 |" in text
+    assert "Time lost to checkpointing every epoch, resnet18" in text
