@@ -16,20 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import keras  # noqa: E402
 
+from benchmarks.baselines.plain_keras import build_cnn  # noqa: E402
 from raykit.data import load_splits  # noqa: E402
 from raykit.spec import DataSpec  # noqa: E402
-
-
-def seed_cnn(input_shape, num_classes: int) -> keras.Model:
-    """Conv 3x3 + ReLU -> batch norm -> max-pool per filter count (32, 64, 128), dense 128, dropout 0.5."""
-    inputs = keras.Input(input_shape)
-    x = inputs
-    for filters in (32, 64, 128):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-        x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
-        x = keras.layers.MaxPooling2D(2, padding="same")(x)
-    x = keras.layers.Dense(128, activation="relu")(keras.layers.Flatten()(x))
-    return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.Dropout(0.5)(x)))
 
 
 class StopAt(keras.callbacks.Callback):
@@ -50,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
     splits = load_splits(DataSpec())
-    model = seed_cnn(splits.input_shape, splits.num_classes)
+    model = build_cnn(splits.input_shape, splits.num_classes)
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     stop = StopAt(args.target)
