@@ -33,3 +33,6 @@ bench: install
 	$(BIN)/python benchmarks/loop_vs_keras.py
 	$(BIN)/python benchmarks/augment_throughput.py
 	$(BIN)/python benchmarks/checkpoint_io.py
+	$(BIN)/python benchmarks/sweeps.py
+	$(BIN)/python benchmarks/time_to_accuracy.py
+	$(BIN)/python benchmarks/data_streaming.py
