@@ -73,9 +73,9 @@ def export(checkpoint: str, formats: list[str] | None = None, out_dir: str | Non
         written = backend.export(spec, local, input_shape, num_classes, os.path.join(work, "out", stem), formats)
         probe = np.random.default_rng(0).random((4, *input_shape), dtype=np.float32)
         expected = backend.reference_logits(spec, local, probe, input_shape, num_classes)
-        checks = {fmt: float(np.abs(backend.load_exported(path)(probe) - expected).max())
-                  for fmt, path in written.items()}
-        locations = {fmt: _upload(path, storage.join(out_dir, os.path.basename(path))) for fmt, path in written.items()}
+        checks = {fmt: float(np.abs(logits_of(probe) - expected).max()) for fmt, (_, logits_of) in written.items()}
+        locations = {fmt: _upload(path, storage.join(out_dir, os.path.basename(path)))
+                     for fmt, (path, _) in written.items()}
     record = {"checkpoint": checkpoint, "framework": framework, "input": f"float32 NHWC {list(input_shape)} in [0, 1]",
               "output": f"logits ({num_classes} classes)", "class_names": manifest.get("state", {}).get("class_names"),
               "files": locations, "max_abs_logit_difference": checks}

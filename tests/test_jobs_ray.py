@@ -69,11 +69,14 @@ def _wait_for_dashboard(address: str, env: dict, head: subprocess.Popen, timeout
 def test_ray_job_submit_and_job_submission_client(head_node, tmp_path):
     address, env = head_node
     storage = tmp_path / "runs"
-    submitted = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", address, "--runtime-env", "jobs/runtime_env.yaml", "--",
-         "python", "jobs/train.py", "jobs/configs/digits_cnn_torch.yaml", "--smoke-test",
-         "--set", f"storage={storage}", "--set", "name=submitted"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    command = [str(BIN / "ray"), "job", "submit", "--address", address, "--runtime-env", "jobs/runtime_env.yaml",
+               "--", "python", "jobs/train.py", "jobs/configs/digits_cnn_torch.yaml", "--smoke-test",
+               "--set", f"storage={storage}", "--set", "name=submitted"]
+    for _ in range(30):  # the head answers `ray job list` a little before its job agent takes submissions
+        submitted = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent to submit job" not in submitted.stderr + submitted.stdout:
+            break
+        time.sleep(2)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "succeeded" in submitted.stdout + submitted.stderr
     run_dir = storage / "submitted"

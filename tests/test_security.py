@@ -377,8 +377,11 @@ def test_only_the_model_registry_imports_user_factories():
 def test_a_factory_that_does_not_import_names_the_field_and_the_value(tmp_path, monkeypatch):
     (tmp_path / "broken_factory_module.py").write_text("raise RuntimeError('boom at import')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    for value, why in (("no_such_package.models:build", "No module named 'no_such_package'"),
-                       ("tests.backends.user_models:no_such_function", "has no callable 'no_such_function'"),
+    # A module that cannot be found is refused at validation, before Ray starts, naming field and value.
+    with pytest.raises(SpecError, match=r"model.name: got 'no_such_package.models:build', but module"):
+        load_spec(None, ["model.name=no_such_package.models:build"])
+    # One that is found but fails later (no such function, an error while importing) fails on the worker.
+    for value, why in (("tests.backends.user_models:no_such_function", "has no callable 'no_such_function'"),
                        ("broken_factory_module:build", "RuntimeError: boom at import")):
         spec = load_spec(None, [f"model.name={value}"])
         with pytest.raises(ImportError) as info:

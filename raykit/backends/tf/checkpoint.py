@@ -28,7 +28,7 @@ def save(directory: str, *, model: keras.Model, optimizers: list, state: dict, m
     """Write a complete checkpoint into the empty ``directory`` (the manifest last)."""
     root = Path(directory)
     model.save_weights(root / WEIGHTS)
-    faults.inject("between_checkpoint_files", epoch=state["epoch"], rank=0)  # only rank 0 writes
+    faults.inject("between_checkpoint_files", epoch=state.get("epoch", 0), rank=0)  # only rank 0 writes
     arrays = {f"{group}/{index}": np.asarray(variable.numpy())
               for group, variables in _state_variables(model, optimizers).items()
               for index, variable in enumerate(variables)}

@@ -34,8 +34,9 @@ def load_inference_model(spec: RunSpec, checkpoint_dir: str, input_shape, num_cl
 
 
 def export(spec: RunSpec, checkpoint_dir: str, input_shape, num_classes: int, out_stem: str,
-           formats: list[str]) -> dict[str, str]:
-    """Write each of ``formats`` to ``out_stem + suffix`` (local); return ``{format: path}``."""
+           formats: list[str]) -> dict[str, tuple[str, object]]:
+    """Write each of ``formats`` to ``out_stem + suffix`` (local); return ``{format: (path, logits_of)}``
+    where ``logits_of(images)`` runs the reloaded export (to check it against the checkpoint)."""
     model = load_inference_model(spec, checkpoint_dir, input_shape, num_classes)
     written = {}
     for fmt in formats:
@@ -44,7 +45,7 @@ def export(spec: RunSpec, checkpoint_dir: str, input_shape, num_classes: int, ou
             model.save(path)
         else:
             model.export(path, format="tf_saved_model", verbose=False)
-        written[fmt] = path
+        written[fmt] = (path, load_exported(path))
     return written
 
 

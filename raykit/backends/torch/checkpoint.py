@@ -39,7 +39,7 @@ def save(directory: str, *, model: nn.Module, optimizer: torch.optim.Optimizer, 
     """Write a complete checkpoint into the empty directory ``directory`` (the manifest last)."""
     root = Path(directory)
     torch.save(unwrap(model).state_dict(), root / WEIGHTS)
-    faults.inject("between_checkpoint_files", epoch=state["epoch"], rank=0)  # only rank 0 writes
+    faults.inject("between_checkpoint_files", epoch=state.get("epoch", 0), rank=0)  # only rank 0 writes
     torch.save(optimizer.state_dict(), root / OPTIMIZER)
     torch.save(scheduler.state_dict(), root / SCHEDULER)
     if scaler.is_enabled():

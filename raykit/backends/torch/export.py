@@ -44,8 +44,9 @@ def load_inference_model(spec: RunSpec, checkpoint_dir: str, input_shape, num_cl
 
 
 def export(spec: RunSpec, checkpoint_dir: str, input_shape, num_classes: int, out_stem: str,
-           formats: list[str]) -> dict[str, str]:
-    """Write each of ``formats`` to ``out_stem + suffix`` (local); return ``{format: path}``."""
+           formats: list[str]) -> dict[str, tuple[str, object]]:
+    """Write each of ``formats`` to ``out_stem + suffix`` (local); return ``{format: (path, logits_of)}``
+    where ``logits_of(images)`` runs the exported program (to check it against the checkpoint)."""
     model = load_inference_model(spec, checkpoint_dir, input_shape, num_classes)
     example = torch.rand(2, *input_shape)
     written = {}
@@ -53,11 +54,22 @@ def export(spec: RunSpec, checkpoint_dir: str, input_shape, num_classes: int, ou
         path = out_stem + FORMATS[fmt]
         if fmt == "torchscript":
             with torch.no_grad(), _quiet_jit():
-                torch.jit.save(torch.jit.trace(model, example), path)
+                traced = torch.jit.trace(model, example)
+                torch.jit.save(traced, path)
+            # The traced program is what was saved; raykit never loads TorchScript files (they carry code).
+            written[fmt] = (path, _numpy_logits(traced))
         else:
             _export_onnx(model, example, path)
-        written[fmt] = path
+            written[fmt] = (path, load_exported(path))
     return written
+
+
+def _numpy_logits(module):
+    def logits(images):
+        with torch.no_grad():
+            return module(torch.from_numpy(np.asarray(images, np.float32))).numpy()
+
+    return logits
 
 
 @contextlib.contextmanager
@@ -82,15 +94,15 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: str) -> None:
 
 
 def load_exported(path: str):
-    """A callable NumPy images -> NumPy logits for an exported file (to check an export against its source)."""
-    if path.endswith(FORMATS["onnx"]):
-        import onnxruntime
+    """A callable NumPy images -> NumPy logits for an exported ONNX file (onnxruntime: a graph, no code).
+    TorchScript files are not loaded by raykit: loading one runs the program it carries."""
+    if not path.endswith(FORMATS["onnx"]):
+        raise ValueError(f"{path}: raykit loads only .onnx exports back; load TorchScript with torch.jit.load "
+                         "where you trust the file")
+    import onnxruntime
 
-        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        return lambda images: session.run(None, {"images": np.asarray(images, np.float32)})[0]
-    with _quiet_jit():
-        module = torch.jit.load(path, map_location="cpu")
-    return lambda images: module(torch.from_numpy(np.asarray(images, np.float32))).detach().numpy()
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return lambda images: session.run(None, {"images": np.asarray(images, np.float32)})[0]
 
 
 class Predictor:
