@@ -37,7 +37,10 @@ def head_node(tmp_path):
     dashboard = free_port()
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-                             "--include-dashboard=true", "--disable-usage-stats"],
+                             "--include-dashboard=true", "--disable-usage-stats",
+                             # Its own agent ports: the session's Ray (other tests) already holds the defaults,
+                             # and a job agent that cannot bind its port never takes a submission.
+                             f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
@@ -72,7 +75,7 @@ def test_ray_job_submit_and_job_submission_client(head_node, tmp_path):
     command = [str(BIN / "ray"), "job", "submit", "--address", address, "--runtime-env", "jobs/runtime_env.yaml",
                "--", "python", "jobs/train.py", "jobs/configs/digits_cnn_torch.yaml", "--smoke-test",
                "--set", f"storage={storage}", "--set", "name=submitted"]
-    for _ in range(30):  # the head answers `ray job list` a little before its job agent takes submissions
+    for _ in range(15):  # the head answers `ray job list` a little before its job agent takes submissions
         submitted = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         if "No available agent to submit job" not in submitted.stderr + submitted.stdout:
             break
