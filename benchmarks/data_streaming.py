@@ -79,7 +79,7 @@ def main() -> None:
     for name, rows in sets.items():
         seconds = write_dataset(f"{work}/{name}", rows)
         print(f"wrote {name}: {rows} rows in {seconds:.0f}s", flush=True)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     runs: dict = {}
     for repeat in range(args.repeats):  # alternate, so drift on a shared machine hits both
         for loader in ("stream", "memory"):

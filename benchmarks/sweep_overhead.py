@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to update")
     args = parser.parse_args()
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     storage = tempfile.mkdtemp(prefix="raykit-bench-")
     overhead = {True: [], False: []}
     for index in range(args.repeats):

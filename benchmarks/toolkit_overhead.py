@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to update")
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     storage = tempfile.mkdtemp(prefix="raykit-bench-overhead-")
     runs: dict = {"raykit": [], "hand-written": []}
     for index in range(args.repeats):  # alternate (and swap who goes first), so drift hits both sides

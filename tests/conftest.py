@@ -25,7 +25,7 @@ def ray_address():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=True)
     address = ray.get_runtime_context().gcs_address
     yield address
     ray.shutdown()
