@@ -69,9 +69,10 @@ class SplitRows:
     source: Source
     rows: np.ndarray
 
-    def chunks(self) -> list[Chunk]:
-        """The source's chunks holding any of these rows (what a streaming reader must read)."""
-        wanted = self.mask()
+    def chunks(self, wanted: np.ndarray | None = None) -> list[Chunk]:
+        """The source's chunks holding any of these rows (what a streaming reader must read); ``wanted``
+        is this split's :meth:`mask` when the caller already has it."""
+        wanted = self.mask() if wanted is None else wanted
         return [chunk for chunk in self.source.chunks if wanted[chunk.rows].any()]
 
     def mask(self) -> np.ndarray:
@@ -140,7 +141,7 @@ def plan_data(data: DataSpec, num_classes: int | None = None) -> DataPlan:
             other = open_source(uri, data.format, options)
             splits[name] = SplitRows(other, np.random.default_rng(data.split_seed).permutation(len(other)))
     _check_splits(splits, main, num_classes)
-    shape = _input_shape(main, options)
+    shape = tuple(int(s) for s in main.first_image().shape)
     classes = num_classes or max(len(main.class_names or ()), int(max(s.source.labels.max() for s in
                                                                       splits.values() if len(s.source))) + 1)
     info = DataInfo(shape, classes, {name: len(s.rows) for name, s in splits.items()}, main.class_names)
@@ -162,10 +163,6 @@ def _check_splits(splits: dict, main: Source, num_classes: int | None) -> None:
             raise DataError(f"model.num_classes: got {num_classes}, but {split.source.uri} has label "
                             f"{int(labels.max())}; accepted: at least {int(labels.max()) + 1}, or null to take it "
                             "from the data")
-
-
-def _input_shape(source: Source, options: ReadOptions) -> tuple[int, int, int]:
-    return tuple(int(s) for s in source.first_image().shape)  # type: ignore[return-value]
 
 
 def _choose_loader(data: DataSpec, plan: DataPlan) -> str:
@@ -204,7 +201,7 @@ def iter_split(plan: DataPlan, name: str, batch_size: int):
             yield data.x[start:start + batch_size], data.y[start:start + batch_size]
         return
     wanted = split.mask()
-    for chunk in split.chunks():
+    for chunk in split.chunks(wanted):
         x, y = split.source.read_chunk(chunk)
         keep = wanted[chunk.rows]
         x, y = to_float(x[keep]), y[keep]

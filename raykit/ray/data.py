@@ -30,10 +30,11 @@ def datasets(plan: DataPlan, spec: RunSpec) -> dict:
 
 
 def _split_dataset(split: SplitRows, spec: RunSpec, seed: int) -> ray.data.Dataset:
-    chunks = split.chunks()
+    wanted = split.mask()
+    chunks = split.chunks(wanted)
     # A seeded chunk order mixes row groups or file groups that were written class by class.
     order = np.random.default_rng(seed).permutation(len(chunks))
-    return chunk_dataset(split.source, chunks, split.mask(), spec.data.read_cpus, order)
+    return chunk_dataset(split.source, chunks, wanted, spec.data.read_cpus, order)
 
 
 class _ChunkReader:
