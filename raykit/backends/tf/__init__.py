@@ -1,4 +1,4 @@
-"""TensorFlow / Keras 3 backend: models, augment, finetune, checkpoint, loop.
+"""TensorFlow / Keras 3 backend: models, augment, finetune, checkpoint, export, and ``backend.TFBackend``.
 
 Why Keras 3 with a custom distributed step rather than ``model.fit`` or legacy Keras 2: Keras 3's
 ``model.fit`` under ``MultiWorkerMirroredStrategy`` fails with 2+ workers ("Attempt to convert a value
@@ -9,10 +9,47 @@ every worker's environment before TensorFlow is imported, an extra pinned packag
 Keras 2 API; the custom step keeps one Keras (3) for models, files and users. The loop also gives us
 what ``fit`` would hide: per-step learning rates from raykit's schedules, exact cross-rank metrics, and
 full-state checkpoints.
+
+``INFO`` holds the facts shared code needs without importing TensorFlow.
 """
 
+from __future__ import annotations
+
 import os
+from pathlib import Path
+
+from raykit.backends.base import GPU, BackendInfo
 
 # Before TensorFlow is imported anywhere in this process: Keras on TensorFlow, and quieter C++ logs.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def weights_cache() -> Path:
+    """keras.utils.get_file's cache: ``$KERAS_HOME/models`` (default ``~/.keras``)."""
+    return Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "models"
+
+
+def refusals(spec) -> list[tuple[str, str]]:
+    """Option combinations the TF backend cannot run."""
+    if spec.train.precision == "fp16" and spec.finetune.backbone_lr_mult != 1.0:
+        return [("finetune.backbone_lr_mult", "got a multiplier with train.precision=fp16 on tf; the loss "
+                                              "scaler needs one optimizer: accepted: 1.0, or bf16")]
+    return []
+
+
+INFO = BackendInfo(
+    name="tf",
+    implementation="raykit.backends.tf.backend:TFBackend",
+    trainer="tensorflow",
+    description="TensorFlow + Keras 3, MultiWorkerMirroredStrategy under Ray Train's TensorflowTrainer",
+    model_names=("mlp", "cnn", "resnet50"),
+    optimizer_names=("adam", "adamw", "sgd", "rmsprop"),
+    # keras.applications' no-top ResNet50 file, as keras.utils.get_file names it in its cache.
+    imagenet_files={"resnet50": ("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",)},
+    weights_cache=weights_cache,
+    export_formats=("keras", "saved_model"),
+    capabilities=frozenset({GPU}),
+    refusals=refusals,
+    required_modules=("tensorflow", "keras"),
+)

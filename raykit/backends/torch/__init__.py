@@ -1,1 +1,35 @@
-"""PyTorch backend: models, checkpoint, loop."""
+"""PyTorch backend: models, augment, finetune, checkpoint, export, and ``backend.TorchBackend``.
+
+``INFO`` holds the facts shared code needs without importing torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from raykit.backends.base import GPU, GRAD_ACCUM, BackendInfo
+
+
+def weights_cache() -> Path:
+    """torch.hub's checkpoint cache: ``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch``)."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+    return Path(home).expanduser() / "hub" / "checkpoints"
+
+
+INFO = BackendInfo(
+    name="torch",
+    implementation="raykit.backends.torch.backend:TorchBackend",
+    trainer="torch",
+    description="PyTorch, data parallel with DDP under Ray Train's TorchTrainer",
+    model_names=("mlp", "cnn", "resnet18", "resnet34", "resnet50"),
+    optimizer_names=("adam", "adamw", "sgd", "rmsprop"),
+    # torchvision's IMAGENET1K_V1 files (and V2 for resnet50), as torch.hub names them in its cache.
+    imagenet_files={"resnet18": ("resnet18-f37072fd.pth",), "resnet34": ("resnet34-b627a593.pth",),
+                    "resnet50": ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")},
+    weights_cache=weights_cache,
+    export_formats=("torchscript", "onnx"),
+    capabilities=frozenset({GRAD_ACCUM, GPU}),
+    required_modules=("torch", "torchvision"),
+)

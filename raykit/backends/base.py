@@ -1,0 +1,246 @@
+"""The backend contract: what a deep-learning framework must provide for raykit to train with it, and
+the facts about it that framework-neutral code needs without importing it.
+
+Two halves, so that the driver stays light:
+
+* :class:`BackendInfo` — plain facts (model and optimizer names, ImageNet weight files and where they are
+  cached, export formats, capabilities, options it refuses and why, the Ray Train trainer that runs it).
+  The spec's validation, the CLI and ``raykit/ray/`` read these; nothing here imports torch or TensorFlow.
+* :class:`Backend` — the operations, implemented in ``raykit/backends/<name>/backend.py`` and imported
+  only where training, evaluation or export really runs. :mod:`raykit.engine` drives them: it owns the
+  epochs, the data order, metrics, early stopping, checkpoint cadence, faults and reporting; a backend
+  owns the model, its optimizer and one epoch of steps.
+
+A new framework is a folder that implements :class:`Backend` plus one :func:`raykit.backends.register`
+call (``tests/numpy_backend.py`` is a complete one in about 200 lines: a linear model with hand-written
+gradients).
+
+Batches: the engine hands out NumPy index arrays; the backend turns a whole split into its own arrays
+once (:meth:`Backend.to_arrays`, e.g. a float tensor on the GPU) and gathers batches from them
+(:meth:`Backend.take`), or converts a streamed NumPy batch (:meth:`Backend.batch`). Images reach the
+backend as NHWC ``uint8`` or float arrays in [0, 1] (see :func:`raykit.data.to_float`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Iterator
+
+import numpy as np
+
+# Capabilities a backend may declare (BackendInfo.capabilities).
+GRAD_ACCUM = "grad_accum"  # train.grad_accum_steps > 1
+GPU = "gpu"  # scaling.use_gpu
+Problems = list[tuple[str, str]]  # (spec field path, message), as SpecError takes them
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Facts about one backend, known without importing its framework.
+
+    Attributes:
+        name: the value of ``spec.framework`` that picks it (``"torch"``).
+        implementation: ``"package.module:Class"`` of its :class:`Backend`, imported on first use.
+        trainer: the Ray Train trainer that runs its workers, by a name ``raykit/ray/`` resolves
+            (``"torch"`` -> TorchTrainer, ``"tensorflow"`` -> TensorflowTrainer, ``"data_parallel"`` ->
+            plain DataParallelTrainer).
+        description: one line for the spec reference.
+        model_names: names its model registry builds (a ``package.module:function`` factory also works).
+        optimizer_names: names its optimizer registry builds.
+        imagenet_files: model name -> file names of ImageNet weights in its cache.
+        weights_cache: where its library keeps downloaded weights (computed from the environment).
+        export_formats: ``raykit export`` formats, the first ones being the default.
+        capabilities: optional features it has (:data:`GRAD_ACCUM`, :data:`GPU`).
+        refusals: ``refusals(spec) -> [(field, message)]``: option combinations it cannot run, and why.
+        required_modules: Python modules it needs installed (checked at validation, not imported).
+    """
+
+    name: str
+    implementation: str
+    trainer: str
+    description: str = ""
+    model_names: tuple[str, ...] = ()
+    optimizer_names: tuple[str, ...] = ()
+    imagenet_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    weights_cache: Callable[[], Path] | None = None
+    export_formats: tuple[str, ...] = ()
+    capabilities: frozenset[str] = frozenset()
+    refusals: Callable[[Any], Problems] | None = None
+    required_modules: tuple[str, ...] = ()
+
+    def load(self) -> type["Backend"]:
+        """The :class:`Backend` class (imports the framework)."""
+        module_name, _, attribute = self.implementation.partition(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def imagenet_weights_file(self, model_name: str) -> Path | None:
+        """The cached ImageNet weights of ``model_name`` on this machine, or None."""
+        if self.weights_cache is None:
+            return None
+        for name in self.imagenet_files.get(model_name, ()):
+            path = self.weights_cache() / name
+            if path.is_file():
+                return path
+        return None
+
+
+@dataclass
+class EpochTotals:
+    """What one training epoch of one rank adds up (summed over ranks by the engine)."""
+
+    loss_sum: float  # sum over samples of the per-sample loss
+    correct: float  # samples whose argmax matches the (hard) label
+    samples: int
+    steps: int  # optimizer steps taken
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.loss_sum, self.correct, self.samples], dtype=np.float64)
+
+
+class Backend(ABC):
+    """One rank's training with one framework. The engine calls, in order::
+
+        backend = Backend(spec, session)          # framework set-up: threads, strategy, precision
+        backend.seed(spec.train.seed)             # same seed on every rank: same initial weights
+        backend.build(data_info, steps_per_epoch) # model, optimizer(s), LR schedule, augmenter
+        backend.load_initial_weights() | backend.restore(dir)
+        backend.seed_rank(spec.train.seed, rank)  # own dropout masks from here on
+        per epoch: set_frozen(...); train_epoch(...); end_of_epoch(); evaluate_totals(...); save_checkpoint(...)
+
+    ``spec`` is a validated :class:`raykit.spec.RunSpec`; ``session`` a :class:`raykit.session.WorkerSession`.
+    """
+
+    info: ClassVar[BackendInfo]
+
+    def __init__(self, spec, session):
+        self.spec = spec
+        self.session = session
+
+    # --- set-up -----------------------------------------------------------------------------------
+    @abstractmethod
+    def seed(self, seed: int) -> None:
+        """Seed every generator that initialises the model (the same ``seed`` on every rank)."""
+
+    def seed_rank(self, seed: int, rank: int) -> None:
+        """Reseed for per-rank randomness (dropout) once the weights are set; default: nothing."""
+
+    @abstractmethod
+    def build(self, data_info, steps_per_epoch: int) -> None:
+        """Build the model for ``data_info`` (input shape, classes), its optimizer(s) and LR schedule
+        (``steps_per_epoch`` optimizer steps an epoch), and the augmenter."""
+
+    @abstractmethod
+    def load_initial_weights(self) -> str | None:
+        """Apply ``model.pretrained`` / ``finetune.init_from``; return a one-paragraph report, or None."""
+
+    @abstractmethod
+    def restore(self, directory: str) -> tuple[dict, list]:
+        """Load a checkpoint's full state; return (trainer state, per-rank RNG states, possibly [])."""
+
+    @abstractmethod
+    def freezable_layers(self) -> list[str]:
+        """Names of the layers the spec freezes at the start (see :func:`raykit.schedules.frozen_at_epoch`)."""
+
+    @abstractmethod
+    def set_frozen(self, names: list[str]) -> None:
+        """Freeze exactly ``names``; (re)wrap or retrace what depends on the trainable set."""
+
+    # --- data -------------------------------------------------------------------------------------
+    @abstractmethod
+    def to_arrays(self, x: np.ndarray, y: np.ndarray) -> Any:
+        """A whole split, once, in the backend's own form (e.g. float tensors on its device)."""
+
+    @abstractmethod
+    def take(self, arrays: Any, index: np.ndarray) -> Any:
+        """The batch of rows ``index`` of ``to_arrays``'s result."""
+
+    @abstractmethod
+    def batch(self, x: np.ndarray, y: np.ndarray) -> Any:
+        """A batch of NumPy arrays (streamed data) in the backend's own form."""
+
+    # --- training ---------------------------------------------------------------------------------
+    @abstractmethod
+    def train_epoch(self, batches: Iterable, epoch: int, first_step: int,
+                    on_batch: Callable[[int, int], None]) -> EpochTotals:
+        """Train on ``batches`` (this rank's); ``first_step`` is the global optimizer step the epoch
+        starts at (for per-step learning rates); call ``on_batch(index, samples)`` after every batch."""
+
+    def end_of_epoch(self) -> dict:
+        """Work after an epoch's steps, before validation (e.g. averaging batch-norm statistics);
+        returns extra metrics for the epoch's row (e.g. ``peak_gpu_mb``). Default: none."""
+        return {}
+
+    def after_validation(self) -> dict:
+        """Extra metrics known after validation (e.g. ``weights_in_sync``). Default: none."""
+        return {}
+
+    @abstractmethod
+    def evaluate_totals(self, batches: Iterable) -> np.ndarray:
+        """This rank's (loss sum, correct, samples) over ``batches`` with the model in eval mode."""
+
+    @abstractmethod
+    def learning_rate(self, global_step: int) -> float:
+        """The learning rate of the first parameter group at ``global_step``."""
+
+    # --- collectives ------------------------------------------------------------------------------
+    @abstractmethod
+    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (float64) summed over every rank (itself when alone)."""
+
+    @abstractmethod
+    def gather(self, value: dict) -> list[dict]:
+        """One JSON-ready ``value`` from every rank, in rank order."""
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def capture_rng(self) -> dict | None:
+        """This process's RNG states to resume exactly, or None when the backend needs none."""
+        return None
+
+    def apply_rng(self, state: dict) -> None:
+        """Restore what :meth:`capture_rng` returned."""
+
+    @abstractmethod
+    def save_checkpoint(self, directory: str, *, state: dict, metrics: dict, spec: dict,
+                        rng_states: list) -> None:
+        """Write a complete checkpoint (weights, optimizer, schedule, RNG, manifest last) into the empty
+        local ``directory``; called on rank 0 only."""
+
+    # --- inference (no session: evaluation, export and prediction) --------------------------------
+    @classmethod
+    @abstractmethod
+    def inference_model(cls, spec, checkpoint_dir: str, input_shape, num_classes: int, use_gpu: bool = False):
+        """The checkpoint's model behind the spec's evaluation preprocessing: NHWC float images in [0, 1]
+        -> logits."""
+
+    @classmethod
+    @abstractmethod
+    def logits(cls, model, images: np.ndarray) -> np.ndarray:
+        """``inference_model``'s float32 logits for NHWC float images (NumPy in, NumPy out)."""
+
+    @classmethod
+    @abstractmethod
+    def export(cls, spec, checkpoint_dir: str, input_shape, num_classes: int, out_stem: str,
+               formats: list[str]) -> dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+        """Write each format to ``out_stem + suffix``; return ``{format: (path, logits_of)}`` where
+        ``logits_of`` runs the written program (to check it against the checkpoint)."""
+
+    @classmethod
+    def augment_preview_png(cls, images_nhwc: np.ndarray, ops: list[dict], seed: int) -> bytes:
+        """A PNG grid of images and augmented versions of them (``raykit augment-preview``)."""
+        raise NotImplementedError(f"the {cls.info.name} backend draws no augmentation preview")
+
+
+def with_last(items: Iterable) -> Iterator[tuple[Any, bool]]:
+    """``(item, is_last)`` for each item of an iterable of unknown length (one item of look-ahead)."""
+    iterator = iter(items)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    for following in iterator:
+        yield current, False
+        current = following
+    yield current, True
