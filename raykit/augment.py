@@ -1,7 +1,8 @@
 """The data-augmentation catalogue: which ops exist, their parameters, presets, validation, resolution.
 
 This module is framework-neutral (stdlib only): the spec validates ``augment`` with it, and each
-backend (``raykit.backends.torch.augment``; TensorFlow later) implements every op listed in :data:`OPS`.
+backend (``raykit.backends.torch.augment``, ``raykit.backends.tf.augment``) implements every op listed in
+:data:`OPS` as a kernel in its tables; :mod:`raykit.augment_dispatch` applies the ops with those kernels.
 
 An op is a mapping ``{op: NAME, **parameters}``; a run's ops are the preset's followed by the user's::
 
@@ -76,6 +77,8 @@ OP_HELP: dict[str, str] = {
 DETERMINISTIC_OPS = ("normalize",)
 # Ops that act on the whole batch and make soft targets.
 BATCH_OPS = ("mixup", "cutmix")
+# Ops expressed as one affine map per sample: consecutive ones compose and the images are resampled once.
+MATRIX_OPS = ("rotate", "shift", "shear", "zoom")
 
 PRESETS: dict[str, list[dict]] = {
     "none": [],

@@ -1,13 +1,21 @@
-"""The framework-neutral augmentation catalogue: ops, presets, validation messages, resolution."""
+"""The framework-neutral augmentation catalogue: ops, presets, validation messages, resolution; and that
+every backend implements the whole catalogue the same way (kernel tables, unknown ops, cutmix boxes)."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from raykit.augment import OPS, PRESETS, AugmentError, check_param, resolve_ops, validate_ops
+from raykit.augment import BATCH_OPS, MATRIX_OPS, OPS, PRESETS, AugmentError, check_param, resolve_ops, validate_ops
+from raykit.augment_dispatch import op_kind
+from raykit.backends import BUILTIN, load_backend_module
+
+# Every built-in backend implements the catalogue (their packages import no framework).
+BACKENDS = tuple(importlib.import_module(package).INFO.name for package in BUILTIN)
 
 EXPECTED_PARAMS = {
     "random_crop": {"padding": 4},
@@ -26,7 +34,7 @@ EXPECTED_PARAMS = {
 
 
 def test_catalogue_import_pulls_in_no_framework():
-    code = ("import sys, raykit.augment; "
+    code = ("import sys, raykit.augment, raykit.augment_dispatch; "
             "print(sorted(m for m in ('torch', 'tensorflow', 'ray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -133,3 +141,54 @@ def test_resolve_ops_refuses_invalid_ops_with_their_problems():
     with pytest.raises(AugmentError) as info:
         resolve_ops("none", [{"op": "hflip", "p": 2}])
     assert [path for path, _ in info.value.problems] == ["augment.ops[0].p"]
+
+
+# ---- every backend implements the catalogue
+
+
+def backend_augment(backend: str):
+    """A backend's augment module. Both frameworks may load in this process: conftest imports
+    torch._dynamo before anything loads TensorFlow."""
+    return load_backend_module(backend, "augment")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_catalogue_op_has_a_kernel_of_its_kind_in_every_backend(backend):
+    kernels = backend_augment(backend).KERNELS
+    assert kernels.backend == backend and kernels.missing() == []
+    assert {kind: set(names) for kind, names in kernels.names().items()} == {
+        "matrix": set(MATRIX_OPS), "batch": set(BATCH_OPS),
+        "pixel": {name for name in OPS if op_kind(name) == "pixel"}}  # no kernel for an op outside the catalogue
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_catalogue_op_without_a_kernel_is_the_same_clear_error_in_every_backend(backend, monkeypatch):
+    # What adding an op to the catalogue but not to a backend does (tf used to fail with KeyError('mean')).
+    monkeypatch.setitem(OPS, "solarize", {"threshold": (float, 0.5, {"ge": 0.0, "text": "a number >= 0"})})
+    with pytest.raises(ValueError) as info:
+        backend_augment(backend).Augmenter([{"op": "solarize"}], 10)
+    implemented = ", ".join(name for name in OPS if name != "solarize")
+    assert str(info.value) == (f"augment: op 'solarize' has no {backend} kernel; "
+                               f"accepted by the {backend} backend: {implemented}")
+
+
+def _numpy_rng(index: int):
+    return np.random.default_rng(index)
+
+
+def _tf_seed(index: int):
+    return importlib.import_module("tensorflow").constant([index, 7])
+
+
+# The random source each backend's cutmix_box takes.
+BOX_RNG = {"torch": _numpy_rng, "tf": _tf_seed}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cutmix_box_is_top_bottom_left_right_in_every_backend(backend):
+    cutmix_box = backend_augment(backend).cutmix_box
+    for index in range(20):
+        # A wide image: a box of half the area is >= 14 columns wide but at most 4 rows high.
+        top, bottom, left, right = (int(v) for v in cutmix_box(4, 40, 0.5, BOX_RNG[backend](index)))
+        assert 0 <= top <= bottom <= 4 and 0 <= left <= right <= 40 and right - left >= 14, (index, top, bottom,
+                                                                                               left, right)

@@ -116,6 +116,18 @@ def test_pixel_ops_match_torch():
                                as_nhwc(tha.normalize(nchw(images), [0.1, 0.2, 0.3], [0.5, 1.0, 2.0])), atol=1e-6)
 
 
+def test_mixup_and_cutmix_with_the_same_partners_and_box_match_torch():
+    images = np.random.default_rng(5).random((4, 6, 8, 2), dtype=np.float32)
+    perm = np.array([2, 0, 3, 1])
+    box = (1, 4, 2, 7)  # (top, bottom, left, right) in both backends
+    tf_mixed, tf_lam = tfa.cutmix(tf.constant(images), tf.constant(perm), tf.constant(box))
+    torch_mixed, torch_lam = tha.cutmix(nchw(images), torch.tensor(perm), box)
+    np.testing.assert_array_equal(tf_mixed.numpy(), as_nhwc(torch_mixed))
+    assert abs(float(tf_lam) - torch_lam) < 1e-6 and torch_lam == 1 - 15 / 48
+    np.testing.assert_allclose(tfa.mixup(tf.constant(images), tf.constant(perm), 0.3).numpy(),
+                               as_nhwc(tha.mixup(nchw(images), torch.tensor(perm), 0.3)), atol=1e-6)
+
+
 def run_ops(ops, images, seed=0, step=0, num_classes=10, labels=None):
     augmenter = tfa.build_augmenter(resolve_ops("none", ops), num_classes)
     labels = tf.zeros([len(images)], tf.int32) if labels is None else labels
@@ -164,6 +176,14 @@ def test_mixup_and_cutmix_targets_are_consistent():
             assert moved.size and np.all(moved <= 1 - lam + 1e-6)
     _, unmixed = run_ops([{"op": "mixup", "p": 0.0}], images, labels=labels)
     np.testing.assert_array_equal(unmixed.numpy(), np.eye(10)[:8])
+
+
+def test_an_op_that_skipped_validation_is_refused_naming_the_op_and_the_backend():
+    augmenter = tfa.build_augmenter(resolve_ops("light", []), 10)
+    augmenter.ops.append({"op": "solarize"})  # built by hand, never resolved; once fell into normalize: KeyError
+    with pytest.raises(ValueError, match="augment: op 'solarize' has no tf kernel; accepted by the tf backend: "
+                                         "random_crop, hflip"):
+        augmenter.train_batch(tf.constant(same_images(2)), tf.zeros([2], tf.int32), tfa.step_seed(0, 1, 0, 0))
 
 
 def test_preview_png():

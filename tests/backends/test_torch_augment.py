@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from raykit.augment import OPS, resolve_ops
-from raykit.backends.torch.augment import (build_augmenter, crop, make_generator, preview_png, rotation_matrix,
-                                           shear_matrix, shift_matrix, soft_cross_entropy, warp)
+from raykit.backends.torch.augment import (build_augmenter, crop, cutmix, make_generator, preview_png,
+                                           rotation_matrix, shear_matrix, shift_matrix, soft_cross_entropy, warp)
 
 
 def augment(ops, images, labels=None, seed=0, num_classes=10):
@@ -220,6 +220,14 @@ def test_cutmix_lam_equals_the_pasted_area_and_targets_use_the_partner_label():
     assert ((targets > 0).sum(1) == 2).any()
 
 
+def test_cutmix_box_is_top_bottom_left_right_and_lam_the_area_that_stayed():
+    images = torch.arange(2.0)[:, None, None, None].expand(2, 1, 4, 6).contiguous()  # all 0s, all 1s
+    mixed, lam = cutmix(images, torch.tensor([1, 0]), (1, 3, 2, 5))
+    expected = torch.zeros(4, 6)
+    expected[1:3, 2:5] = 1.0  # rows 1-2, columns 2-4 come from the partner
+    assert torch.equal(mixed[0, 0], expected) and lam == 1 - 6 / 24
+
+
 def test_mixing_with_p_0_returns_the_labels_unchanged():
     images, labels = torch.rand(4, 1, 4, 4), torch.tensor([3, 1, 2, 0])
     out, targets = augment([{"op": "mixup", "p": 0.0}, {"op": "cutmix", "p": 0.0}], images, labels)
@@ -235,6 +243,14 @@ def test_soft_cross_entropy_matches_cross_entropy_and_handles_soft_targets():
         assert torch.allclose(soft_cross_entropy(logits, onehot, smoothing), expected)
     half = torch.full((5, 4), 0.25)
     assert torch.allclose(soft_cross_entropy(logits, half), -(F.log_softmax(logits, 1).mean(1)).mean())
+
+
+def test_an_op_that_skipped_validation_is_refused_naming_the_op_and_the_backend():
+    augmenter = build_augmenter(resolve_ops("standard", []), 10, 0)
+    augmenter.ops.append({"op": "solarize"})  # built by hand, never resolved
+    with pytest.raises(ValueError, match="augment: op 'solarize' has no torch kernel; accepted by the torch "
+                                         "backend: random_crop, hflip"):
+        augmenter.train_batch(torch.rand(2, 1, 4, 4), torch.zeros(2, dtype=torch.int64), make_generator("cpu", 0, 0, 0))
 
 
 # ---- seeding, shapes, preview

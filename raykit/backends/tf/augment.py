@@ -18,10 +18,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from raykit.augment import BATCH_OPS, DETERMINISTIC_OPS, resolve_ops
+from raykit.augment_dispatch import BaseAugmenter, Kernels
 from raykit.plots import augment_grid_png
-
-GEOMETRIC_OPS = ("rotate", "shift", "shear", "zoom")
 
 
 def step_seed(seed: int, epoch: int, rank: int, step) -> tf.Tensor:
@@ -31,82 +29,27 @@ def step_seed(seed: int, epoch: int, rank: int, step) -> tf.Tensor:
     return tf.random.experimental.stateless_fold_in(base, tf.cast(step, tf.int32))
 
 
-class Augmenter:
-    """Applies resolved ops to NHWC batches. ``train_batch`` returns images and one-hot (or mixed)
-    float targets of shape (N, num_classes)."""
+class Augmenter(BaseAugmenter):
+    """Applies resolved ops to NHWC batches with the TensorFlow kernels (:data:`KERNELS`); the op
+    dispatch is :class:`raykit.augment_dispatch.BaseAugmenter`'s."""
 
     def __init__(self, ops: list[dict], num_classes: int):
-        self.ops = resolve_ops("none", ops)
-        self.num_classes = num_classes
-
-    @property
-    def is_identity(self) -> bool:
-        return not self.ops
+        super().__init__(ops, num_classes, KERNELS)
 
     def train_batch(self, images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        targets = tf.one_hot(labels, self.num_classes, dtype=tf.float32)
-        pending = None  # composed output->input matrices of the geometric ops not applied yet
-        for index, op in enumerate(self.ops):
-            op_seed = tf.random.experimental.stateless_fold_in(seed, index)
-            name = op["op"]
-            if name in GEOMETRIC_OPS:
-                matrix = _random_matrix(op, tf.shape(images)[0], op_seed)
-                pending = matrix if pending is None else pending @ matrix
-                continue
-            if pending is not None:
-                images, pending = warp(images, pending), None
-            if name in BATCH_OPS:
-                images, targets = _mix(op, images, targets, op_seed)
-            else:
-                images = _pixel_op(op, images, op_seed)
-        if pending is not None:
-            images = warp(images, pending)
-        return images, targets
-
-    def eval_batch(self, images: tf.Tensor) -> tf.Tensor:
-        """Only the deterministic ops (normalize); everything else is training-only."""
-        for op in self.ops:
-            if op["op"] in DETERMINISTIC_OPS:
-                images = normalize(images, op["mean"], op["std"])
-        return images
+        """Augment a training batch (traceable in a ``tf.function``); return images and one-hot (or
+        mixed) float targets of shape (N, num_classes). The op at index i draws from
+        ``stateless_fold_in(seed, i)``."""
+        return self.augment(images, tf.one_hot(labels, self.num_classes, dtype=tf.float32), seed)
 
 
 def build_augmenter(ops: list[dict], num_classes: int) -> Augmenter:
+    """An :class:`Augmenter` for ``ops`` (the output of :func:`raykit.augment.resolve_ops`)."""
     return Augmenter(ops, num_classes)
 
 
 def _uniform(seed, n, low, high, index=0):
     return tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(seed, index), low, high)
-
-
-def _random_matrix(op: dict, n, seed) -> tf.Tensor:
-    name = op["op"]
-    if name == "rotate":
-        return rotation_matrix(_uniform(seed, n, -op["degrees"], op["degrees"]))
-    if name == "shear":
-        return shear_matrix(_uniform(seed, n, -op["degrees"], op["degrees"]))
-    if name == "zoom":
-        low, high = op["range"]
-        return zoom_matrix(_uniform(seed, n, low, high))
-    # shift: fractions of the size, resolved in pixels by warp's centre-based coordinates
-    return shift_fraction_matrix(_uniform(seed, n, -op["width"], op["width"], 0),
-                                 _uniform(seed, n, -op["height"], op["height"], 1))
-
-
-def _pixel_op(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
-    name, n = op["op"], tf.shape(images)[0]
-    if name == "random_crop":
-        offsets = tf.random.stateless_uniform([n, 2], seed, 0, 2 * op["padding"] + 1, dtype=tf.int32)
-        return crop(images, op["padding"], offsets)
-    if name in ("hflip", "vflip"):
-        mask = _uniform(seed, n, 0.0, 1.0) < op["p"]
-        return flip(images, mask, axis=2 if name == "hflip" else 1)
-    if name == "brightness":
-        return adjust_brightness(images, _uniform(seed, n, -op["delta"], op["delta"]))
-    if name == "contrast":
-        low, high = op["range"]
-        return adjust_contrast(images, _uniform(seed, n, low, high))
-    return normalize(images, op["mean"], op["std"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,45 +150,109 @@ def _beta(seed, alpha: float) -> tf.Tensor:
     return first / (first + second)
 
 
-def _mix(op: dict, images: tf.Tensor, targets: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
-    """Mixup or cutmix of the whole batch with a permutation of itself, with probability ``p``."""
-    n = tf.shape(images)[0]
-    fire = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 12)) < op["p"]
-    lam = _beta(seed, op["alpha"])
-    perm = tf.argsort(tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(seed, 13)))
-    if op["op"] == "mixup":
-        mixed, lam = mixup(images, perm, lam), lam
-    else:
-        box = cutmix_box(tf.shape(images)[1], tf.shape(images)[2], lam, tf.random.experimental.stateless_fold_in(seed, 14))
-        mixed, lam = cutmix(images, perm, box)
-    soft = lam * targets + (1.0 - lam) * tf.gather(targets, perm)
-    return tf.where(fire, mixed, images), tf.where(fire, soft, targets)
-
-
 def mixup(images: tf.Tensor, perm: tf.Tensor, lam) -> tf.Tensor:
+    """Mix every sample with its partner ``perm[n]``: ``lam * a + (1 - lam) * b``."""
     return lam * images + (1.0 - lam) * tf.gather(images, perm)
 
 
 def cutmix_box(height, width, lam, seed) -> tf.Tensor:
-    """(top, left, bottom, right) of a box of about (1 - lam) of the area, centred uniformly, clipped."""
+    """(top, bottom, left, right) of a box of about (1 - lam) of the area, centred uniformly, clipped:
+    rows top:bottom, columns left:right (the order torch's ``cutmix_box`` returns)."""
     h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
     cut = tf.sqrt(1.0 - lam)
     centre = tf.random.stateless_uniform([2], seed) * tf.stack([h, w])
     half = tf.stack([h * cut, w * cut]) / 2
     low = tf.cast(tf.round(tf.clip_by_value(centre - half, 0.0, tf.stack([h, w]))), tf.int32)
     high = tf.cast(tf.round(tf.clip_by_value(centre + half, 0.0, tf.stack([h, w]))), tf.int32)
-    return tf.concat([low, high], 0)
+    return tf.stack([low[0], high[0], low[1], high[1]])
 
 
 def cutmix(images: tf.Tensor, perm: tf.Tensor, box: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Paste the partner's pixels inside ``box``; return images and lam = the area that stayed."""
+    """Paste the partner's pixels inside ``box`` (top, bottom, left, right); return images and lam = the
+    area that stayed."""
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     rows = tf.range(height)[:, None]
     cols = tf.range(width)[None, :]
-    inside = (rows >= box[0]) & (rows < box[2]) & (cols >= box[1]) & (cols < box[3])
+    inside = (rows >= box[0]) & (rows < box[1]) & (cols >= box[2]) & (cols < box[3])
     mixed = tf.where(inside[None, :, :, None], tf.gather(images, perm), images)
     lam = 1.0 - tf.reduce_mean(tf.cast(inside, tf.float32))
     return mixed, lam
+
+
+# --------------------------------------------------------------------------------------------------
+# Kernels: (op, images, seed) -> maps or images, ``seed`` being the op's own (folded by its index)
+
+
+def _rotate(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    return rotation_matrix(_uniform(seed, tf.shape(images)[0], -op["degrees"], op["degrees"]))
+
+
+def _shift(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    # fractions of the size, resolved in pixels by warp's centre-based coordinates
+    n = tf.shape(images)[0]
+    return shift_fraction_matrix(_uniform(seed, n, -op["width"], op["width"], 0),
+                                 _uniform(seed, n, -op["height"], op["height"], 1))
+
+
+def _shear(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    return shear_matrix(_uniform(seed, tf.shape(images)[0], -op["degrees"], op["degrees"]))
+
+
+def _zoom(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    low, high = op["range"]
+    return zoom_matrix(_uniform(seed, tf.shape(images)[0], low, high))
+
+
+def _random_crop(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    offsets = tf.random.stateless_uniform([tf.shape(images)[0], 2], seed, 0, 2 * op["padding"] + 1, dtype=tf.int32)
+    return crop(images, op["padding"], offsets)
+
+
+def _flips(axis: int):
+    """The kernel flipping ``axis`` with probability ``p`` per sample."""
+    def kernel(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+        return flip(images, _uniform(seed, tf.shape(images)[0], 0.0, 1.0) < op["p"], axis=axis)
+    return kernel
+
+
+def _brightness(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    return adjust_brightness(images, _uniform(seed, tf.shape(images)[0], -op["delta"], op["delta"]))
+
+
+def _contrast(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    low, high = op["range"]
+    return adjust_contrast(images, _uniform(seed, tf.shape(images)[0], low, high))
+
+
+def _normalize(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    return normalize(images, op["mean"], op["std"])
+
+
+def _mix(op: dict, images: tf.Tensor, targets: tf.Tensor, seed, num_classes: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixup or cutmix of the whole batch with a permutation of itself, with probability ``p``; both
+    branches are computed and ``tf.where`` picks, so the graph has no data-dependent control flow."""
+    n = tf.shape(images)[0]
+    fire = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 12)) < op["p"]
+    lam = _beta(seed, op["alpha"])
+    perm = tf.argsort(tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(seed, 13)))
+    if op["op"] == "mixup":
+        mixed = mixup(images, perm, lam)
+    else:
+        box_seed = tf.random.experimental.stateless_fold_in(seed, 14)
+        box = cutmix_box(tf.shape(images)[1], tf.shape(images)[2], lam, box_seed)
+        mixed, lam = cutmix(images, perm, box)
+    soft = lam * targets + (1.0 - lam) * tf.gather(targets, perm)
+    return tf.where(fire, mixed, images), tf.where(fire, soft, targets)
+
+
+# The TensorFlow implementation of every op of the catalogue; the op at index i of a batch draws from
+# the batch's stateless seed folded with i, so the ops trace inside a tf.function and replay on resume.
+KERNELS = Kernels(
+    "tf", matrix={"rotate": _rotate, "shift": _shift, "shear": _shear, "zoom": _zoom},
+    pixel={"random_crop": _random_crop, "hflip": _flips(2), "vflip": _flips(1), "brightness": _brightness,
+           "contrast": _contrast, "normalize": _normalize},
+    batch={"mixup": _mix, "cutmix": _mix}, warp=warp,
+    op_rng=lambda seed, index: tf.random.experimental.stateless_fold_in(seed, index))
 
 
 def preview_png(images_nhwc: np.ndarray, ops: list[dict], seed: int, rows: int = 4) -> bytes:

@@ -3,7 +3,8 @@
 Everything runs on whole batches with tensor ops on the images' device (no Python loop over samples):
 per-sample random parameters are drawn as tensors from one ``torch.Generator``, consecutive geometric
 ops (rotate, shift, shear, zoom) are composed into one affine matrix per sample and resampled once with
-``affine_grid``/``grid_sample``, and mixup/cutmix draw one permutation and one ``lam`` per batch.
+``affine_grid``/``grid_sample``, and mixup/cutmix draw one permutation and one ``lam`` per batch. The
+kernels are tables in :data:`KERNELS`; the op dispatch is shared (:mod:`raykit.augment_dispatch`).
 
 Typical use in a training loop::
 
@@ -23,25 +24,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raykit.augment import BATCH_OPS, DETERMINISTIC_OPS, resolve_ops
+from raykit.augment_dispatch import BaseAugmenter, Kernels
 from raykit.plots import augment_grid_png
 
-# Ops expressed as a per-sample affine matrix; consecutive ones are composed and resampled once.
-GEOMETRIC_OPS = ("rotate", "shift", "shear", "zoom")
 
-
-class Augmenter:
-    """Applies resolved ops (see :func:`raykit.augment.resolve_ops`) to NCHW float batches."""
+class Augmenter(BaseAugmenter):
+    """Applies resolved ops (see :func:`raykit.augment.resolve_ops`) to NCHW float batches with the torch
+    kernels (:data:`KERNELS`); the op dispatch is :class:`raykit.augment_dispatch.BaseAugmenter`'s."""
 
     def __init__(self, ops: list[dict], num_classes: int, seed: int = 0):
-        self.ops = resolve_ops("none", ops)  # idempotent on resolved ops; fills partial ones
-        self.num_classes = num_classes
+        super().__init__(ops, num_classes, KERNELS)
         self.seed = seed
-
-    @property
-    def is_identity(self) -> bool:
-        """True when there are no ops: training and evaluation batches pass through unchanged."""
-        return not self.ops
 
     def generator(self, device: torch.device | str, epoch: int, rank: int) -> torch.Generator:
         """:func:`make_generator` with this augmenter's seed."""
@@ -52,51 +45,10 @@ class Augmenter:
         """Augment a training batch; return ``(images, targets)``.
 
         ``targets`` is ``labels`` itself unless a mixup/cutmix op fired, then float soft targets of shape
-        (N, num_classes) whose rows sum to 1. ``images`` is never modified in place.
+        (N, num_classes) whose rows sum to 1. ``images`` is never modified in place. Every op draws in
+        turn from ``generator``.
         """
-        targets = labels
-        pending = None  # composed output->input pixel matrix of the geometric ops not yet applied
-        for op in self.ops:
-            name = op["op"]
-            if name in GEOMETRIC_OPS:
-                matrix = _random_matrix(op, images, generator)
-                pending = matrix if pending is None else pending @ matrix
-                continue
-            if pending is not None:
-                images, pending = warp(images, pending), None
-            if name in BATCH_OPS:
-                images, targets = self._mix(op, images, labels, targets, generator)
-            else:
-                images = _random_pixel_op(op, images, generator)
-        if pending is not None:
-            images = warp(images, pending)
-        return images, targets
-
-    def eval_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """Apply only the deterministic ops (normalize), in order; everything else is training-only."""
-        for op in self.ops:
-            if op["op"] in DETERMINISTIC_OPS:
-                images = normalize(images, op["mean"], op["std"])
-        return images
-
-    def _mix(self, op: dict, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
-             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        # One 64-bit draw from the torch generator seeds NumPy for the per-batch scalars: torch has no
-        # Beta sampler that takes a generator, and the draw keeps the whole stream reproducible.
-        rng = np.random.default_rng(int(_draw(torch.randint, generator, 0, 2**62, (1,)).item()))
-        if rng.random() >= op["p"]:
-            return images, targets
-        lam = float(rng.beta(op["alpha"], op["alpha"]))
-        perm = _draw(torch.randperm, generator, len(images)).to(images.device)
-        if targets.dtype.is_floating_point:
-            soft = targets
-        else:
-            soft = F.one_hot(labels, self.num_classes).to(images.dtype)
-        if op["op"] == "mixup":
-            return mixup(images, soft, perm, lam)
-        height, width = images.shape[-2:]
-        box = cutmix_box(height, width, lam, rng)
-        return cutmix(images, soft, perm, box)
+        return self.augment(images, labels, generator)
 
 
 def build_augmenter(ops: list[dict], num_classes: int, seed: int) -> Augmenter:
@@ -218,15 +170,14 @@ def normalize(images: torch.Tensor, mean: list[float], std: list[float]) -> torc
     return (images - mean_t) / std_t
 
 
-def mixup(images: torch.Tensor, soft: torch.Tensor, perm: torch.Tensor, lam: float
-          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mix every sample with its partner ``perm[n]``: ``lam * a + (1 - lam) * b``, images and targets."""
-    return lam * images + (1 - lam) * images[perm], lam * soft + (1 - lam) * soft[perm]
+def mixup(images: torch.Tensor, perm: torch.Tensor, lam: float) -> torch.Tensor:
+    """Mix every sample with its partner ``perm[n]``: ``lam * a + (1 - lam) * b``."""
+    return lam * images + (1 - lam) * images[perm]
 
 
 def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
     """A box ``(top, bottom, left, right)`` of about (1 - lam) of the image, centred at a uniform
-    random pixel and clipped to the image (so it may be smaller)."""
+    random pixel and clipped to the image (so it may be smaller). Rows top:bottom, columns left:right."""
     ratio = math.sqrt(1.0 - lam)
     cut_h, cut_w = int(round(height * ratio)), int(round(width * ratio))
     cy, cx = int(rng.integers(height)), int(rng.integers(width))
@@ -235,16 +186,14 @@ def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) ->
     return top, bottom, left, right
 
 
-def cutmix(images: torch.Tensor, soft: torch.Tensor, perm: torch.Tensor, box: tuple[int, int, int, int]
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paste ``box`` of every sample's partner ``perm[n]`` into it; the targets mix by the true pasted
-    area, so ``lam = 1 - box area / image area`` even when clipping shrank the box."""
+def cutmix(images: torch.Tensor, perm: torch.Tensor, box: tuple[int, int, int, int]) -> tuple[torch.Tensor, float]:
+    """Paste ``box`` ``(top, bottom, left, right)`` of every sample's partner ``perm[n]`` into it; return
+    the images and ``lam = 1 - box area / image area``, the true kept area even when clipping shrank the box."""
     top, bottom, left, right = box
     height, width = images.shape[-2:]
     mixed = images.clone()
     mixed[:, :, top:bottom, left:right] = images[perm][:, :, top:bottom, left:right]
-    lam = 1.0 - (bottom - top) * (right - left) / (height * width)
-    return mixed, lam * soft + (1 - lam) * soft[perm]
+    return mixed, 1.0 - (bottom - top) * (right - left) / (height * width)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,42 +205,83 @@ def _draw(function, generator: torch.Generator, *args, **kwargs) -> torch.Tensor
     return function(*args, generator=generator, device=generator.device, **kwargs)
 
 
-def _uniform(generator: torch.Generator, n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
-    """(N,) float32 uniform in [low, high] on ``device``."""
-    return (_draw(torch.rand, generator, n) * (high - low) + low).to(device)
+def _uniform(generator: torch.Generator, images: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """(N,) float32 uniform in [low, high] on the images' device."""
+    return (_draw(torch.rand, generator, len(images)) * (high - low) + low).to(images.device)
 
 
-def _random_matrix(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    n, _, height, width = images.shape
-    name, device = op["op"], images.device
-    if name == "rotate":
-        return rotation_matrix(_uniform(generator, n, -op["degrees"], op["degrees"], device))
-    if name == "shift":
-        dx = _uniform(generator, n, -op["width"] * width, op["width"] * width, device)
-        dy = _uniform(generator, n, -op["height"] * height, op["height"] * height, device)
-        return shift_matrix(dx, dy)
-    if name == "shear":
-        return shear_matrix(_uniform(generator, n, -op["degrees"], op["degrees"], device))
-    if name == "zoom":
-        return zoom_matrix(_uniform(generator, n, op["range"][0], op["range"][1], device))
-    raise ValueError(f"augment.ops: {name!r} is not a geometric op")  # a bug here, not user input
+# --------------------------------------------------------------------------------------------------
+# Kernels: (op, images, generator) -> maps or images; the batch ops also take and return the targets
 
 
-def _random_pixel_op(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    n, device, name = len(images), images.device, op["op"]
-    if name == "random_crop":
-        offsets = _draw(torch.randint, generator, 0, 2 * op["padding"] + 1, (n, 2)).to(device)
-        return crop(images, op["padding"], offsets)
-    if name in ("hflip", "vflip"):
-        mask = (_draw(torch.rand, generator, n) < op["p"]).to(device)
-        return flip(images, mask, -1 if name == "hflip" else -2)
-    if name == "brightness":
-        return adjust_brightness(images, _uniform(generator, n, -op["delta"], op["delta"], device))
-    if name == "contrast":
-        return adjust_contrast(images, _uniform(generator, n, op["range"][0], op["range"][1], device))
-    if name == "normalize":
-        return normalize(images, op["mean"], op["std"])
-    raise ValueError(f"augment.ops: no torch implementation of {name!r}")  # catalogue and backend disagree
+def _rotate(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return rotation_matrix(_uniform(generator, images, -op["degrees"], op["degrees"]))
+
+
+def _shift(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    height, width = images.shape[-2:]
+    dx = _uniform(generator, images, -op["width"] * width, op["width"] * width)
+    dy = _uniform(generator, images, -op["height"] * height, op["height"] * height)
+    return shift_matrix(dx, dy)
+
+
+def _shear(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return shear_matrix(_uniform(generator, images, -op["degrees"], op["degrees"]))
+
+
+def _zoom(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return zoom_matrix(_uniform(generator, images, *op["range"]))
+
+
+def _random_crop(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    offsets = _draw(torch.randint, generator, 0, 2 * op["padding"] + 1, (len(images), 2))
+    return crop(images, op["padding"], offsets.to(images.device))
+
+
+def _flips(dim: int):
+    """The kernel flipping along ``dim`` with probability ``p`` per sample."""
+    def kernel(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return flip(images, (_draw(torch.rand, generator, len(images)) < op["p"]).to(images.device), dim)
+    return kernel
+
+
+def _brightness(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return adjust_brightness(images, _uniform(generator, images, -op["delta"], op["delta"]))
+
+
+def _contrast(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return adjust_contrast(images, _uniform(generator, images, *op["range"]))
+
+
+def _normalize(op: dict, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return normalize(images, op["mean"], op["std"])
+
+
+def _mix(op: dict, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator, num_classes: int
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup or cutmix with probability ``p``; integer labels become soft targets only when it fires."""
+    # One 64-bit draw from the torch generator seeds NumPy for the per-batch scalars: torch has no
+    # Beta sampler that takes a generator, and the draw keeps the whole stream reproducible.
+    rng = np.random.default_rng(int(_draw(torch.randint, generator, 0, 2**62, (1,)).item()))
+    if rng.random() >= op["p"]:
+        return images, targets
+    lam = float(rng.beta(op["alpha"], op["alpha"]))
+    perm = _draw(torch.randperm, generator, len(images)).to(images.device)
+    soft = targets if targets.dtype.is_floating_point else F.one_hot(targets, num_classes).to(images.dtype)
+    if op["op"] == "mixup":
+        mixed = mixup(images, perm, lam)
+    else:
+        mixed, lam = cutmix(images, perm, cutmix_box(*images.shape[-2:], lam, rng))
+    return mixed, lam * soft + (1 - lam) * soft[perm]
+
+
+# The torch implementation of every op of the catalogue; one stateful generator feeds the ops in turn.
+KERNELS = Kernels(
+    "torch", matrix={"rotate": _rotate, "shift": _shift, "shear": _shear, "zoom": _zoom},
+    pixel={"random_crop": _random_crop, "hflip": _flips(-1), "vflip": _flips(-2), "brightness": _brightness,
+           "contrast": _contrast, "normalize": _normalize},
+    batch={"mixup": _mix, "cutmix": _mix}, warp=warp,
+    op_rng=lambda generator, index: generator)
 
 
 # --------------------------------------------------------------------------------------------------
