@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "\n  raykit spec --reference    # every field, its default and meaning",
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(spec)
-    spec.add_argument("--reference", action="store_true", help="print the spec reference table (Markdown)")
+    spec.add_argument("--reference", action="store_true",
+                      help="print the spec reference (Markdown: docs/spec-reference.md)")
     preview = commands.add_parser(
         "augment-preview", help="write a PNG grid of original vs augmented training images",
         description="Apply the spec's augmentation (augment.preset + augment.ops) to a few training images "
@@ -196,9 +197,9 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def run_spec(args: argparse.Namespace) -> int:
-    from raykit.spec import load_spec, reference_markdown
+    from raykit.spec import load_spec, reference_page
 
-    print(reference_markdown() if args.reference else load_spec(args.config, overrides_of(args)).to_yaml(), end="")
+    print(reference_page() if args.reference else load_spec(args.config, overrides_of(args)).to_yaml(), end="")
     return EXIT_OK
 
 

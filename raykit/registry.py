@@ -1,6 +1,7 @@
-"""One small name -> factory registry, used for models (and later augment presets and schedules).
+"""One small name -> factory registry: models and optimizers (one registry of each per backend), learning-rate
+schedules (:mod:`raykit.schedules`) and Ray Tune trial schedulers (:mod:`raykit.ray.tune`).
 
-A name is either registered by a backend with :meth:`Registry.register`, or, in a registry that allows
+A name is either registered with :meth:`Registry.register` beside its factory, or, in a registry that allows
 them (``model.name`` only), a user factory written as ``"package.module:function"``, which is imported only
 from that explicit string.
 """

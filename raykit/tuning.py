@@ -1,7 +1,9 @@
-"""Sweeps over the run spec, without Ray: the search-space language, per-trial specs, and the files a
-sweep leaves (trials CSV, plots, best.yaml). :mod:`raykit.ray.tune` runs them with Ray Tune.
+"""Sweeps over the run spec, without Ray: per-trial specs and the files a sweep leaves (trials CSV,
+plots, best.yaml). :mod:`raykit.ray.tune` runs them with Ray Tune.
 
-A search space maps dotted spec paths to distributions written as plain YAML::
+A search space maps dotted spec paths to distributions written as plain YAML; the language itself
+(:data:`DISTRIBUTIONS`, :func:`search_space_problems`, :func:`searched_paths`) lives in
+:mod:`raykit.spec.search_space`, because validating a spec checks it, and is re-exported here::
 
     optim.lr: {loguniform: [1.0e-4, 1.0e-1]}
     model.name: {choice: [cnn, mlp]}
@@ -17,58 +19,12 @@ import io
 import math
 from typing import Any, Mapping
 
-from raykit.spec import RunSpec, load_spec, spec_path_problem
+from raykit.spec import RunSpec, load_spec
+from raykit.spec.search_space import DISTRIBUTIONS, has_grid, search_space_problems, searched_paths
 
-DISTRIBUTIONS = {
-    "uniform": "[low, high]", "loguniform": "[low, high], low > 0", "quniform": "[low, high, q]",
-    "randint": "[low, high) integers", "choice": "[value, ...]", "grid": "[value, ...] (every one is tried)",
-}
-
-
-def search_space_problems(space: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """``(field path, message)`` problems of a search space (paths and distribution syntax)."""
-    problems = []
-    for path, value in space.items():
-        field = f"tune.search_space.{path}"
-        if path.split(".")[0] in ("tune", "name", "storage"):
-            problems.append((field, "a sweep cannot search the sweep's own settings; accepted: any other spec path"))
-            continue
-        path_problem = spec_path_problem(path)
-        if path_problem:
-            problems.append((field, f"not a spec field: {path_problem}"))
-            continue
-        problem = _distribution_problem(value)
-        if problem:
-            problems.append((field, problem))
-    return problems
-
-
-def _distribution_problem(value: Any) -> str:
-    if not (isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS):
-        return ""  # a fixed value (validated with the trial's spec)
-    kind, args = next(iter(value.items()))
-    accepted = f"accepted: {{{kind}: {DISTRIBUTIONS[kind]}}}"
-    if not isinstance(args, list) or not args:
-        return f"got {value!r}; {accepted}"
-    if kind in ("choice", "grid"):
-        return ""
-    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
-    expected = 3 if kind == "quniform" else 2
-    if len(args) != expected or len(numbers) != expected or not numbers[0] < numbers[1]:
-        return f"got {value!r}; {accepted} with low < high"
-    if kind == "loguniform" and numbers[0] <= 0:
-        return f"got {value!r}; {accepted}"
-    return ""
-
-
-def has_grid(space: Mapping[str, Any]) -> bool:
-    return any(isinstance(v, Mapping) and "grid" in v for v in space.values())
-
-
-def searched_paths(space: Mapping[str, Any]) -> list[str]:
-    """Paths that vary between trials (distributions, not fixed values)."""
-    return [path for path, value in space.items()
-            if isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS]
+__all__ = ["DISTRIBUTIONS", "SweepResult", "TrialRecord", "best_spec", "has_grid", "pick_best", "ranked_trials",
+           "search_space_problems", "searched_paths", "short_trial_ids", "sweep_figure", "sweep_plot_png",
+           "trial_spec", "trials_csv"]
 
 
 def trial_spec(base: RunSpec, config: Mapping[str, Any], name: str, storage: str) -> RunSpec:

@@ -1,18 +1,55 @@
-"""`import raykit` stays light: no torch, TensorFlow or Ray until a run needs them."""
+"""Imports: `import raykit` stays light (no torch, TensorFlow or Ray until a run needs them), every module
+imports on its own as the first raykit module of a process, and only raykit/ray/ imports Ray Train and Tune."""
 
 import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+from tests.test_module_graph import all_modules, neutral_modules
+
+REPO = Path(__file__).resolve().parents[1]
 HEAVY = ["torch", "tensorflow", "keras", "ray"]
 
+IMPORT_EACH = """
+import json, sys
+heavy, results = {heavy!r}, {{}}
+for name in {modules!r}:
+    for loaded in [m for m in sys.modules if m == "raykit" or m.startswith("raykit.")]:
+        del sys.modules[loaded]  # each module imported first, as a fresh interpreter would
+    try:
+        __import__(name)
+        results[name] = [m for m in heavy if m in sys.modules] if {light!r} else []
+    except Exception as exc:
+        results[name] = f"{{type(exc).__name__}}: {{exc}}"
+print(json.dumps(results))
+"""
 
-def test_import_raykit_does_not_import_frameworks():
-    code = ("import json, sys, raykit, raykit.spec, raykit.cli, raykit.api\n"
-            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+def import_each(modules: list[str], light: bool) -> dict:
+    code = IMPORT_EACH.format(heavy=HEAVY, modules=modules, light=light)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_every_light_module_imports_first_and_alone_without_a_framework():
+    """The neutral modules and the backends' facts (their ``__init__``): each imports as the first raykit
+    module of a process, and none of them pulls in torch, TensorFlow, Keras or Ray."""
+    light = [*neutral_modules(), "raykit.backends", "raykit.backends.base", "raykit.backends.torch",
+             "raykit.backends.tf"]
+    assert import_each(light, light=True) == {name: [] for name in light}
+
+
+@pytest.mark.parametrize("group", ["raykit.ray.", "raykit.backends.torch.", "raykit.backends.tf."])
+def test_every_module_of_a_framework_imports_first_and_alone(group):
+    # One process per group: torch and TensorFlow in one process can crash (see tests/conftest.py).
+    modules = [name for name in all_modules() if name.startswith(group)]
+    assert modules
+    assert import_each(modules, light=False) == {name: [] for name in modules}
 
 
 def test_only_raykit_ray_imports_ray_train_and_tune():

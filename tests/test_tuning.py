@@ -87,3 +87,21 @@ def test_yaml_distributions_become_tune_samplers():
     assert isinstance(space["optim.lr"], Float) and isinstance(space["model.name"], Categorical)
     assert isinstance(space["train.seed"], Integer) and space["train.batch_size"] == {"grid_search": [32, 64]}
     assert space["augment.preset"] == "light"
+
+
+def test_every_scheduler_the_spec_accepts_has_one_registered_factory():
+    from ray.tune.schedulers import (ASHAScheduler, HyperBandScheduler, PopulationBasedTraining,
+                                     TrialScheduler)
+
+    from raykit.ray.tune import TUNE_SCHEDULERS
+    from raykit.spec import SCHEDULERS
+
+    assert TUNE_SCHEDULERS.names() == SCHEDULERS
+    spec = load_spec(None, ["tune.search_space={optim.lr: {loguniform: [1e-4, 1e-2]}}", "train.epochs=6"])
+    built = {name: TUNE_SCHEDULERS.get(name)(spec) for name in SCHEDULERS}
+    assert built["fifo"] is None  # Tune's default FIFO
+    assert isinstance(built["asha"], ASHAScheduler) and isinstance(built["hyperband"], HyperBandScheduler)
+    assert isinstance(built["pbt"], PopulationBasedTraining)
+    assert all(isinstance(s, TrialScheduler) for s in built.values() if s is not None)
+    with pytest.raises(KeyError, match="tune.scheduler: got 'median'; accepted: fifo, asha"):
+        TUNE_SCHEDULERS.get("median")

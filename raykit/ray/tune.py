@@ -25,6 +25,7 @@ from raykit import storage
 from raykit.backends import load_backend_module
 from raykit.history import read_history_csv
 from raykit.ray.trainer import build_trainer, worker_environment, worker_resources
+from raykit.registry import Registry
 from raykit.session import WorkerSession
 from raykit.spec import RunSpec, load_spec
 from raykit.tuning import (DISTRIBUTIONS, SweepResult, TrialRecord, best_spec, pick_best,
@@ -61,19 +62,37 @@ def _mutations(space: dict) -> dict:
     return mutations
 
 
-def _scheduler(spec: RunSpec):
-    tune = spec.tune
+# tune.scheduler -> factory(spec) of Ray Tune's trial scheduler. The names are raykit.spec.SCHEDULERS, which
+# validates specs without importing Ray; a test keeps the two equal.
+TUNE_SCHEDULERS = Registry("tune.scheduler")
+
+
+@TUNE_SCHEDULERS.register("fifo")
+def _fifo(spec: RunSpec) -> None:
+    return None  # Tune's default: every trial runs all its epochs
+
+
+@TUNE_SCHEDULERS.register("asha")
+def _asha(spec: RunSpec):
     epochs = spec.train.epochs
-    if tune.scheduler == "asha":
-        return ray.tune.schedulers.ASHAScheduler(max_t=epochs, grace_period=min(tune.grace_period, epochs),
-                                                 reduction_factor=tune.reduction_factor)
-    if tune.scheduler == "hyperband":
-        return ray.tune.schedulers.HyperBandScheduler(max_t=epochs, reduction_factor=tune.reduction_factor)
-    if tune.scheduler == "pbt":
-        return ray.tune.schedulers.PopulationBasedTraining(
-            time_attr="training_iteration", perturbation_interval=tune.perturbation_interval,
-            hyperparam_mutations=_mutations(tune.search_space), quantile_fraction=0.5, synch=True)
-    return None
+    return ray.tune.schedulers.ASHAScheduler(max_t=epochs, grace_period=min(spec.tune.grace_period, epochs),
+                                             reduction_factor=spec.tune.reduction_factor)
+
+
+@TUNE_SCHEDULERS.register("hyperband")
+def _hyperband(spec: RunSpec):
+    return ray.tune.schedulers.HyperBandScheduler(max_t=spec.train.epochs, reduction_factor=spec.tune.reduction_factor)
+
+
+@TUNE_SCHEDULERS.register("pbt")
+def _pbt(spec: RunSpec):
+    return ray.tune.schedulers.PopulationBasedTraining(
+        time_attr="training_iteration", perturbation_interval=spec.tune.perturbation_interval,
+        hyperparam_mutations=_mutations(spec.tune.search_space), quantile_fraction=0.5, synch=True)
+
+
+def _scheduler(spec: RunSpec):
+    return TUNE_SCHEDULERS.get(spec.tune.scheduler)(spec)
 
 
 def _searcher(spec: RunSpec):

@@ -24,7 +24,7 @@ from raykit.backends.torch.models import build_model as build_torch_model  # noq
 from raykit.checkpoint import read_manifest  # noqa: E402
 from raykit.session import WorkerSession  # noqa: E402
 from raykit.spec import load_spec  # noqa: E402
-from raykit.spec_rules import FRAMEWORK_MODELS  # noqa: E402
+from raykit.backends.tf import INFO as tf_info  # noqa: E402
 from tests.backends.test_torch import Recorder  # noqa: E402  (the same stub report serves both backends)
 
 
@@ -42,7 +42,7 @@ def weights_of(directory: Path, spec) -> list[np.ndarray]:
 
 
 def test_registry_implements_the_tf_model_names():
-    assert set(MODELS.names()) == set(FRAMEWORK_MODELS["tf"])
+    assert set(MODELS.names()) == set(tf_info.model_names)
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])

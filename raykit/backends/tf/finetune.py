@@ -16,9 +16,9 @@ import keras
 import numpy as np
 
 from raykit import storage
+from raykit.backends.tf import INFO
 from raykit.checkpoint import MANIFEST, UnsafeFileError, read_manifest
 from raykit.spec import FinetuneSpec, RunSpec, load_spec
-from raykit.spec_rules import imagenet_weights_file
 
 
 @dataclass
@@ -174,7 +174,7 @@ def copy_matching(source: keras.Model, target: keras.Model, location: str) -> Lo
 
 
 def _load_keras_imagenet(spec: RunSpec, model: keras.Model) -> LoadReport:
-    path = imagenet_weights_file(spec.model.name, "tf")
+    path = INFO.imagenet_weights_file(spec.model.name)
     if path is None:
         raise FileNotFoundError("model.pretrained: Keras's ImageNet weights are not in this node's cache")
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))

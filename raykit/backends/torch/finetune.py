@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from raykit import storage
+from raykit.backends.torch import INFO
 from raykit.checkpoint import MANIFEST
 from raykit.spec import FinetuneSpec, RunSpec
-from raykit.spec_rules import imagenet_weights_file
 
 ALWAYS_STRIPPED = ("module.", "_orig_mod.")  # DDP / DataParallel and torch.compile wrappers
 
@@ -46,7 +46,7 @@ class LoadReport:
 def initial_weights_source(spec: RunSpec) -> str | None:
     """Where the run's starting weights come from, or None to start from scratch."""
     if spec.model.pretrained == "imagenet":
-        path = imagenet_weights_file(spec.model.name)
+        path = INFO.imagenet_weights_file(spec.model.name)
         if path is None:  # validated on the driver; a worker node may lack the cache
             raise FileNotFoundError(f"model.pretrained: ImageNet weights for {spec.model.name} are not in this "
                                     "node's torch hub cache")

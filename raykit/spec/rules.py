@@ -6,13 +6,18 @@ as one :class:`~raykit.spec.SpecError`. Nothing here imports torch, TensorFlow o
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import os
 import re
+import sys
 from pathlib import Path
 
 from raykit.augment import validate_ops
-from raykit.spec import EPOCH_METRICS, FRAMEWORKS, MODEL_NAMES, RESNETS, USER_FACTORY, RunSpec, ScalingSpec
+from raykit.backends import backend_info, backend_names
+from raykit.backends.base import GPU, GRAD_ACCUM
+from raykit.spec.fields import USER_FACTORY, field_types
+from raykit.spec.schema import EPOCH_METRICS, RunSpec, ScalingSpec
+from raykit.spec.search_space import has_grid, search_space_problems
 
 
 def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
@@ -31,7 +36,7 @@ def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
     if spec.name is not None and not _RUN_NAME.match(spec.name):
         problems.append(("name", f"got {spec.name!r}; accepted: letters, digits, '.', '_', '-' "
                          "(no '/' or spaces), starting with a letter or digit"))
-    problems += _framework_problems(spec)
+    problems += _backend_problems(spec)
     problems += validate_ops(spec.augment.ops)
     problems += _tune_problems(spec)
     if spec.train.mlflow_tracking_uri and importlib.util.find_spec("mlflow") is None:
@@ -41,8 +46,6 @@ def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
 
 
 def _tune_problems(spec: RunSpec) -> list[tuple[str, str]]:
-    from raykit.tuning import has_grid, search_space_problems
-
     problems = search_space_problems(spec.tune.search_space)
     for path in spec.tune.search_space:
         if path.startswith("scaling."):  # every trial reserves what the base spec's scaling says
@@ -169,74 +172,114 @@ def _finetune_problems(spec: RunSpec) -> list[tuple[str, str]]:
     return problems
 
 
-def _pretrained_problems(spec: RunSpec) -> list[tuple[str, str]]:
-    available = [name for name in RESNETS if name in FRAMEWORK_MODELS[spec.framework]]
-    if spec.model.name not in available:
-        return [("model.pretrained", f"got 'imagenet' for model.name={spec.model.name!r} on {spec.framework}; "
-                                     f"accepted with: {', '.join(available)}")]
-    if spec.finetune.init_from != "scratch":
-        return [("model.pretrained", "got 'imagenet' together with finetune.init_from; accepted: one of the two")]
-    if imagenet_weights_file(spec.model.name, spec.framework) is None:
-        names = " or ".join(IMAGENET_FILES[spec.framework][spec.model.name])
-        where = weights_cache(spec.framework)
-        how = ("set TORCH_HOME to a directory whose hub/checkpoints holds it" if spec.framework == "torch"
-               else "set KERAS_HOME to a directory whose models/ holds it")
-        return [("model.pretrained", f"got 'imagenet' but {names} is not in {where} and raykit never downloads; "
-                                     f"copy the file there (or {how}), or set finetune.init_from to a weights "
-                                     "file and model.pretrained=none")]
-    return []
+# --------------------------------------------------------------------------------------------------
+# What the chosen backend has: facts from its BackendInfo (raykit.backends), never `framework == ...`
+
+# Optional features and the field that asks for each: (capability, field path, whether the spec asks for
+# it, what is accepted without it).
+CAPABILITY_FIELDS = (
+    (GRAD_ACCUM, "train.grad_accum_steps", lambda spec: spec.train.grad_accum_steps > 1,
+     "1 (raise train.batch_size instead)"),
+    (GPU, "scaling.use_gpu", lambda spec: spec.scaling.use_gpu, "false"),
+)
 
 
-# The frameworks' ImageNet weight files, as named in their local caches (torchvision IMAGENET1K_V1, and
-# V2 for resnet50; keras.applications' no-top file).
-IMAGENET_FILES = {
-    "torch": {"resnet18": ("resnet18-f37072fd.pth",), "resnet34": ("resnet34-b627a593.pth",),
-              "resnet50": ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")},
-    "tf": {"resnet50": ("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",)},
-}
-# What each backend's model registry implements (tests check the registries against this).
-FRAMEWORK_MODELS = {"torch": MODEL_NAMES, "tf": ("mlp", "cnn", "resnet50")}
-
-
-def weights_cache(framework: str) -> Path:
-    """Where torch.hub / keras.utils.get_file keep downloaded weights, computed without importing them."""
-    if framework == "tf":
-        return Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "models"
-    home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
-    return Path(home).expanduser() / "hub" / "checkpoints"
-
-
-def imagenet_weights_file(model_name: str, framework: str = "torch") -> Path | None:
-    """The cached ImageNet weights for ``model_name``, or None when not on this machine."""
-    for name in IMAGENET_FILES[framework].get(model_name, ()):
-        path = weights_cache(framework) / name
-        if path.is_file():
-            return path
-    return None
-
-
-def _framework_problems(spec: RunSpec) -> list[tuple[str, str]]:
-    if not backend_available(spec.framework):
-        return [("framework", f"got {spec.framework!r}, whose backend is not in this version of raykit; "
-                              f"accepted: {', '.join(f for f in FRAMEWORKS if backend_available(f))}")]
-    problems = []
-    models = FRAMEWORK_MODELS[spec.framework]
-    if spec.model.name not in models and not USER_FACTORY.match(spec.model.name):
-        problems.append(("model.name", f"got {spec.model.name!r}, which framework {spec.framework} does not "
-                                       f"have; accepted with {spec.framework}: {', '.join(models)}, or a factory"))
-    elif USER_FACTORY.match(spec.model.name) and spec.model.name not in models:
-        problems += _factory_module_problems(spec.model.name)
-    if spec.framework == "tf" and spec.train.grad_accum_steps > 1:
-        problems.append(("train.grad_accum_steps", f"got {spec.train.grad_accum_steps} with framework tf; accepted "
-                                                   "on tf: 1 (raise train.batch_size instead)"))
-    if spec.framework == "tf" and spec.train.precision == "fp16" and spec.finetune.backbone_lr_mult != 1.0:
-        problems.append(("finetune.backbone_lr_mult", "got a multiplier with train.precision=fp16 on tf; the "
-                                                      "loss scaler needs one optimizer: accepted: 1.0, or bf16"))
+def _backend_problems(spec: RunSpec) -> list[tuple[str, str]]:
+    info = backend_info(spec.framework)  # a registered name: the field's choices are the registry's
+    problems = _missing_module_problems(info)
+    problems += _backend_fact_problems(spec, info)
+    for capability, path, asks, accepted in CAPABILITY_FIELDS:
+        if asks(spec) and capability not in info.capabilities:
+            able = [name for name in backend_names() if capability in backend_info(name).capabilities]
+            problems.append((path, f"got {_value_at(spec, path)!r} with framework {info.name}, which does not "
+                                   f"support it; accepted with {info.name}: {accepted}"
+                                   + (f"; or framework {' or '.join(able)}" if able else "")))
+    if info.refusals is not None:
+        problems += info.refusals(spec)
     return problems
 
 
-def _factory_module_problems(factory: str) -> list[tuple[str, str]]:
+def _missing_module_problems(info) -> list[tuple[str, str]]:
+    """The backend's packages must be installed here (located, never imported: validation stays light)."""
+    missing = [module for module in info.required_modules if not _module_found(module)]
+    if not missing:
+        return []
+    installed = [name for name in backend_names() if name != info.name
+                 and all(_module_found(module) for module in backend_info(name).required_modules)]
+    return [("framework", f"{info.name} needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}: "
+                          f"pip install {' '.join(missing)}"
+                          + (f"; or accepted here: {', '.join(installed)}" if installed else ""))]
+
+
+def _module_found(module: str) -> bool:
+    if module in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _backend_fact_problems(spec: RunSpec, info) -> list[tuple[str, str]]:
+    """Fields whose metadata names a ``backend_fact``: the value must be one of the chosen backend's."""
+    problems = []
+    for path, meta in _fields_with(lambda meta: "backend_fact" in meta):
+        value, have = _value_at(spec, path), getattr(info, meta["backend_fact"])
+        if value in have:
+            continue
+        if meta.get("allow_factory") and USER_FACTORY.match(value):
+            problems += _factory_module_problems(path, value)
+            continue
+        factory = ", or a factory 'package.module:function'" if meta.get("allow_factory") else ""
+        problems.append((path, f"got {value!r}, which framework {info.name} does not have; accepted with "
+                               f"{info.name}: {', '.join(have)}{factory}"))
+    return problems
+
+
+def _fields_with(wanted, cls: type = RunSpec, prefix: str = "") -> list[tuple[str, dict]]:
+    """``(dotted path, metadata)`` of every field whose metadata satisfies ``wanted``."""
+    found = []
+    types = field_types(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(types[f.name]):
+            found += _fields_with(wanted, types[f.name], f"{prefix}{f.name}.")
+        elif wanted(f.metadata):
+            found.append((f"{prefix}{f.name}", f.metadata))
+    return found
+
+
+def _value_at(spec: RunSpec, path: str):
+    value = spec
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _pretrained_problems(spec: RunSpec) -> list[tuple[str, str]]:
+    info = backend_info(spec.framework)
+    available = list(info.imagenet_files)
+    if spec.model.name not in available:
+        return [("model.pretrained", f"got 'imagenet' for model.name={spec.model.name!r} on {spec.framework}; "
+                                     f"accepted with: {', '.join(available) or 'none of its models'}")]
+    if spec.finetune.init_from != "scratch":
+        return [("model.pretrained", "got 'imagenet' together with finetune.init_from; accepted: one of the two")]
+    if info.imagenet_weights_file(spec.model.name) is None:
+        names = " or ".join(info.imagenet_files[spec.model.name])
+        # The cache function's first docstring line says where the directory comes from ($TORCH_HOME...).
+        where = (f"{info.weights_cache()} ({_first_line(info.weights_cache.__doc__)})" if info.weights_cache
+                 else f"{info.name}'s weights cache")
+        return [("model.pretrained", f"got 'imagenet' but {names} is not in {where} and raykit never downloads; "
+                                     "copy the file there, or set finetune.init_from to a weights file and "
+                                     "model.pretrained=none")]
+    return []
+
+
+def _first_line(doc: str | None) -> str:
+    lines = (doc or "").strip().splitlines()
+    return lines[0].replace("``", "").rstrip(".") if lines else ""
+
+
+def _factory_module_problems(path: str, factory: str) -> list[tuple[str, str]]:
     """The factory's module must be importable here: the workers import it by the same name, so a typo
     fails now rather than after Ray has started a worker group. Only the module is located (its parent
     packages are imported, the module itself is not run)."""
@@ -247,8 +290,8 @@ def _factory_module_problems(factory: str) -> list[tuple[str, str]]:
         found = False
     if found:
         return []
-    return [("model.name", f"got {factory!r}, but module {module!r} cannot be found on this Python path; accepted: "
-                           "a 'package.module:function' importable from the directory raykit runs in (or installed)")]
+    return [(path, f"got {factory!r}, but module {module!r} cannot be found on this Python path; accepted: "
+                   "a 'package.module:function' importable from the directory raykit runs in (or installed)")]
 
 
 def _resource_problems(scaling: ScalingSpec) -> list[tuple[str, str]]:
@@ -264,8 +307,3 @@ def _resource_problems(scaling: ScalingSpec) -> list[tuple[str, str]]:
             problems.append((path, f"got {amount!r} with scaling.use_gpu=false; set scaling.use_gpu=true "
                                    "to ask for GPUs"))
     return problems
-
-
-def backend_available(framework: str) -> bool:
-    """Whether ``raykit.backends.<framework>`` has a training loop (found without importing it)."""
-    return importlib.util.find_spec(f"raykit.backends.{framework}.loop") is not None

@@ -1,0 +1,233 @@
+"""Loading a run spec: from YAML, a dict or a ``RunSpec``, with dotted overrides, each field coerced to
+its annotation and checked against its rules, then the cross-field rules (:mod:`raykit.spec.rules`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from raykit.spec.fields import (check_rules, field_types, is_optional, join, origin, strip_optional, type_name,
+                                unknown_key_message)
+from raykit.spec.paths import set_dotted
+from raykit.spec.rules import cross_field_problems
+from raykit.spec.schema import RunSpec, SpecError
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML loader that also reads ``1e-3`` as a number (YAML 1.2 does; PyYAML's 1.1 does not)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text safely (no Python objects), reading ``1e-3`` as a float."""
+    return yaml.load(text, Loader=_YamlLoader)
+
+
+def load_spec(source: "RunSpec | Mapping | str | os.PathLike | None" = None,
+              overrides: Iterable[str] | Mapping[str, Any] = ()) -> RunSpec:
+    """Build a validated :class:`RunSpec`.
+
+    Args:
+        source: a ``RunSpec``, a nested dict, a path to a YAML file, or None for the defaults.
+        overrides: ``"dotted.key=value"`` strings (values parsed as YAML) or a ``{dotted.key: value}``
+            mapping, applied on top of the source.
+
+    Raises:
+        SpecError: naming every invalid field, its value and what is accepted.
+
+    Example::
+
+        load_spec("jobs/configs/digits_cnn_torch.yaml", ["train.epochs=2"]).train.epochs  # 2
+    """
+    raw = _raw_dict(source)
+    problems: list[tuple[str, str]] = []
+    for path, value in _parse_overrides(overrides):
+        try:
+            set_dotted(raw, path, value)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    try:
+        spec = _build(RunSpec, raw, "")
+    except SpecError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def _raw_dict(source: Any) -> dict:
+    if source is None:
+        return {}
+    if isinstance(source, RunSpec):
+        return source.to_dict()
+    if isinstance(source, Mapping):
+        return _deep_copy(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise SpecError([("<config>", f"file {str(source)!r} does not exist; give a YAML run spec path")])
+        try:
+            data = yaml_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise SpecError([("<config>", f"{str(source)!r} is not valid YAML: {exc}")]) from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise SpecError([("<config>", f"{str(source)!r} holds a {type(data).__name__}; "
+                                          "accepted: a YAML mapping of spec sections")])
+        return data
+    raise SpecError([("<config>", f"got {type(source).__name__}; accepted: RunSpec, dict or YAML path")])
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``"optim.lr=0.01"`` into ``("optim.lr", 0.01)``; the value is parsed as YAML (JSON works)."""
+    if not isinstance(text, str) or "=" not in text:
+        raise SpecError([("--set", f"got {text!r}; accepted: KEY=VALUE with a dotted key, e.g. optim.lr=0.01")])
+    path, _, value_text = text.partition("=")
+    path = path.strip()
+    if not path:
+        raise SpecError([("--set", f"got {text!r}; the key before '=' is empty")])
+    try:
+        value = yaml_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError:
+        value = value_text  # not YAML: keep the text and let the field's type decide
+    return path, value
+
+
+def _parse_overrides(overrides: Iterable[str] | Mapping[str, Any]) -> list[tuple[str, Any]]:
+    if isinstance(overrides, Mapping):
+        return list(overrides.items())
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    return [parse_override(item) for item in overrides]
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation: type checks from the annotations, rules from the field metadata
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise SpecError([(prefix or "<config>", f"got {raw!r}; accepted: a mapping of "
+                                                f"{', '.join(f.name for f in dataclasses.fields(cls))}")])
+    problems: list[tuple[str, str]] = []
+    kwargs = _build_fields(cls, raw, prefix, problems)
+    if problems:
+        raise SpecError(problems)
+    spec = cls(**kwargs)
+    if cls is RunSpec:
+        problems = cross_field_problems(spec)
+        if problems:
+            raise SpecError(problems)
+    return spec
+
+
+def _build_fields(cls: type, raw: Mapping, prefix: str, problems: list) -> dict:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    types = field_types(cls)
+    for key in raw:
+        if key not in fields:
+            problems.append((join(prefix, str(key)), unknown_key_message(str(key), fields)))
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        path = join(prefix, name)
+        ftype = types[name]
+        if dataclasses.is_dataclass(ftype):
+            try:
+                kwargs[name] = _build(ftype, raw[name], path)
+            except SpecError as exc:
+                problems.extend(exc.problems)
+            continue
+        ok, value, message = _coerce(raw[name], ftype)
+        if not ok:
+            problems.append((path, message))
+            continue
+        rule_problem = check_rules(value, f.metadata)
+        if rule_problem:
+            problems.append((path, rule_problem))
+            continue
+        kwargs[name] = value
+    return kwargs
+
+
+def _coerce(value: Any, ftype: Any) -> tuple[bool, Any, str]:
+    """Check ``value`` against the annotation ``ftype``; return (ok, value, message)."""
+    if is_optional(ftype):
+        if value is None:
+            return True, None, ""
+        ftype = strip_optional(ftype)
+    bad = f"got {value!r} ({type(value).__name__}); accepted: {type_name(ftype)}"
+    if ftype is bool:
+        return (True, value, "") if isinstance(value, bool) else (False, None, bad)
+    if ftype is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return True, value, ""
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            return True, int(value), ""
+        return False, None, bad
+    if ftype is float:
+        return _coerce_float(value, bad)
+    if ftype is str:
+        return (True, value, "") if isinstance(value, str) and value else (False, None, bad)
+    if origin(ftype) is list:
+        return _coerce_list(value, ftype, bad)
+    if origin(ftype) is dict or ftype is dict:
+        if not isinstance(value, Mapping):
+            return False, None, bad
+        if not all(isinstance(k, str) for k in value):
+            return False, None, f"got {value!r}; accepted: a mapping with text keys"
+        return True, _deep_copy(value), ""
+    raise TypeError(f"unsupported spec annotation {ftype!r}")  # a bug in the schema, not user input
+
+
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _coerce_float(value: Any, bad: str) -> tuple[bool, Any, str]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+        number = float(value)  # YAML 1.1 reads "1e-3" as text
+    else:
+        return False, None, bad
+    if number != number or number in (float("inf"), float("-inf")):
+        return False, None, f"got {value!r}; accepted: a finite number"
+    return True, number, ""
+
+
+def _coerce_list(value: Any, ftype: Any, bad: str) -> tuple[bool, Any, str]:
+    if not isinstance(value, (list, tuple)):
+        return False, None, bad
+    (item_type,) = typing.get_args(ftype) or (Any,)
+    items = []
+    for index, item in enumerate(value):
+        if item_type is Any:
+            items.append(item)
+            continue
+        ok, coerced, message = _coerce(item, item_type)
+        if not ok:
+            return False, None, f"item {index}: {message}"
+        items.append(coerced)
+    return True, items, ""

@@ -1,0 +1,113 @@
+"""What the spec accepts per framework comes from the backend registry (raykit.backends), not from the spec."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from raykit.backends import BackendInfo, backend_info, backend_names, register, unregister
+from raykit.backends.base import GPU, GRAD_ACCUM
+from raykit.spec import SpecError, load_spec, reference_markdown
+
+
+def problems(overrides) -> dict[str, str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(None, overrides)
+    return dict(info.value.problems)
+
+
+@pytest.fixture
+def toy_backend():
+    """A backend registered by a test: facts only (validation never loads its implementation)."""
+
+    def refusals(spec):
+        return [("train.label_smoothing", "toy cannot smooth labels")] if spec.train.label_smoothing else []
+
+    info = register(BackendInfo(name="toy", implementation="tests.no_such_module:ToyBackend", trainer="data_parallel",
+                                model_names=("cnn", "toynet"), optimizer_names=("adam", "lion"),
+                                refusals=refusals, required_modules=("numpy",)))
+    yield info
+    unregister("toy")
+
+
+def test_framework_is_valid_iff_registered(toy_backend):
+    assert "toy" in backend_names()
+    spec = load_spec(None, ["framework=toy", "scaling.use_gpu=false"])
+    assert spec.framework == "toy"
+    unregister("toy")
+    message = problems(["framework=toy"])["framework"]
+    assert "'toy'" in message and "torch, tf" in message
+
+
+def test_model_and_optimizer_names_are_the_chosen_backends(toy_backend):
+    assert load_spec(None, ["framework=toy", "model.name=toynet", "optim.name=lion"]).model.name == "toynet"
+    message = problems(["framework=toy", "model.name=resnet18"])["model.name"]
+    assert "'resnet18'" in message and "toy" in message and "cnn, toynet" in message
+    message = problems(["optim.name=lion"])["optim.name"]  # torch has no lion
+    assert "'lion'" in message and "torch" in message and "rmsprop" in message
+    assert "did you mean 'cnn'" in problems(["model.name=cnnn"])["model.name"]
+
+
+def test_resnets_torch_has_and_tf_has_not_are_refused_on_tf_naming_what_tf_has():
+    assert load_spec(None, ["model.name=resnet18"]).model.name == "resnet18"
+    message = problems(["framework=tf", "model.name=resnet18"])["model.name"]
+    assert "framework tf" in message and ", ".join(backend_info("tf").model_names) in message
+
+
+@pytest.mark.parametrize("framework", ["torch", "tf"])
+def test_rmsprop_is_accepted_on_every_builtin_framework(framework):
+    assert load_spec(None, [f"framework={framework}", "optim.name=rmsprop"]).optim.name == "rmsprop"
+
+
+def test_gradient_accumulation_needs_the_capability():
+    assert GRAD_ACCUM in backend_info("torch").capabilities and GRAD_ACCUM not in backend_info("tf").capabilities
+    assert load_spec(None, ["train.grad_accum_steps=4"]).train.grad_accum_steps == 4
+    message = problems(["framework=tf", "train.grad_accum_steps=4"])["train.grad_accum_steps"]
+    assert "got 4" in message and "framework tf" in message and "accepted with tf: 1" in message
+    assert "framework torch" in message  # where it is accepted
+
+
+def test_gpus_need_the_capability(toy_backend):
+    assert GPU not in toy_backend.capabilities
+    message = problems(["framework=toy", "scaling.use_gpu=true"])["scaling.use_gpu"]
+    assert "got True" in message and "framework toy" in message and "false" in message
+
+
+def test_a_backend_refuses_what_its_refusals_say(toy_backend):
+    found = problems(["framework=toy", "train.label_smoothing=0.1"])
+    assert found["train.label_smoothing"] == "toy cannot smooth labels"
+    # tf's own: one loss-scaled optimizer under fp16, so no backbone multiplier
+    message = problems(["framework=tf", "train.precision=fp16", "scaling.use_gpu=true",
+                        "finetune.backbone_lr_mult=0.1"])["finetune.backbone_lr_mult"]
+    assert "fp16" in message and "accepted" in message
+
+
+def test_a_framework_whose_packages_are_missing_is_refused_with_the_pip_command(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.delitem(__import__("sys").modules, "tensorflow", raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a))
+    message = problems(["framework=tf"])["framework"]
+    assert message.startswith("tf needs the tensorflow package: pip install tensorflow")
+    assert "torch" in message  # what is installed instead
+    assert load_spec(None, ["framework=torch"]).framework == "torch"
+
+
+def test_pretrained_weights_are_looked_up_in_the_chosen_backends_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    message = problems(["framework=tf", "model.name=resnet50", "model.pretrained=imagenet"])["model.pretrained"]
+    assert backend_info("tf").imagenet_files["resnet50"][0] in message and str(tmp_path / "models") in message
+    assert "KERAS_HOME" in message and "never downloads" in message
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / backend_info("tf").imagenet_files["resnet50"][0]).write_bytes(b"")
+    spec = load_spec(None, ["framework=tf", "model.name=resnet50", "model.pretrained=imagenet"])
+    assert backend_info("tf").imagenet_weights_file("resnet50") == tmp_path / "models" / \
+        backend_info("tf").imagenet_files["resnet50"][0] and spec.model.pretrained == "imagenet"
+
+
+def test_the_reference_lists_model_names_per_backend():
+    table = reference_markdown()
+    torch_models, tf_models = (", ".join(backend_info(name).model_names) for name in ("torch", "tf"))
+    assert f"one of {torch_models} (torch); {tf_models} (tf), or 'package.module:function'" in table
+    assert "one of adam, adamw, sgd, rmsprop |" in table
