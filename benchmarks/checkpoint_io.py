@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import RESULTS, machine_line, spread, synthetic_npz, verdict, write_section  # noqa: E402
 from raykit.backends.torch import checkpoint as ckpt  # noqa: E402
-from raykit.backends.torch.loop import fit  # noqa: E402
+from raykit.engine import fit  # noqa: E402
 from raykit.checkpoint import read_manifest  # noqa: E402
 from raykit.session import WorkerSession  # noqa: E402
 from raykit.spec import load_spec  # noqa: E402

@@ -29,7 +29,7 @@ SHAPE = (8, 8, 1)
 def raykit_run(spec, train_size: int) -> tuple[float, float]:
     import keras
 
-    from raykit.backends.tf.loop import fit
+    from raykit.engine import fit
     from raykit.session import WorkerSession
 
     keras.backend.clear_session()

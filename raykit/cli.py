@@ -207,14 +207,15 @@ def run_augment_preview(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from raykit.augment import resolve_ops
-    from raykit.backends import load_backend_module
+    from raykit.backends import load_backend
     from raykit.data import load_splits
     from raykit.spec import load_spec
 
     spec = load_spec(args.config, overrides_of(args))
     images = load_splits(spec.data).train.x[: max(args.rows, 1)]
-    preview_png = load_backend_module(spec.framework, "augment").preview_png
-    png = preview_png(images, resolve_ops(spec.augment.preset, spec.augment.ops), spec.train.seed, rows=len(images))
+    backend = load_backend(spec.framework)
+    png = backend.augment_preview_png(images, resolve_ops(spec.augment.preset, spec.augment.ops), spec.train.seed,
+                                      rows=len(images))
     Path(args.out).write_bytes(png)
     print(f"wrote {args.out}")
     return EXIT_OK

@@ -16,11 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from raykit import storage
-from raykit.backends import load_backend_module
+from raykit.backends import backend_info, load_backend
+from raykit.engine import reference_logits
 from raykit.spec import EPOCH_METRICS, RunSpec, SpecError, load_spec
-
-EXPORT_FORMATS = {"torch": ("torchscript", "onnx"), "tf": ("keras", "saved_model")}
-
 
 def checkpoint_manifest(checkpoint: str) -> dict:
     """A raykit checkpoint's manifest (path or URI), or a SpecError naming the argument."""
@@ -56,23 +54,24 @@ def export(checkpoint: str, formats: list[str] | None = None, out_dir: str | Non
     """
     manifest = checkpoint_manifest(checkpoint)
     framework = manifest["framework"]
-    formats = list(formats or EXPORT_FORMATS[framework])
-    unknown = [f for f in formats if f not in EXPORT_FORMATS[framework]]
+    accepted = backend_info(framework).export_formats
+    formats = list(formats or accepted)
+    unknown = [f for f in formats if f not in accepted]
     if unknown:
         raise SpecError([("--format", f"got {unknown[0]!r} for a {framework} checkpoint; accepted: "
-                                      f"{', '.join(EXPORT_FORMATS[framework])}")])
+                                      f"{', '.join(accepted)}")])
     spec = load_spec(manifest["spec"], overrides)
     input_shape, num_classes = model_shape(manifest, spec)
     metrics = {k: v for k, v in (manifest.get("metrics") or {}).items() if k in EPOCH_METRICS}
     stem = spec.checkpoint.export_template.format(**metrics)
     out_dir = out_dir or storage.join(_parent(checkpoint), "export")
-    backend = load_backend_module(framework, "export")
+    backend = load_backend(framework)
     with tempfile.TemporaryDirectory(prefix="raykit-export-") as work:
         local = _local_checkpoint(checkpoint, work)
         os.makedirs(os.path.join(work, "out"))
         written = backend.export(spec, local, input_shape, num_classes, os.path.join(work, "out", stem), formats)
         probe = np.random.default_rng(0).random((4, *input_shape), dtype=np.float32)
-        expected = backend.reference_logits(spec, local, probe, input_shape, num_classes)
+        expected = reference_logits(spec, local, probe, input_shape, num_classes)
         checks = {fmt: float(np.abs(logits_of(probe) - expected).max()) for fmt, (_, logits_of) in written.items()}
         locations = {fmt: _upload(path, storage.join(out_dir, os.path.basename(path)))
                      for fmt, (path, _) in written.items()}
@@ -137,7 +136,7 @@ def predict(checkpoint: str, data: str, out: str, overrides=(), *, batch_size: i
     from raykit.ray.predict import run_prediction
 
     cluster.connect(address)
-    rows = run_prediction(source, spec, manifest["framework"], storage.resolve_storage(checkpoint),
+    rows = run_prediction(source, spec, storage.resolve_storage(checkpoint),
                           storage.resolve_storage(out), input_shape, num_classes, names, batch_size=batch_size,
                           actors=actors, use_gpu=spec.scaling.use_gpu if use_gpu is None else use_gpu)
     summary = {"rows": rows, "out": out, "classes": names}

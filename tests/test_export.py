@@ -11,6 +11,7 @@ import pytest
 
 import raykit
 from raykit.backends import load_backend_module
+from raykit.engine import fit, reference_logits
 from raykit.cli import main as cli_main
 from raykit.data import load_splits
 from raykit.session import WorkerSession
@@ -38,7 +39,7 @@ def trained(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"export-{request.param}")
     spec = tiny_spec(*NORMALIZED, f"framework={request.param}")
     recorder = Recorder(root)
-    load_backend_module(request.param, "loop").fit(spec, WorkerSession(report=recorder))
+    fit(spec, WorkerSession(report=recorder))
     test = load_splits(spec.data).test
     return request.param, recorder.checkpoints[-1], test.x[:64], test.y[:64]
 
@@ -47,9 +48,8 @@ def test_every_export_reproduces_the_checkpoints_logits(trained, tmp_path):
     framework, checkpoint, images, _ = trained
     written = raykit.export(str(checkpoint), out_dir=str(tmp_path), verbose=False)
     assert sorted(written) == sorted({"torch": ["torchscript", "onnx"], "tf": ["keras", "saved_model"]}[framework])
-    export = load_backend_module(framework, "export")
     spec = raykit.load_spec(json.loads((checkpoint / "manifest.json").read_text())["spec"])
-    expected = export.reference_logits(spec, str(checkpoint), images, (8, 8, 1), 10)
+    expected = reference_logits(spec, str(checkpoint), images, (8, 8, 1), 10)
     for fmt, location in written.items():
         logits = load_for_test(framework, location)(images)
         np.testing.assert_allclose(logits, expected, atol=1e-4, err_msg=fmt)
@@ -60,9 +60,8 @@ def test_exports_include_the_normalize_preprocessing(trained, tmp_path):
     framework, checkpoint, images, _ = trained
     location = raykit.export(str(checkpoint), out_dir=str(tmp_path), verbose=False)[
         "torchscript" if framework == "torch" else "keras"]
-    export = load_backend_module(framework, "export")
     plain = raykit.load_spec(json.loads((checkpoint / "manifest.json").read_text())["spec"], ["augment.ops=[]"])
-    without_normalize = export.reference_logits(plain, str(checkpoint), images, (8, 8, 1), 10)
+    without_normalize = reference_logits(plain, str(checkpoint), images, (8, 8, 1), 10)
     assert np.abs(load_for_test(framework, location)(images) - without_normalize).max() > 1e-2
 
 

@@ -10,7 +10,7 @@ import pyarrow.dataset
 import pytest
 
 import raykit
-from raykit.backends import load_backend_module
+from raykit.engine import fit, reference_logits
 from raykit.data.convert import convert
 from raykit.data.images import encode_png
 from raykit.data.sources import ReadOptions, open_source
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.ray
 
 def checkpoint_of(framework: str, root) -> str:
     recorder = Recorder(root)
-    load_backend_module(framework, "loop").fit(tiny_spec("train.epochs=2", "model.name=mlp", f"framework={framework}"),
+    fit(tiny_spec("train.epochs=2", "model.name=mlp", f"framework={framework}"),
                                                WorkerSession(report=recorder))
     return str(recorder.checkpoints[-1])
 
@@ -39,7 +39,7 @@ def expected_predictions(framework: str, checkpoint: str, data: str) -> np.ndarr
     images, _ = source.read_rows(np.arange(len(source)))
     images = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
     spec = raykit.load_spec(json.loads(open(f"{checkpoint}/manifest.json").read())["spec"])
-    logits = load_backend_module(framework, "export").reference_logits(spec, checkpoint, images, (8, 8, 1), 10)
+    logits = reference_logits(spec, checkpoint, images, (8, 8, 1), 10)
     return logits.argmax(1)
 
 

@@ -3,7 +3,7 @@ other ranks and piped runs print plain per-epoch lines only."""
 
 from __future__ import annotations
 
-from raykit.backends import load_backend_module
+from raykit.engine import fit
 from raykit.session import WorkerSession
 from tests.backends.test_torch import Recorder, tiny_spec
 
@@ -35,7 +35,7 @@ def test_rank_0_gets_one_closed_bar_per_epoch_covering_its_samples(tmp_path):
     for framework in ("torch", "tf"):
         bars = Bars()
         spec = tiny_spec("train.epochs=2", "model.name=mlp", f"framework={framework}")
-        load_backend_module(framework, "loop").fit(spec, WorkerSession(report=Recorder(tmp_path / framework),
+        fit(spec, WorkerSession(report=Recorder(tmp_path / framework),
                                                                        progress_bar=bars))
         assert [b["description"].split(" batch")[0] for b in bars.made] == ["epoch 1/2", "epoch 2/2"]
         assert all(b["description"].endswith("samples/s (rank 0)") for b in bars.made)

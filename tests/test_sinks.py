@@ -86,7 +86,7 @@ def test_uri_run_dir_holds_a_readable_event_file_after_every_epoch(tmp_path):
 
 
 def test_torch_fit_writes_one_point_per_epoch(tmp_path):
-    from raykit.backends.torch.loop import fit
+    from raykit.engine import fit
 
     result = fit(tiny_spec("train.epochs=3", "train.max_steps_per_epoch=2"), WorkerSession(run_dir=str(tmp_path)))
     scalars = read_scalars(tmp_path / "tensorboard")
@@ -98,7 +98,7 @@ def test_torch_fit_writes_one_point_per_epoch(tmp_path):
 
 def test_tf_fit_writes_one_point_per_epoch(tmp_path):
     import raykit.backends.tf  # noqa: F401  (Keras on TensorFlow, set before TensorFlow loads)
-    from raykit.backends.tf.loop import fit
+    from raykit.engine import fit
 
     spec = load_spec(None, ["framework=tf", "scaling.num_workers=1", "train.epochs=2", "train.max_steps_per_epoch=2"])
     result = fit(spec, WorkerSession(run_dir=str(tmp_path)))
@@ -107,7 +107,7 @@ def test_tf_fit_writes_one_point_per_epoch(tmp_path):
 
 
 def test_tensorboard_false_writes_no_event_files(tmp_path):
-    from raykit.backends.torch.loop import fit
+    from raykit.engine import fit
 
     fit(tiny_spec("train.epochs=1", "train.max_steps_per_epoch=1", "train.tensorboard=false"),
         WorkerSession(run_dir=str(tmp_path)))

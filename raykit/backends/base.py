@@ -228,8 +228,8 @@ class Backend(ABC):
         ``logits_of`` runs the written program (to check it against the checkpoint)."""
 
     @classmethod
-    def augment_preview_png(cls, images_nhwc: np.ndarray, ops: list[dict], seed: int) -> bytes:
-        """A PNG grid of images and augmented versions of them (``raykit augment-preview``)."""
+    def augment_preview_png(cls, images_nhwc: np.ndarray, ops: list[dict], seed: int, rows: int = 4) -> bytes:
+        """A PNG grid of the first ``rows`` images and augmented versions of them (``raykit augment-preview``)."""
         raise NotImplementedError(f"the {cls.info.name} backend draws no augmentation preview")
 
 

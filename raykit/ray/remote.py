@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from raykit.backends import load_backend_module
+from raykit import engine
 from raykit.ray.trainer import worker_environment
 from raykit.spec import RunSpec, load_spec
 
@@ -23,8 +23,7 @@ def _evaluate(spec_dict: dict, checkpoint: str, split: str) -> dict:
     from ray.train import Checkpoint
 
     with Checkpoint(checkpoint).as_directory() as directory:
-        loop = load_backend_module(spec.framework, "loop")
-        return loop.evaluate_checkpoint(spec, directory, split, use_gpu=spec.scaling.use_gpu)
+        return engine.evaluate_checkpoint(spec, directory, split, use_gpu=spec.scaling.use_gpu)
 
 
 def evaluate(spec: RunSpec, checkpoint: str, split: str = "test") -> dict:
@@ -38,8 +37,7 @@ def _predict(spec_dict: dict, checkpoint: str, split: str):
     from ray.train import Checkpoint
 
     with Checkpoint(checkpoint).as_directory() as directory:
-        loop = load_backend_module(spec.framework, "loop")
-        return loop.predict_split(spec, directory, split, use_gpu=spec.scaling.use_gpu)
+        return engine.predict_split(spec, directory, split, use_gpu=spec.scaling.use_gpu)
 
 
 def predict(spec: RunSpec, checkpoint: str, split: str = "test"):

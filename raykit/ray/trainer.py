@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import ray.train
 
 from raykit import storage
+from raykit.backends import backend_info
 from raykit.data import DataPlan, plan_data
 from raykit.ray.worker import train_loop_per_worker
 from raykit.spec import RunSpec
@@ -96,13 +97,24 @@ def build_trainer(spec: RunSpec, run_dir: str, *, callbacks: list | None = None,
 
         loop_config["data_info"] = data.info_dict(plan.info)
         common["datasets"] = data.datasets(plan, spec)
-    if spec.framework == "torch":
+    return trainer_class(backend_info(spec.framework).trainer)(train_loop_per_worker, **common)
+
+
+def trainer_class(name: str):
+    """The Ray Train trainer a backend names (:attr:`raykit.backends.base.BackendInfo.trainer`)."""
+    if name == "torch":
         from ray.train.torch import TorchTrainer
 
-        return TorchTrainer(train_loop_per_worker, **common)
-    from ray.train.tensorflow import TensorflowTrainer
+        return TorchTrainer
+    if name == "tensorflow":
+        from ray.train.tensorflow import TensorflowTrainer
 
-    return TensorflowTrainer(train_loop_per_worker, **common)
+        return TensorflowTrainer
+    if name == "data_parallel":
+        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+        return DataParallelTrainer
+    raise ValueError(f"trainer: got {name!r}; accepted: torch, tensorflow, data_parallel")
 
 
 def worker_resources(spec: RunSpec) -> dict:

@@ -21,8 +21,7 @@ import ray.train
 import ray.tune
 from ray.util.queue import Empty, Queue
 
-from raykit import storage
-from raykit.backends import load_backend_module
+from raykit import engine, storage
 from raykit.history import read_history_csv
 from raykit.ray.trainer import build_trainer, worker_environment, worker_resources
 from raykit.registry import Registry
@@ -208,7 +207,7 @@ def _train_inline(spec: RunSpec, run_dir: str, checkpoint) -> None:
     with local as resume_dir:
         session = WorkerSession(use_gpu=spec.scaling.use_gpu, report=_report_to_tune, resume_dir=resume_dir,
                                 run_dir=run_dir)
-        load_backend_module(spec.framework, "loop").fit(spec, session)
+        engine.fit(spec, session)
 
 
 class _ForwardToTrial(ray.train.UserCallback):

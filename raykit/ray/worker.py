@@ -10,7 +10,8 @@ import tempfile
 import ray.train
 
 from raykit import storage
-from raykit.backends import load_backend_module
+from raykit import engine
+from raykit.backends import backend_info
 from raykit.checkpoint import CheckpointError, read_manifest
 from raykit.session import WorkerSession
 from raykit.spec import load_spec
@@ -41,11 +42,11 @@ def train_loop_per_worker(config: dict) -> dict:
             report=_report_to_ray,
             resume_dir=resume_dir,
             run_dir=config["run_dir"],
-            prepare_model=_model_preparer(spec.framework),
+            prepare_model=model_preparer(backend_info(spec.framework).trainer),
             progress_bar=_progress_bar(config, context.get_world_rank()),
             **_streamed_data(spec, config),
         )
-        return load_backend_module(spec.framework, "loop").fit(spec, session)
+        return engine.fit(spec, session)
 
 
 @contextlib.contextmanager
@@ -138,8 +139,10 @@ def _report_to_ray(metrics: dict, checkpoint_dir: str | None) -> None:
     ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=dir_name)
 
 
-def _model_preparer(framework: str):
-    if framework == "torch":
+def model_preparer(trainer: str):
+    """How the trainer's workers wrap a model for data-parallel training: DDP for TorchTrainer; models of
+    the other trainers synchronise themselves (a tf.distribute strategy) or are wrapped by nobody."""
+    if trainer == "torch":
         from ray.train.torch import prepare_model
 
         return prepare_model

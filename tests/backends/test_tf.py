@@ -17,7 +17,7 @@ from raykit.augment import resolve_ops  # noqa: E402
 from raykit.backends.tf import augment as tfa  # noqa: E402
 from raykit.backends.tf import checkpoint as tf_ckpt  # noqa: E402
 from raykit.backends.tf import finetune as tf_finetune  # noqa: E402
-from raykit.backends.tf.loop import evaluate_checkpoint, fit  # noqa: E402
+from raykit.engine import evaluate_checkpoint, fit  # noqa: E402
 from raykit.backends.tf.models import MODELS, build_model, trainable_parameter_count  # noqa: E402
 from raykit.backends.torch import augment as tha  # noqa: E402
 from raykit.backends.torch.models import build_model as build_torch_model  # noqa: E402

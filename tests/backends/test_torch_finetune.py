@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from raykit.backends.torch import finetune
-from raykit.backends.torch.loop import fit, optimizer_steps_per_epoch
+from raykit.engine import fit, optimizer_steps_per_epoch
 from raykit.backends.torch.models import build_model
 from raykit.checkpoint import CheckpointError
 from raykit.schedules import SCHEDULES, frozen_at_epoch, lr_multiplier

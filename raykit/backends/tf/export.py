@@ -1,5 +1,5 @@
-"""Deployable copies of a Keras checkpoint's model: a ``.keras`` file and a TensorFlow SavedModel, and
-batch prediction.
+"""Deployable copies of a Keras checkpoint's model: a ``.keras`` file and a TensorFlow SavedModel (batch
+prediction is :class:`raykit.engine.Predictor` over :meth:`TFBackend.logits`).
 
 An exported model takes what raykit's data gives: float32 images in [0, 1], NHWC, and returns logits.
 The spec's evaluation-time ``normalize`` ops are built in as Keras ``Normalization`` layers (standard
@@ -59,24 +59,3 @@ def load_exported(path: str):
     loaded = tf.saved_model.load(path)
     return lambda images: loaded.serve(tf.constant(np.asarray(images, np.float32))).numpy()
 
-
-def reference_logits(spec: RunSpec, checkpoint_dir: str, images: np.ndarray, input_shape, num_classes: int):
-    """The checkpoint model's logits on ``images`` (what an export must reproduce)."""
-    model = load_inference_model(spec, checkpoint_dir, input_shape, num_classes)
-    return np.asarray(model(np.asarray(images, np.float32), training=False))
-
-
-class Predictor:
-    """Built once per Ray Data actor: NHWC float images -> (predicted class, class probabilities)."""
-
-    def __init__(self, spec_dict: dict, checkpoint_dir: str, input_shape, num_classes: int, use_gpu: bool):
-        from raykit.spec import load_spec
-
-        self.model = load_inference_model(load_spec(spec_dict), checkpoint_dir, input_shape, num_classes)
-
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits = np.asarray(self.model(np.asarray(images, np.float32), training=False), np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        probabilities = np.exp(logits)
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
-        return probabilities.argmax(1), probabilities.astype(np.float32)

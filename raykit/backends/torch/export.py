@@ -1,4 +1,5 @@
-"""Deployable copies of a torch checkpoint's model: TorchScript and ONNX, and batch prediction.
+"""Deployable copies of a torch checkpoint's model: TorchScript and ONNX (batch prediction is
+:class:`raykit.engine.Predictor` over :meth:`TorchBackend.logits`).
 
 An exported model takes what raykit's data gives: float32 images in [0, 1], NHWC (batch, height, width,
 channels), and returns logits. The spec's evaluation-time preprocessing (``normalize`` ops) is inside it,
@@ -104,27 +105,3 @@ def load_exported(path: str):
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     return lambda images: session.run(None, {"images": np.asarray(images, np.float32)})[0]
 
-
-class Predictor:
-    """Callable batch -> batch for Ray Data ``map_batches``: ``{"image"...}`` float NHWC in, predictions and
-    class probabilities out. Built once per actor (the model loads once)."""
-
-    def __init__(self, spec_dict: dict, checkpoint_dir: str, input_shape, num_classes: int, use_gpu: bool):
-        from raykit.spec import load_spec
-
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        spec = load_spec(spec_dict)
-        self.model = load_inference_model(spec, checkpoint_dir, input_shape, num_classes).to(self.device)
-
-    @torch.no_grad()
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits = self.model(torch.from_numpy(np.require(images, np.float32, "W")).to(self.device))
-        probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
-        return probabilities.argmax(1), probabilities
-
-
-def reference_logits(spec: RunSpec, checkpoint_dir: str, images: np.ndarray, input_shape, num_classes: int):
-    """The checkpoint model's logits on ``images`` (what an export must reproduce)."""
-    model = load_inference_model(spec, checkpoint_dir, input_shape, num_classes)
-    with torch.no_grad():
-        return model(torch.from_numpy(np.asarray(images, np.float32))).numpy()

@@ -1,0 +1,218 @@
+"""The PyTorch backend: :class:`TorchBackend` implements :class:`raykit.backends.base.Backend`.
+
+Data parallel: each rank trains on its shard of every epoch's order (from the engine), DDP (through the
+session's ``prepare_model``) averages gradients, and the engine sums metrics over ranks with
+:meth:`TorchBackend.all_reduce_sum`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from raykit.augment import resolve_ops
+from raykit.backends.base import Backend, EpochTotals, with_last
+from raykit.backends.torch import INFO
+from raykit.backends.torch import checkpoint as ckpt
+from raykit.backends.torch import export as exporting
+from raykit.backends.torch import finetune
+from raykit.backends.torch.augment import build_augmenter, make_generator, preview_png, soft_cross_entropy
+from raykit.backends.torch.models import build_model, to_model_layout
+from raykit.backends.torch.optim import build_optimizer
+from raykit.data import to_float
+from raykit.schedules import lr_multiplier
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TorchBackend(Backend):
+    info = INFO
+
+    def __init__(self, spec, session):
+        super().__init__(spec, session)
+        self.device = worker_device(session.use_gpu, session.local_rank)
+        self.wrapped: nn.Module | None = None  # the DDP-wrapped model for training
+        self.frozen: list[str] = []
+
+    # --- set-up -----------------------------------------------------------------------------------
+    def seed(self, seed: int) -> None:
+        seed_everything(seed)
+
+    def seed_rank(self, seed: int, rank: int) -> None:
+        seed_everything(seed + rank)
+
+    def build(self, data_info, steps_per_epoch: int) -> None:
+        spec = self.spec
+        self.model = build_model(spec.model, data_info.input_shape, data_info.num_classes).to(self.device)
+        groups = finetune.parameter_groups(self.model, spec.optim.lr, spec.finetune.backbone_lr_mult)
+        self.optimizer = build_optimizer(spec.optim, groups)
+        multiplier = lr_multiplier(spec.optim, steps_per_epoch, steps_per_epoch * spec.train.epochs)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, multiplier)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=spec.train.precision == "fp16")
+        self.augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), data_info.num_classes,
+                                         spec.train.seed)
+
+    def load_initial_weights(self) -> str | None:
+        report = finetune.load_initial_weights(self.spec, self.model)
+        return report.summary() if report else None
+
+    def restore(self, directory: str) -> tuple[dict, list]:
+        return ckpt.restore(directory, self.model, self.optimizer, self.scheduler, self.scaler)
+
+    def freezable_layers(self) -> list[str]:
+        return finetune.frozen_layer_names(self.model, self.spec.finetune)
+
+    def set_frozen(self, names: list[str]) -> None:
+        """Freeze ``names`` and re-wrap for DDP, which only synchronises the parameters that required
+        gradients when it was built."""
+        finetune.apply_freezing(self.model, names)
+        self.frozen = names
+        self.wrapped = self.session.prepare_model(self.model)
+
+    # --- data -------------------------------------------------------------------------------------
+    def to_arrays(self, x: np.ndarray, y: np.ndarray) -> Batch:
+        """Images in the model's NCHW layout (converted once, not per batch) and labels, on the device."""
+        return to_model_layout(torch.from_numpy(to_float(x))).to(self.device), torch.from_numpy(y).to(self.device)
+
+    def take(self, arrays: Batch, index: np.ndarray) -> Batch:
+        rows = torch.from_numpy(index).to(self.device)
+        return arrays[0][rows], arrays[1][rows]
+
+    def batch(self, x: np.ndarray, y: np.ndarray) -> Batch:
+        # Ray hands out read-only arrays; torch wants writable ones.
+        x = np.require(to_float(x), requirements="W")
+        return (to_model_layout(torch.from_numpy(x)).to(self.device),
+                torch.from_numpy(np.array(y, np.int64)).to(self.device))
+
+    # --- training ---------------------------------------------------------------------------------
+    def train_epoch(self, batches: Iterable, epoch: int, first_step: int,
+                    on_batch: Callable[[int, int], None]) -> EpochTotals:
+        spec, device = self.spec, self.device
+        generator = make_generator(device, spec.train.seed, epoch, self.session.rank)
+        accum = spec.train.grad_accum_steps
+        self.wrapped.train()
+        finetune.keep_frozen_norms_in_eval(self.model, self.frozen)
+        totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
+        steps = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for index, ((batch_x, labels), is_last) in enumerate(with_last(batches)):
+            images, targets = self.augmenter.train_batch(batch_x, labels, generator)
+            last_of_step = (index + 1) % accum == 0 or is_last
+            # Between optimizer steps, skip DDP's all-reduce: gradients only need averaging once per step.
+            sync = contextlib.nullcontext() if last_of_step or not hasattr(self.wrapped, "no_sync") \
+                else self.wrapped.no_sync()
+            with sync:
+                with autocast(device, spec.train.precision):
+                    logits = self.wrapped(images)
+                    loss = soft_cross_entropy(logits.float(), targets, spec.train.label_smoothing)
+                self.scaler.scale(loss / accum).backward()
+            if last_of_step:
+                self._optimizer_step()
+                steps += 1
+            totals += torch.stack([loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double(),
+                                   torch.tensor(len(labels), device=device, dtype=torch.float64)])
+            on_batch(index, len(labels))
+        loss_sum, correct, samples = totals.tolist()
+        return EpochTotals(loss_sum, correct, int(samples), steps)
+
+    def _optimizer_step(self) -> None:
+        if self.spec.optim.grad_clip_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.optim.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def after_validation(self) -> dict:
+        """Peak GPU memory this worker's tensors held so far (MiB), on a CUDA device."""
+        if self.device.type != "cuda":
+            return {}
+        return {"peak_gpu_mb": torch.cuda.max_memory_allocated(self.device) / 2**20}
+
+    @torch.no_grad()
+    def evaluate_totals(self, batches: Iterable) -> np.ndarray:
+        model, device = self.wrapped, self.device
+        model.eval()
+        totals = torch.zeros(3, device=device, dtype=torch.float64)
+        for batch_x, labels in batches:
+            with autocast(device, self.spec.train.precision):
+                logits = model(self.augmenter.eval_batch(batch_x))
+            loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+            totals += torch.stack([loss.double(), (logits.argmax(1) == labels).sum().double(),
+                                   torch.tensor(len(labels), device=device, dtype=torch.float64)])
+        return totals.cpu().numpy()
+
+    def learning_rate(self, global_step: int) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])  # LambdaLR has stepped to global_step
+
+    # --- collectives ------------------------------------------------------------------------------
+    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        if self.session.world_size == 1 or not dist.is_initialized():
+            return np.asarray(values, np.float64)
+        tensor = torch.tensor(np.asarray(values, np.float64), device=self.device)
+        dist.all_reduce(tensor)
+        return tensor.cpu().numpy()
+
+    def gather(self, value: dict) -> list[dict]:
+        if self.session.world_size == 1 or not dist.is_initialized():
+            return [value]
+        gathered: list = [None] * self.session.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def capture_rng(self) -> dict:
+        return ckpt.capture_rng()
+
+    def apply_rng(self, state: dict) -> None:
+        ckpt.apply_rng(state)
+
+    def save_checkpoint(self, directory: str, *, state: dict, metrics: dict, spec: dict, rng_states: list) -> None:
+        ckpt.save(directory, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                  scaler=self.scaler, state=state, metrics=metrics, rng_states=rng_states, spec=spec)
+
+    # --- inference --------------------------------------------------------------------------------
+    @classmethod
+    def inference_model(cls, spec, checkpoint_dir: str, input_shape, num_classes: int, use_gpu: bool = False):
+        device = worker_device(use_gpu and torch.cuda.is_available(), 0)
+        return exporting.load_inference_model(spec, checkpoint_dir, input_shape, num_classes).to(device)
+
+    @classmethod
+    @torch.no_grad()
+    def logits(cls, model, images: np.ndarray) -> np.ndarray:
+        device = next(model.parameters()).device
+        batch = torch.from_numpy(np.require(to_float(images), requirements="W")).to(device)
+        return model(batch).float().cpu().numpy()
+
+    export = staticmethod(exporting.export)
+    augment_preview_png = staticmethod(preview_png)
+
+
+def worker_device(use_gpu: bool, local_rank: int) -> torch.device:
+    """This worker's GPU (by local rank) with ``use_gpu``, else the CPU."""
+    if use_gpu:
+        if not torch.cuda.is_available():
+            raise RuntimeError("scaling.use_gpu is true but this worker sees no CUDA device")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 / fp16 autocast on the worker's device; fp32 runs as is."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,0 +1,46 @@
+"""PyTorch optimizers by ``optim.name``, in the same kind of registry as models and LR schedules.
+
+Every name here is also in ``raykit.backends.torch.INFO.optimizer_names`` (a test keeps them equal), so
+the spec is validated without importing torch. The TF backend registers the same names with the same
+meaning (``raykit/backends/tf/optim.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from raykit.registry import Registry
+from raykit.spec import OptimSpec
+
+OPTIMIZERS = Registry("optim.name")
+
+# RMSprop as Keras defines it by default (rho 0.9, epsilon 1e-7, no momentum), in both backends: the
+# seed's Keras example compiles with it, and one spec must mean one optimizer.
+RMSPROP_RHO, RMSPROP_EPSILON = 0.9, 1e-7
+
+
+def build_optimizer(spec: OptimSpec, groups: list[dict]) -> torch.optim.Optimizer:
+    """The optimizer ``spec.name`` over parameter ``groups`` (each may carry its own ``lr``)."""
+    return OPTIMIZERS.get(spec.name)(spec, groups)
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(spec: OptimSpec, groups: list[dict]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov and spec.momentum > 0,
+                           weight_decay=spec.weight_decay)
+
+
+@OPTIMIZERS.register("adam")
+def adam(spec: OptimSpec, groups: list[dict]) -> torch.optim.Optimizer:
+    return torch.optim.Adam(groups, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(spec: OptimSpec, groups: list[dict]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+@OPTIMIZERS.register("rmsprop")
+def rmsprop(spec: OptimSpec, groups: list[dict]) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(groups, lr=spec.lr, alpha=RMSPROP_RHO, eps=RMSPROP_EPSILON,
+                               weight_decay=spec.weight_decay)
