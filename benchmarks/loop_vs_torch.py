@@ -23,7 +23,8 @@ import torch  # noqa: E402
 from benchmarks.baselines import plain_torch  # noqa: E402
 from benchmarks.common import (RESULTS, machine_line, spread, steady_samples_per_worker, synthetic_npz,
                                verdict, write_section)  # noqa: E402
-from raykit.backends.torch.loop import fit, seed_everything  # noqa: E402
+from raykit.backends.torch.backend import seed_everything  # noqa: E402
+from raykit.engine import fit  # noqa: E402
 from raykit.data import load_splits  # noqa: E402
 from raykit.session import WorkerSession  # noqa: E402
 from raykit.spec import load_spec  # noqa: E402

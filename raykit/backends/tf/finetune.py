@@ -36,6 +36,15 @@ class LoadReport:
             lines.append(f"  kept as initialised (not in the source): {', '.join(self.missing[:8])}")
         return "\n".join(lines)
 
+    def record(self, layer: str, loaded: bool) -> None:
+        (self.loaded if loaded else self.mismatched).append(layer)
+
+    def checked(self) -> "LoadReport":
+        """This report, or the error a load that matched nothing is."""
+        if not self.loaded:
+            raise ValueError(f"finetune.init_from: no layer of {self.source!r} matches the model")
+        return self
+
 
 def parameterised_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Layers that own weights, in order, looking inside nested models."""
@@ -93,14 +102,11 @@ def _load_weights_file(path: Path, model: keras.Model, location: str) -> LoadRep
         model.load_weights(path, skip_mismatch=True)
     report = LoadReport(source=location)
     for layer, weights in zip(layers, initial):
-        if any(np.isnan(w).any() for w in layer.get_weights()):
-            layer.set_weights(weights)  # not loaded: back to its initialisation
-            report.mismatched.append(layer.name)
-        else:
-            report.loaded.append(layer.name)
-    if not report.loaded:
-        raise ValueError(f"finetune.init_from: no layer of {location!r} matches the model")
-    return report
+        loaded = not any(np.isnan(w).any() for w in layer.get_weights())
+        if not loaded:
+            layer.set_weights(weights)  # back to its initialisation
+        report.record(layer.name, loaded)
+    return report.checked()
 
 
 class _local:
@@ -163,14 +169,11 @@ def copy_matching(source: keras.Model, target: keras.Model, location: str) -> Lo
             report.missing.append(layer.name)
             continue
         weights = source_layers[index].get_weights()
-        if [w.shape for w in weights] == [tuple(v.shape) for v in layer.weights]:
+        matches = [w.shape for w in weights] == [tuple(v.shape) for v in layer.weights]
+        if matches:
             layer.set_weights(weights)
-            report.loaded.append(layer.name)
-        else:
-            report.mismatched.append(layer.name)
-    if not report.loaded:
-        raise ValueError(f"finetune.init_from: no layer of {location!r} matches the model")
-    return report
+        report.record(layer.name, matches)
+    return report.checked()
 
 
 def _load_keras_imagenet(spec: RunSpec, model: keras.Model) -> LoadReport:
