@@ -36,3 +36,4 @@ bench: install
 	$(BIN)/python benchmarks/sweeps.py
 	$(BIN)/python benchmarks/time_to_accuracy.py
 	$(BIN)/python benchmarks/data_streaming.py
+	$(BIN)/python benchmarks/parity_cifar.py

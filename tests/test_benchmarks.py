@@ -3,7 +3,7 @@ and writes its table."""
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.ray
 
@@ -115,3 +115,18 @@ def test_checkpoint_io_benchmark_runs_at_tiny_size(tmp_path):
     assert "## Checkpoint I/O: raykit vs bare torch.save/torch.load" in text
     assert "| bare `torch.save` / `torch.load` |" in text and "| cnn |" in text and "| resnet18 |" in text
     assert "Time lost to checkpointing every epoch, resnet18" in text
+
+
+CIFAR = REPO.parent / "shared" / "data" / "cifar10"
+
+
+@pytest.mark.skipif(not (CIFAR / "train.parquet").is_file(),
+                    reason=f"no CIFAR-10 Parquet files at {CIFAR} (the project's shared data; absent in a fresh clone)")
+def test_parity_cifar_benchmark_runs_at_tiny_size(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    out = run_cli(["benchmarks/parity_cifar.py", "--train-rows", "128", "--val-rows", "64", "--test-rows", "64",
+                   "--epochs", "1", "--seeds", "0", "--workers", "1", "--results", str(results)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = results.read_text()
+    assert "## Framework parity on CIFAR-10" in text and "| epoch | torch val acc | tf val acc |" in text
+    assert "| test accuracy, mean over seeds |" in text

@@ -5,7 +5,11 @@ batches, one worker and no dropout, the TensorFlow backend's training losses mus
 step; and each framework, left to initialise the model itself, must draw every layer from the same
 distribution. Keras's own defaults fail both: its Adam places epsilon elsewhere (and defaults to 1e-7),
 its RMSprop adds epsilon under the square root, its weight decay is decoupled, and its layers start
-glorot-uniform with zero biases. No Ray; digits (embedded), a few seconds.
+glorot-uniform with zero biases. No Ray; digits (embedded) and a small CNN, a few seconds.
+
+Why small: on the 32x32 seed CNN, float32 rounding alone (torch against torch in channels_last) moves the
+loss by 4e-4 after one Adam step and by 1e-2 after ten, as ReLU and max-pool decisions flip; there only
+the distribution of results can match (benchmarks/parity_cifar.py measures it).
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from raykit.session import WorkerSession
 from raykit.spec import load_spec
 
 STEPS = 5
-# Largest |loss_tf - loss_torch| allowed over the first STEPS steps. Float32 kernels of the two frameworks
-# differ in summation order (~1e-7 on the losses); Keras's own optimizers were 1e-5 to 1e-2 off by step 5.
+# Largest |loss_tf - loss_torch| allowed over the first STEPS steps. Measured on 2 cores (Keras 3.15, torch
+# 2.14): with torch's update rules in both the gaps stay below 3e-6 (float32 kernels that sum in other
+# orders); Keras's own Adam, AdamW, SGD (L2) and RMSprop are 1.6e-4 to 1e-2 off by step 5.
 LOSS_TOLERANCE = 2e-5
-OPTIMIZERS = {
-    "adam": ["optim.name=adam", "optim.lr=1e-3"],
+OPTIMIZERS = {  # learning rates large enough that a different update rule shows within STEPS steps
+    "adam": ["optim.name=adam", "optim.lr=1e-2"],
     "adam-l2": ["optim.name=adam", "optim.lr=1e-3", "optim.weight_decay=0.05"],
-    "adamw": ["optim.name=adamw", "optim.lr=1e-3", "optim.weight_decay=0.05"],
+    "adamw": ["optim.name=adamw", "optim.lr=1e-2", "optim.weight_decay=0.05"],
     "sgd-momentum-l2": ["optim.name=sgd", "optim.lr=0.05", "optim.momentum=0.9", "optim.weight_decay=0.05"],
     "rmsprop": ["optim.name=rmsprop", "optim.lr=1e-3"],
 }
@@ -58,8 +63,8 @@ def copy_torch_to_keras(torch_model, keras_model, input_shape: tuple[int, int, i
     sources = [m for m in torch_model.modules() if isinstance(m, kinds)]
     targets = [layer for layer in keras_model.layers
                if isinstance(layer, (keras.layers.Conv2D, keras.layers.BatchNormalization, keras.layers.Dense))]
-    assert [type(m).__name__ for m in sources] == \
-        [{"Conv2D": "Conv2d", "BatchNormalization": "BatchNorm2d", "Dense": "Linear"}[type(t).__name__] for t in targets]
+    torch_names = {"Conv2D": "Conv2d", "BatchNormalization": "BatchNorm2d", "Dense": "Linear"}
+    assert [type(m).__name__ for m in sources] == [torch_names[type(t).__name__] for t in targets]
     height, width, channels = input_shape
     first_dense = True
     for source, target in zip(sources, targets):
