@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import posixpath
 import re
 import secrets
 import time
@@ -97,16 +98,14 @@ def train(spec: "RunSpec | dict | str | None" = None, overrides=(), *, address: 
     if verbose:
         print(describe_plan(plan), flush=True)
 
-    from raykit.ray import cluster, remote, trainer  # imports Ray only once the spec is known good
+    from raykit.ray import cluster, trainer  # imports Ray only once the spec is known good
 
     cluster.connect(address)
     cluster.check_fits(run_spec, streamed=plan.loader == "stream")
     storage.write_text(storage.join(run_dir, SPEC_FILE), run_spec.to_yaml())
     outcome = trainer.fit(run_spec, run_dir, plan)
     history = (outcome.worker_return or {}).get("history") or _read_history(run_dir)
-    test_metrics = {}
-    if outcome.best_checkpoint:
-        test_metrics = remote.evaluate(run_spec, outcome.best_checkpoint, "test")
+    test_metrics = _test_metrics(run_spec, outcome)
     result = TrainResult(spec=run_spec, run_dir=run_dir, metrics=outcome.metrics or (history[-1] if history else {}),
                          test_metrics=test_metrics, best_checkpoint=outcome.best_checkpoint,
                          best_metrics=outcome.best_metrics, history=history,
@@ -115,6 +114,20 @@ def train(spec: "RunSpec | dict | str | None" = None, overrides=(), *, address: 
     if verbose:
         print(result.summary(), flush=True)
     return result
+
+
+def _test_metrics(spec: RunSpec, outcome) -> dict:
+    """The test metrics of the run's best checkpoint: rank 0's, computed as training ended, when rank 0
+    evaluated that same checkpoint; otherwise (a resume of a run from before raykit recorded its
+    checkpoints, a damaged checkpoint replaced) a Ray task evaluates it."""
+    if not outcome.best_checkpoint:
+        return {}
+    evaluated = dict((outcome.worker_return or {}).get("test_metrics") or {})
+    if evaluated.pop("checkpoint", None) == posixpath.basename(outcome.best_checkpoint.rstrip("/")):
+        return evaluated
+    from raykit.ray import remote
+
+    return remote.evaluate(spec, outcome.best_checkpoint, "test")
 
 
 def resolve(spec: RunSpec) -> RunSpec:

@@ -41,7 +41,8 @@ EVAL_BATCH = 1024  # rows per evaluation batch: no gradients, so larger than tra
 def fit(spec: RunSpec, session: WorkerSession) -> dict:
     """Train ``spec`` on this worker with the backend ``spec.framework`` names.
 
-    Returns ``{"history": [metrics per epoch], "best_metric": ..., "stopped_early": bool}``.
+    Returns ``{"history": [metrics per epoch], "best_metric": ..., "stopped_early": bool,
+    "best_checkpoint_epoch": the epoch whose checkpoint the run's ranking names best, or None}``.
     """
     backend = load_backend(spec.framework)(spec, session)
     backend.seed(spec.train.seed)  # the same on every rank: the same initial weights
@@ -55,8 +56,11 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
             break
         run.epoch(epoch)
     run.close()
+    checkpoint = spec.checkpoint
     return {"history": progress.history, "best_metric": progress.best_metric,
-            "stopped_early": progress.stopped_early}
+            "stopped_early": progress.stopped_early,
+            "best_checkpoint_epoch": progress.best_checkpoint_epoch(checkpoint.monitor, checkpoint.mode,
+                                                                    checkpoint.keep_best)}
 
 
 def _with_classes(spec: RunSpec, info: DataInfo, splits: Splits | None) -> DataInfo:
@@ -192,6 +196,8 @@ class _Run:
         also writes them to metrics.csv and the sinks (TensorBoard, MLflow)."""
         spec, session, progress = self.spec, self.session, self.progress
         due = progress.checkpoint_due(spec.checkpoint.every_n_epochs, spec.train.epochs)
+        if due:
+            progress.checkpointed.append(progress.epoch)  # saved with the state: a resume knows it too
         rng = self.backend.capture_rng() if due else None
         rng_states = self.backend.gather(rng) if rng is not None else []  # a collective: every rank calls it
         directory = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -82,6 +83,7 @@ class Progress:
     stale_epochs: int = 0  # epochs since the monitored metric last improved
     stopped_early: bool = False
     history: list[dict] = field(default_factory=list)
+    checkpointed: list[int] = field(default_factory=list)  # epochs whose checkpoint was reported, in order
 
     def as_state(self) -> dict:
         return dict(self.__dict__)
@@ -113,3 +115,32 @@ class Progress:
     def checkpoint_due(self, every_n_epochs: int, epochs: int) -> bool:
         """Every N epochs, after the last one, and when stopping early."""
         return self.epoch % every_n_epochs == 0 or self.epoch == epochs or self.stopped_early
+
+    def best_checkpoint_epoch(self, monitor: str, mode: str, keep: int) -> int | None:
+        """The epoch of the checkpoint Ray Train will name best at the end of this run, or None when a
+        checkpoint is missing from the record (one written before raykit kept it): Ray's ranking replayed
+        over :attr:`checkpointed` -- sorted by the monitored value (NaN lowest), a tie placed after the
+        earlier report, the worst beyond ``keep`` deleted but never the latest; then the first best in that
+        order, as ``Result.get_best_checkpoint`` picks it."""
+        by_epoch = {row["epoch"]: row for row in self.history}
+        if not self.checkpointed or any(epoch not in by_epoch for epoch in self.checkpointed):
+            return None
+        sign = 1.0 if mode == "max" else -1.0
+
+        def score(epoch: int) -> tuple[bool, float]:
+            value = sign * by_epoch[epoch][monitor]
+            return (False, float("-inf")) if math.isnan(value) else (True, value)
+
+        kept: list[int] = []
+        for epoch in self.checkpointed:
+            position = len(kept)
+            while position and score(kept[position - 1]) > score(epoch):
+                position -= 1
+            kept.insert(position, epoch)
+            kept = [e for e in kept[:-keep] if e == epoch] + kept[-keep:]
+        best = kept[0]
+        for epoch in kept[1:]:
+            value, best_value = by_epoch[epoch][monitor], by_epoch[best][monitor]
+            if (value > best_value) if mode == "max" else (value < best_value):
+                best = epoch
+        return best

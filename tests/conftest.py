@@ -42,3 +42,12 @@ def run_cli(args: list[str], *, env_extra: dict | None = None, timeout: int = 60
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def evaluated_on_rank_zero(monkeypatch) -> None:
+    """Make the driver's fallback (a Ray task evaluating the best checkpoint) an error: the test metrics
+    must then come from rank 0, which must have evaluated the checkpoint Ray ranked best."""
+    def task_evaluation(*args, **kwargs):
+        raise AssertionError("rank 0 did not evaluate the checkpoint Ray ranked best")
+
+    monkeypatch.setattr("raykit.ray.remote.evaluate", task_evaluation)

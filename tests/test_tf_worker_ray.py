@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import raykit
+from tests.conftest import evaluated_on_rank_zero
 
 DEFAULT_JOB = "jobs/configs/digits_cnn_torch.yaml"
 TF = ["framework=tf"]
@@ -32,8 +33,10 @@ def final_weights(run_dir: Path) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def straight(ray_address, tmp_path_factory):
     storage = tmp_path_factory.mktemp("tf-straight")
-    return raykit.train(DEFAULT_JOB, [*TF, "train.epochs=4", f"storage={storage}", "checkpoint.keep_best=1",
-                                      "name=straight"])
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        evaluated_on_rank_zero(monkeypatch)  # TF's rank 0 evaluates the test split beside its strategy
+        return raykit.train(DEFAULT_JOB, [*TF, "train.epochs=4", f"storage={storage}", "checkpoint.keep_best=1",
+                                          "name=straight"])
 
 
 def assert_same_run(resumed, straight) -> None:

@@ -10,7 +10,7 @@ import pytest
 import raykit
 from raykit.history import read_history_csv
 from raykit.spec import SpecError, load_spec
-from tests.conftest import run_cli
+from tests.conftest import evaluated_on_rank_zero, run_cli
 
 DEFAULT_JOB = "jobs/configs/digits_cnn_torch.yaml"
 pytestmark = pytest.mark.ray
@@ -29,7 +29,8 @@ def assert_run_directory(run_dir: Path, epochs: list[int]) -> None:
     assert checkpoints and all((run_dir / c / "manifest.json").is_file() for c in checkpoints)
 
 
-def test_default_job_through_python_api_then_resume_by_name(ray_address, storage):
+def test_default_job_through_python_api_then_resume_by_name(ray_address, storage, monkeypatch):
+    evaluated_on_rank_zero(monkeypatch)
     result = raykit.train(DEFAULT_JOB, ["train.epochs=2", f"storage={storage}", "name=api-run"])
     run_dir = Path(storage) / "api-run"
     assert Path(result.run_dir) == run_dir
@@ -46,10 +47,25 @@ def test_default_job_through_python_api_then_resume_by_name(ray_address, storage
     assert_run_directory(run_dir, [1, 2, 3])
 
 
-def test_reusing_a_name_for_a_different_model_is_refused_before_ray_runs(ray_address, storage):
-    raykit.train(None, ["train.epochs=1", f"storage={storage}", "name=taken", "scaling.num_workers=1"])
+def test_tied_epochs_rank_zero_evaluates_ray_s_pick_and_a_reused_name_is_refused(ray_address, storage,
+                                                                                   monkeypatch):
+    # A learning rate below float32 resolution leaves the weights as they are: val_acc ties in all three
+    # epochs. Ray keeps the best 2 (a tie ranks the later report higher, so epoch 1 goes) and names the
+    # first of those best: epoch 2. Rank 0 must replay that choice (the task fallback is an error here).
+    evaluated_on_rank_zero(monkeypatch)
+    result = raykit.train(None, ["train.epochs=3", f"storage={storage}", "name=taken", "scaling.num_workers=1",
+                                 "model.name=mlp", "optim.lr=1e-12", "checkpoint.keep_best=2"])
+    assert len({row["val_acc"] for row in result.history}) == 1
+    assert Path(result.best_checkpoint).name == "checkpoint_epoch=0002"
+    assert sorted(p.name for p in Path(result.run_dir).glob("checkpoint_epoch=*")) == \
+        ["checkpoint_epoch=0002", "checkpoint_epoch=0003"]
+    from raykit.engine import evaluate_checkpoint
+
+    assert result.test_metrics == evaluate_checkpoint(result.spec, result.best_checkpoint, "test")
+
+    # The name is now taken by an mlp run: a cnn under it is refused before Ray runs.
     with pytest.raises(SpecError) as info:
-        raykit.train(None, ["train.epochs=1", f"storage={storage}", "name=taken", "model.name=mlp"])
+        raykit.train(None, ["train.epochs=1", f"storage={storage}", "name=taken", "model.name=cnn"])
     assert info.value.fields == ["name"] and "model.name" in str(info.value)
 
 

@@ -46,7 +46,29 @@ def train_loop_per_worker(config: dict) -> dict:
             progress_bar=_progress_bar(config, context.get_world_rank()),
             **_streamed_data(spec, config),
         )
-        return engine.fit(spec, session)
+        result = engine.fit(spec, session)
+    if context.get_world_rank() == 0:
+        result["test_metrics"] = _test_metrics(spec, config["run_dir"], result["best_checkpoint_epoch"])
+    return result
+
+
+def _test_metrics(spec, run_dir: str, epoch: int | None) -> dict | None:
+    """Rank 0's test-split evaluation of the checkpoint the run's ranking names best, here where the
+    framework and the data are loaded already (a Ray task afterwards starts a process and imports both
+    again: 7-9 s of a 40 s digits run on 2 cores). ``{..., "checkpoint": <directory name>}``; None when
+    the best checkpoint is not known here or its evaluation fails -- the driver then evaluates it in a
+    task, so an evaluation problem never fails (and restarts) the training."""
+    if epoch is None:
+        return None
+    name = f"{CHECKPOINT_PREFIX}{epoch:04d}"
+    try:
+        with ray.train.Checkpoint(storage.join(run_dir, name)).as_directory() as directory:
+            metrics = engine.evaluate_checkpoint(spec, directory, "test", use_gpu=spec.scaling.use_gpu)
+    except Exception:  # noqa: BLE001 -- reported, and done again by the driver
+        logger.warning("raykit: evaluating %s on rank 0 failed; the driver evaluates it instead", name,
+                       exc_info=True)
+        return None
+    return {**metrics, "checkpoint": name}
 
 
 @contextlib.contextmanager
