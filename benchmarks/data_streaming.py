@@ -67,7 +67,7 @@ def one_epoch(uri: str, loader: str, storage: str, name: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small-rows", type=int, default=16_000)
-    parser.add_argument("--large-rows", type=int, default=130_000)
+    parser.add_argument("--large-rows", type=int, default=130_000, help="0: no large set (a smoke test)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-large-memory", action="store_true",
                         help="do not load the large set in memory (it needs ~4x its decoded size in RAM)")
@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     work = tempfile.mkdtemp(prefix="raykit-bench-data-")
-    sets = {"small": args.small_rows, "large": args.large_rows}
+    sets = {"small": args.small_rows, **({"large": args.large_rows} if args.large_rows else {})}
     for name, rows in sets.items():
         seconds = write_dataset(f"{work}/{name}", rows)
         print(f"wrote {name}: {rows} rows in {seconds:.0f}s", flush=True)
@@ -85,8 +85,9 @@ def main() -> None:
         for loader in ("stream", "memory"):
             runs.setdefault(("small", loader), []).append(
                 one_epoch(f"{work}/small", loader, f"{work}/runs", f"small-{loader}-{repeat}"))
-    runs[("large", "stream")] = [one_epoch(f"{work}/large", "stream", f"{work}/runs", "large-stream")]
-    if not args.skip_large_memory:
+    if "large" in sets:
+        runs[("large", "stream")] = [one_epoch(f"{work}/large", "stream", f"{work}/runs", "large-stream")]
+    if "large" in sets and not args.skip_large_memory:
         runs[("large", "memory")] = [one_epoch(f"{work}/large", "memory", f"{work}/runs", "large-memory")]
     ray.shutdown()
     table = render(runs, sets, args)
@@ -98,7 +99,8 @@ def render(runs: dict, sets: dict, args) -> str:
     decoded = {name: rows * int(np.prod(IMAGE)) * 4 / 2**20 for name, rows in sets.items()}
     lines = [SECTION, "", machine_line() + f" Synthetic {IMAGE[0]}x{IMAGE[1]} RGB PNGs in Parquet (row groups of "
              "1,000), one epoch of a small MLP with 2 workers (0.5 CPU each; Ray Data read tasks get 0.5 CPU), "
-             f"{args.repeats} repeats on the small set alternating the loaders, one run on the large set. Peak RSS is "
+             f"{args.repeats} repeats on the small set alternating the loaders"
+             f"{', one run on the large set' if 'large' in sets else ''}. Peak RSS is "
              "rank 0's whole process (Python, torch and Ray included), from `peak_rss_mb`.", "",
              "| dataset | decoded float32 | loader | worker peak RSS, MiB | samples/s |", "|---|---|---|---|---|"]
     for (name, loader), values in runs.items():
@@ -106,10 +108,10 @@ def render(runs: dict, sets: dict, args) -> str:
                      f"{spread([v['rss'] for v in values], 0)} | {spread([v['samples_per_s'] for v in values], 0)} |")
     small = runs[("small", "stream")], runs[("small", "memory")]
     ratio = [s["samples_per_s"] / m["samples_per_s"] for s, m in zip(*small)]
-    lines += ["", f"Throughput ratio stream / memory (small set): {spread(ratio, 2)}. "
-              f"Peak RSS growth from small to large with streaming: "
+    growth = (f" Peak RSS growth from small to large with streaming: "
               f"{runs[('large', 'stream')][0]['rss'] - min(v['rss'] for v in small[0]):+.0f} MiB for "
-              f"{decoded['large'] - decoded['small']:,.0f} MiB more decoded data.", ""]
+              f"{decoded['large'] - decoded['small']:,.0f} MiB more decoded data." if "large" in sets else "")
+    lines += ["", f"Throughput ratio stream / memory (small set): {spread(ratio, 2)}.{growth}", ""]
     return "\n".join(lines)
 
 

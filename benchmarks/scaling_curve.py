@@ -9,7 +9,8 @@ training samples per worker / epoch time (training + validation); aggregate = pe
 speed-up = aggregate / aggregate with 1 worker. The simulated nodes share this machine's cores, so on a
 machine with fewer cores than nodes they oversubscribe and the cores, not Ray, cap the curve.
 
-    .venv/bin/python benchmarks/scaling_curve.py [--workers 1 2 4] [--repeats 2] [--epochs 3] [--results FILE]
+    .venv/bin/python benchmarks/scaling_curve.py [--workers 1 2 4] [--nodes 4] [--repeats 2] [--epochs 3]
+        [--results FILE]
 """
 
 from __future__ import annotations
@@ -45,15 +46,18 @@ def per_worker_rate(address: str, workers: int, epochs: int, storage: str, name:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help=f"worker counts, at most {NODES}")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="worker counts, at most --nodes")
+    parser.add_argument("--nodes", type=int, default=NODES, help="simulated worker nodes of 1 CPU each")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to update")
     args = parser.parse_args()
+    if max(args.workers) > args.nodes:
+        parser.error(f"--workers: at most --nodes ({args.nodes})")
     storage = tempfile.mkdtemp(prefix="raykit-bench-scaling-")
     cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
-        for _ in range(NODES):
+        for _ in range(args.nodes):
             cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         rates: dict = {workers: [] for workers in args.workers}
@@ -73,8 +77,9 @@ def render(rates: dict, args) -> str:
     baseline = statistics.median(rates[min(rates)]) * min(rates)
     lines = [SECTION, "", machine_line() + f" The default job (digits CNN, {digits_train_size():,} training images) "
              f"through `raykit.train` on a simulated cluster (`ray.cluster_utils.Cluster`: a head with 0 CPUs and "
-             f"{NODES} worker nodes of 1 CPU each, all on this machine), {args.epochs} epochs, {args.repeats} repeats "
-             f"per worker count; median (min, max). The batch per worker is kept at {BATCH_PER_WORKER} (global batch "
+             f"{args.nodes} worker nodes of 1 CPU each, all on this machine), {args.epochs} epochs, "
+             f"{args.repeats} repeats per worker count; median (min, max). The batch per worker is kept at "
+             f"{BATCH_PER_WORKER} (global batch "
              f"{BATCH_PER_WORKER} x workers). Samples/s per worker: median over epochs 2+ of training samples per "
              "worker / epoch time (training + validation); aggregate = per worker x workers. "
              f"**This machine has {os.cpu_count()} physical cores**: simulated nodes beyond that share cores, so "
