@@ -15,6 +15,7 @@ from raykit.data import plan_data
 from raykit.data.convert import convert
 from raykit.spec import load_spec
 from tests import data_factory as make
+from tests.conftest import evaluated_on_rank_zero
 
 pytestmark = pytest.mark.ray
 
@@ -125,7 +126,8 @@ def objects(bucket: str, prefix: str) -> list[str]:
     return sorted(item["Key"] for item in listing.get("Contents", []))
 
 
-def test_s3_storage_train_resume_finetune_and_parquet_data(ray_address, bucket):
+def test_s3_storage_train_resume_finetune_and_parquet_data(ray_address, bucket, monkeypatch):
+    evaluated_on_rank_zero(monkeypatch)  # rank 0 reads the best checkpoint back from S3
     data_uri = f"s3://{bucket}/data/digits"
     convert("digits", data_uri, rows_per_group=300, progress=False)
     runs = f"s3://{bucket}/runs"

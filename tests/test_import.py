@@ -52,6 +52,16 @@ def test_every_module_of_a_framework_imports_first_and_alone(group):
     assert import_each(modules, light=False) == {name: [] for name in modules}
 
 
+def test_the_tf_trainer_loads_without_tensorflow():
+    # The driver builds it and the Train controller unpickles its backend config: neither needs TensorFlow.
+    code = ("import sys; from raykit.ray.trainer import trainer_class; trainer = trainer_class('tensorflow'); "
+            "from raykit.ray.tensorflow import TensorflowConfig; import pickle; pickle.loads(pickle.dumps("
+            "TensorflowConfig())); print(trainer.__name__, [m for m in ('tensorflow', 'keras') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["TensorflowTrainer", "[]"]
+
+
 def test_only_raykit_ray_imports_ray_train_and_tune():
     from pathlib import Path
 

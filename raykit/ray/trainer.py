@@ -107,7 +107,7 @@ def trainer_class(name: str):
 
         return TorchTrainer
     if name == "tensorflow":
-        from ray.train.tensorflow import TensorflowTrainer
+        from raykit.ray.tensorflow import TensorflowTrainer  # Ray's, without TensorFlow in driver and controller
 
         return TensorflowTrainer
     if name == "data_parallel":
