@@ -31,6 +31,23 @@ def machine_line(framework: str = "torch") -> str:
             f"{platform.python_version()}, Ray {ray.__version__}, {versions}.")
 
 
+SHARED_RAY_VARIABLE = "RAYKIT_BENCH_RAY_ADDRESS"
+
+
+def start_ray(num_cpus: int = 2, log_to_driver: bool = False) -> None:
+    """A fresh local Ray with ``num_cpus`` CPUs, as the tables are measured; or, when the environment
+    names one in ``RAYKIT_BENCH_RAY_ADDRESS``, that running Ray: the smoke tests (tests/test_benchmarks.py)
+    share the test session's instead of starting one per script. Timings from a shared Ray are not the
+    tables' timings. ``ray.shutdown()`` afterwards disconnects from a shared Ray without stopping it."""
+    import ray
+
+    address = os.environ.get(SHARED_RAY_VARIABLE)
+    if address:
+        ray.init(address=address, log_to_driver=log_to_driver)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
+
+
 def spread(values: list[float], digits: int = 1, unit: str = "") -> str:
     """``median (min a, max b)`` of repeated measurements."""
     f = f"{{:.{digits}f}}"

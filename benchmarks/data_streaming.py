@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 import raykit  # noqa: E402
-from benchmarks.common import RESULTS, machine_line, spread, write_section  # noqa: E402
+from benchmarks.common import RESULTS, machine_line, spread, start_ray, write_section  # noqa: E402
 
 SECTION = "## Streamed Parquet vs in-memory data"
 IMAGE = (32, 32, 3)
@@ -79,7 +79,7 @@ def main() -> None:
     for name, rows in sets.items():
         seconds = write_dataset(f"{work}/{name}", rows)
         print(f"wrote {name}: {rows} rows in {seconds:.0f}s", flush=True)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_ray(2)
     runs: dict = {}
     for repeat in range(args.repeats):  # alternate, so drift on a shared machine hits both
         for loader in ("stream", "memory"):

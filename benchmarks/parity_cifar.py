@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
-from benchmarks.common import RESULTS, machine_line, write_section  # noqa: E402
+from benchmarks.common import RESULTS, machine_line, start_ray, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR = REPO.parent / "shared" / "data" / "cifar10"
@@ -81,7 +81,7 @@ def main() -> None:
     scratch = tempfile.mkdtemp(prefix="raykit-bench-parity-")
     uris = write_slices(args.data, Path(scratch), args.train_rows, args.val_rows, args.test_rows)
     runs: dict = {framework: [] for framework in args.frameworks}
-    ray.init(address="local", num_cpus=args.workers, include_dashboard=False)
+    start_ray(args.workers, log_to_driver=True)
     try:
         for seed in args.seeds:
             for framework in args.frameworks:

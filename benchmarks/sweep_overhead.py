@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ray  # noqa: E402
 
 import raykit  # noqa: E402
-from benchmarks.common import RESULTS, write_section  # noqa: E402
+from benchmarks.common import RESULTS, start_ray, write_section  # noqa: E402
 
 SECTION = "## Sweep trial overhead"
 
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to update")
     args = parser.parse_args()
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_ray(2)
     storage = tempfile.mkdtemp(prefix="raykit-bench-")
     overhead = {True: [], False: []}
     for index in range(args.repeats):

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 import raykit  # noqa: E402
-from benchmarks.common import RESULTS, machine_line, spread, write_section  # noqa: E402
+from benchmarks.common import RESULTS, machine_line, spread, start_ray, write_section  # noqa: E402
 
 SECTION = "## Sweeps: ASHA vs FIFO"
 
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to update")
     args = parser.parse_args()
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_ray(2)
     storage = tempfile.mkdtemp(prefix="raykit-bench-sweeps-")
     runs: dict = {"asha": [], "fifo": []}
     for repeat in range(args.repeats):  # alternate, so drift on a shared machine hits both

@@ -9,20 +9,26 @@ from tests.conftest import REPO, run_cli
 pytestmark = pytest.mark.ray
 
 
-def test_sweep_overhead_benchmark_runs_at_tiny_size(tmp_path):
+def shared(ray_address: str) -> dict:
+    """Scripts that start their own Ray join the test session's instead (benchmarks/common.py start_ray):
+    a Ray start and a cold first run less per script."""
+    return {"RAYKIT_BENCH_RAY_ADDRESS": ray_address}
+
+
+def test_sweep_overhead_benchmark_runs_at_tiny_size(tmp_path, ray_address):
     results = tmp_path / "RESULTS.md"
     out = run_cli(["benchmarks/sweep_overhead.py", "--repeats", "1", "--trials", "1", "--epochs", "1",
-                   "--results", str(results)])
+                   "--results", str(results)], env_extra=shared(ray_address))
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## Sweep trial overhead" in text and "| ratio inline / Train |" in text
 
 
-def test_data_streaming_benchmark_runs_at_tiny_size(tmp_path):
+def test_data_streaming_benchmark_runs_at_tiny_size(tmp_path, ray_address):
     results = tmp_path / "RESULTS.md"
     # The large set only adds a bigger streamed run (the same code path); --large-rows 0 leaves it out.
     out = run_cli(["benchmarks/data_streaming.py", "--small-rows", "600", "--large-rows", "0", "--repeats", "1",
-                   "--results", str(results)])
+                   "--results", str(results)], env_extra=shared(ray_address))
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## Streamed Parquet vs in-memory data" in text and "Throughput ratio stream / memory" in text
@@ -30,10 +36,10 @@ def test_data_streaming_benchmark_runs_at_tiny_size(tmp_path):
     assert "| stream |" in text and "| memory |" in text
 
 
-def test_sweeps_benchmark_runs_at_tiny_size(tmp_path):
+def test_sweeps_benchmark_runs_at_tiny_size(tmp_path, ray_address):
     results = tmp_path / "RESULTS.md"
     out = run_cli(["benchmarks/sweeps.py", "--trials", "1", "--epochs", "1", "--repeats", "1",
-                   "--results", str(results)])
+                   "--results", str(results)], env_extra=shared(ray_address))
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## Sweeps: ASHA vs FIFO" in text and "| ASHA |" in text and "| FIFO |" in text
@@ -60,9 +66,10 @@ def test_time_to_accuracy_benchmark_runs_at_tiny_size(tmp_path):
     assert "| raykit torch (2 workers) |" in text and "| plain PyTorch |" in text
 
 
-def test_toolkit_overhead_benchmark_runs_at_tiny_size(tmp_path):
+def test_toolkit_overhead_benchmark_runs_at_tiny_size(tmp_path, ray_address):
     results = tmp_path / "RESULTS.md"
-    out = run_cli(["benchmarks/toolkit_overhead.py", "--repeats", "1", "--epochs", "1", "--results", str(results)])
+    out = run_cli(["benchmarks/toolkit_overhead.py", "--repeats", "1", "--epochs", "1", "--results", str(results)],
+                  env_extra=shared(ray_address))
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## Toolkit overhead" in text and "| wall time of a run |" in text
@@ -127,10 +134,11 @@ CIFAR = REPO.parent / "shared" / "data" / "cifar10"
 
 @pytest.mark.skipif(not (CIFAR / "train.parquet").is_file(),
                     reason=f"no CIFAR-10 Parquet files at {CIFAR} (the project's shared data; absent in a fresh clone)")
-def test_parity_cifar_benchmark_runs_at_tiny_size(tmp_path):
+def test_parity_cifar_benchmark_runs_at_tiny_size(tmp_path, ray_address):
     results = tmp_path / "RESULTS.md"
     out = run_cli(["benchmarks/parity_cifar.py", "--train-rows", "128", "--val-rows", "64", "--test-rows", "64",
-                   "--epochs", "1", "--seeds", "0", "--workers", "1", "--results", str(results)])
+                   "--epochs", "1", "--seeds", "0", "--workers", "1", "--results", str(results)],
+                  env_extra=shared(ray_address))
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## Framework parity on CIFAR-10" in text and "| epoch | torch val acc | tf val acc |" in text
