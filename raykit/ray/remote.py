@@ -6,6 +6,7 @@ import ray
 
 from raykit import engine
 from raykit.ray.trainer import worker_environment
+from raykit.ray.worker import evaluate_stored_checkpoint
 from raykit.spec import RunSpec, load_spec
 
 
@@ -19,11 +20,7 @@ def _task_options(spec: RunSpec) -> dict:
 
 
 def _evaluate(spec_dict: dict, checkpoint: str, split: str) -> dict:
-    spec = load_spec(spec_dict)
-    from ray.train import Checkpoint
-
-    with Checkpoint(checkpoint).as_directory() as directory:
-        return engine.evaluate_checkpoint(spec, directory, split, use_gpu=spec.scaling.use_gpu)
+    return evaluate_stored_checkpoint(load_spec(spec_dict), checkpoint, split)
 
 
 def evaluate(spec: RunSpec, checkpoint: str, split: str = "test") -> dict:

@@ -60,10 +60,9 @@ def _test_metrics(spec, run_dir: str, epoch: int | None) -> dict | None:
     task, so an evaluation problem never fails (and restarts) the training."""
     if epoch is None:
         return None
-    name = f"{CHECKPOINT_PREFIX}{epoch:04d}"
+    name = checkpoint_dir_name(epoch)
     try:
-        with ray.train.Checkpoint(storage.join(run_dir, name)).as_directory() as directory:
-            metrics = engine.evaluate_checkpoint(spec, directory, "test", use_gpu=spec.scaling.use_gpu)
+        metrics = evaluate_stored_checkpoint(spec, storage.join(run_dir, name), "test")
     except Exception:  # noqa: BLE001 -- reported, and done again by the driver
         logger.warning("raykit: evaluating %s on rank 0 failed; the driver evaluates it instead", name,
                        exc_info=True)
@@ -99,6 +98,17 @@ def _verified(resume_dir: str | None, name: str, run_dir: str, context):
             yield directory
             return
     raise CheckpointError(f"{problem}; and no earlier checkpoint in {run_dir} verifies, so the run cannot resume")
+
+
+def evaluate_stored_checkpoint(spec, checkpoint: str, split: str) -> dict:
+    """Loss and accuracy of a checkpoint at a path or URI (downloaded for the call when remote) on ``split``."""
+    with ray.train.Checkpoint(checkpoint).as_directory() as directory:
+        return engine.evaluate_checkpoint(spec, directory, split, use_gpu=spec.scaling.use_gpu)
+
+
+def checkpoint_dir_name(epoch: int) -> str:
+    """The directory name of epoch ``epoch``'s checkpoint under the run directory."""
+    return f"{CHECKPOINT_PREFIX}{int(epoch):04d}"
 
 
 def _progress_bar(config: dict, rank: int):
@@ -157,7 +167,7 @@ def _report_to_ray(metrics: dict, checkpoint_dir: str | None) -> None:
     dir_name = None
     if checkpoint_dir is not None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-        dir_name = f"{CHECKPOINT_PREFIX}{int(metrics['epoch']):04d}"
+        dir_name = checkpoint_dir_name(metrics["epoch"])
     ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=dir_name)
 
 
