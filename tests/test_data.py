@@ -32,6 +32,24 @@ def test_load_digits_shapes_and_ranges():
     assert splits.train.y.dtype == np.int64
 
 
+def test_digits_are_read_without_importing_scikit_learn_and_equal_its_load_digits(monkeypatch):
+    import subprocess
+    import sys
+
+    code = "import sys; from raykit.data import digits; digits.load(); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    from sklearn.datasets import load_digits
+
+    from raykit.data import digits
+
+    x, y = digits.load()
+    bunch = load_digits()
+    assert np.array_equal(x[..., 0], bunch.images.astype(np.float32) / 16.0) and np.array_equal(y, bunch.target)
+    monkeypatch.setattr(digits, "_csv_path", lambda: None)  # a scikit-learn laid out otherwise: its loader
+    x_fallback, y_fallback = digits.load()
+    assert np.array_equal(x_fallback, x) and np.array_equal(y_fallback, y)
+
+
 def test_shards_cover_a_split_once():
     split = load_splits(DataSpec()).val
     shards = [split.shard(rank, 3) for rank in range(3)]

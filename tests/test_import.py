@@ -52,14 +52,20 @@ def test_every_module_of_a_framework_imports_first_and_alone(group):
     assert import_each(modules, light=False) == {name: [] for name in modules}
 
 
-def test_the_tf_trainer_loads_without_tensorflow():
-    # The driver builds it and the Train controller unpickles its backend config: neither needs TensorFlow.
-    code = ("import sys; from raykit.ray.trainer import trainer_class; trainer = trainer_class('tensorflow'); "
-            "from raykit.ray.tensorflow import TensorflowConfig; import pickle; pickle.loads(pickle.dumps("
-            "TensorflowConfig())); print(trainer.__name__, [m for m in ('tensorflow', 'keras') if m in sys.modules])")
+@pytest.mark.parametrize("trainer, class_name, module, config, heavy", [
+    ("tensorflow", "TensorflowTrainer", "raykit.ray.tensorflow", "TensorflowConfig", ("tensorflow", "keras")),
+    ("torch", "TorchTrainer", "raykit.ray.torch_trainer", "TorchConfig", ("torch",)),
+])
+def test_a_trainer_loads_without_its_framework(trainer, class_name, module, config, heavy):
+    # The driver builds it and the Train controller unpickles its backend config and the train function's
+    # context manager: neither needs the framework, which only the workers import.
+    code = (f"import sys, pickle; from raykit.ray.trainer import trainer_class; trainer = trainer_class({trainer!r}); "
+            f"from {module} import {config} as Config; config = pickle.loads(pickle.dumps(Config())); "
+            "pickle.loads(pickle.dumps(config.train_func_context)); "
+            f"print(trainer.__name__, [m for m in {heavy!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split() == ["TensorflowTrainer", "[]"]
+    assert out.stdout.split() == [class_name, "[]"]
 
 
 def test_only_raykit_ray_imports_ray_train_and_tune():
@@ -76,3 +82,15 @@ def test_only_raykit_ray_imports_ray_train_and_tune():
         if ray_import.search(path.read_text()):
             offenders.append(str(path.relative_to(package)))
     assert offenders == []
+
+
+@pytest.mark.parametrize("use_gpu, backend", [(False, "gloo"), (True, "nccl")])
+def test_the_torch_trainer_picks_the_process_group_backend_as_ray_s_does(use_gpu, backend):
+    from ray.train import ScalingConfig
+
+    from raykit.ray.torch_trainer import TorchTrainer, process_group_backend
+
+    trainer = TorchTrainer(lambda config: None, scaling_config=ScalingConfig(num_workers=2, use_gpu=use_gpu))
+    assert trainer.backend_config.backend == backend
+    assert process_group_backend(None, {"GPU": 1} if use_gpu else {"CPU": 1}) == backend
+    assert process_group_backend("gloo", {"GPU": 1}) == "gloo"

@@ -103,7 +103,7 @@ def build_trainer(spec: RunSpec, run_dir: str, *, callbacks: list | None = None,
 def trainer_class(name: str):
     """The Ray Train trainer a backend names (:attr:`raykit.backends.base.BackendInfo.trainer`)."""
     if name == "torch":
-        from ray.train.torch import TorchTrainer
+        from raykit.ray.torch_trainer import TorchTrainer  # Ray's, without torch in driver and controller
 
         return TorchTrainer
     if name == "tensorflow":
