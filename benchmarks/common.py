@@ -41,11 +41,17 @@ def start_ray(num_cpus: int = 2, log_to_driver: bool = False) -> None:
     tables' timings. ``ray.shutdown()`` afterwards disconnects from a shared Ray without stopping it."""
     import ray
 
-    address = os.environ.get(SHARED_RAY_VARIABLE)
+    address = shared_ray_address()
     if address:
         ray.init(address=address, log_to_driver=log_to_driver)
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
+
+
+def shared_ray_address() -> str | None:
+    """The test session's Ray that smoke tests ask a script to join (``RAYKIT_BENCH_RAY_ADDRESS``), or None
+    (the script's runs start Ray as a user's would, which is what the tables measure)."""
+    return os.environ.get(SHARED_RAY_VARIABLE) or None
 
 
 def spread(values: list[float], digits: int = 1, unit: str = "") -> str:

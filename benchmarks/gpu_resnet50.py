@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS, machine_line, write_section  # noqa: E402
+from benchmarks.common import RESULTS, machine_line, shared_ray_address, write_section  # noqa: E402
 
 SECTION = "## GPU: ResNet-50, raykit vs plain PyTorch"
 
@@ -42,7 +42,8 @@ def raykit_side(npz: str, args) -> dict:
         "model.stem": "imagenet", "model.dropout": 0.0, "optim.name": "sgd", "optim.lr": 0.1,
         "train.batch_size": args.batch, "train.epochs": args.epochs, "train.precision": args.precision,
         "scaling.num_workers": 1, "scaling.use_gpu": gpu, "checkpoint.every_n_epochs": args.epochs,
-        "storage": tempfile.mkdtemp(prefix="raykit-gpu-bench-"), "name": "resnet50"}, verbose=False)
+        "storage": tempfile.mkdtemp(prefix="raykit-gpu-bench-"), "name": "resnet50"}, verbose=False,
+        address=shared_ray_address())
     steady = result.history[1:] or result.history
     return {"images_per_s": float(np.median([row["samples_per_s"] for row in steady])),
             "gpu_mb": max(row.get("peak_gpu_mb", 0.0) for row in result.history), "wall": result.seconds}

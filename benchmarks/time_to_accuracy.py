@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, machine_line, spread, write_section  # noqa: E402
+from benchmarks.common import RESULTS, machine_line, shared_ray_address, spread, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Time to accuracy on digits"
@@ -34,9 +34,10 @@ CONTENDERS = {"raykit-torch": "raykit torch (2 workers)", "raykit-tf": "raykit t
 def command(contender: str, target: float, max_epochs: int, storage: str, name: str) -> list[str]:
     if contender.startswith("raykit"):
         framework = contender.split("-")[1]
+        shared = shared_ray_address()  # smoke tests only: their session's Ray, not a fresh one per run
         return [sys.executable, "-m", "raykit.cli", "train", "--set", f"framework={framework}",
                 "--set", f"train.stop_at={target}", "--set", f"train.epochs={max_epochs}",
-                "--set", f"storage={storage}", "--set", f"name={name}"]
+                "--set", f"storage={storage}", "--set", f"name={name}", *(["--address", shared] if shared else [])]
     script = f"tta_{contender}.py"
     return [sys.executable, str(REPO / "benchmarks" / "baselines" / script), "--target", str(target),
             "--max-epochs", str(max_epochs)]

@@ -46,20 +46,21 @@ def test_sweeps_benchmark_runs_at_tiny_size(tmp_path, ray_address):
     assert "Wall-time ratio ASHA / FIFO" in text
 
 
-def test_gpu_benchmark_script_runs_on_cpu_at_tiny_size(tmp_path):
+def test_gpu_benchmark_script_runs_on_cpu_at_tiny_size(tmp_path, ray_address):
     # benchmarks/gpu.sh runs this script on a GPU machine; here its CPU mode checks the script itself.
     results = tmp_path / "RESULTS.md"
-    out = run_cli(["benchmarks/gpu_resnet50.py", "--device", "cpu", "--precision", "fp32", "--images", "256",
-                   "--size", "32", "--batch", "16", "--classes", "4", "--epochs", "1", "--results", str(results)])
+    out = run_cli(["benchmarks/gpu_resnet50.py", "--device", "cpu", "--precision", "fp32", "--images", "200",
+                   "--size", "32", "--batch", "16", "--classes", "4", "--epochs", "1", "--results", str(results)],
+                  env_extra=shared(ray_address))
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## GPU: ResNet-50, raykit vs plain PyTorch" in text and "| raykit, 1 Ray Train worker |" in text
 
 
-def test_time_to_accuracy_benchmark_runs_at_tiny_size(tmp_path):
+def test_time_to_accuracy_benchmark_runs_at_tiny_size(tmp_path, ray_address):
     results = tmp_path / "RESULTS.md"
     out = run_cli(["benchmarks/time_to_accuracy.py", "--target", "0.5", "--max-epochs", "1", "--repeats", "1",
-                   "--only", "raykit-torch", "torch", "--results", str(results)])
+                   "--only", "raykit-torch", "torch", "--results", str(results)], env_extra=shared(ray_address))
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## Time to accuracy on digits" in text

@@ -1,6 +1,6 @@
-"""Losing a whole node of a (simulated) multi-node cluster mid-run: the run finishes from its last
-checkpoint on the remaining node plus a replacement. The cluster lives in its own process
-(tests/node_loss_probe.py), beside the session's Ray."""
+"""A (simulated) multi-node cluster: workers placed across nodes by PACK and SPREAD, and a whole node lost
+mid-run, survived from the last checkpoint on the remaining nodes plus a replacement. The cluster lives in
+its own process (tests/cluster_probe.py), beside the session's Ray."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from tests.conftest import REPO
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_a_removed_node_is_survived_from_the_last_checkpoint(tmp_path):
+def test_pack_and_spread_place_workers_and_a_removed_node_is_survived_from_the_last_checkpoint(tmp_path):
     # Its own session: on a hang the whole group (driver, raylets, GCS) is killed, not only the driver.
-    probe = subprocess.Popen([sys.executable, "tests/node_loss_probe.py", str(tmp_path)], cwd=REPO, text=True,
+    probe = subprocess.Popen([sys.executable, "tests/cluster_probe.py", str(tmp_path)], cwd=REPO, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         output, _ = probe.communicate(timeout=540)
@@ -29,6 +29,8 @@ def test_a_removed_node_is_survived_from_the_last_checkpoint(tmp_path):
             probe.wait()
     assert probe.returncode == 0, output[-4000:]
     record = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
+    assert len(record["pack"]) == 2 and len(set(record["pack"])) == 1  # both on the one node that holds both
+    assert len(set(record["before"].values())) == 2  # SPREAD: one worker per node though one node holds both
     assert record["removed"] == record["before"]["1"]
     assert record["removed"] not in record["after"].values()  # the restarted group avoided the dead node
     assert [row["epoch"] for row in record["history"]] == [1, 2, 3, 4]
