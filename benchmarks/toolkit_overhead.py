@@ -7,8 +7,9 @@ alternating in one Ray instance (2 CPUs), `--repeats` times. Reported, raykit / 
 - wall time of one run, as the caller waits for it (target <= 1.05);
 - steady-state samples/s per worker: median over epochs 2+ of training samples per worker / epoch time
   (training + validation) (target >= 0.95).
-raykit's wall time is split into before the Ray Train run, the run itself, and after it (test evaluation
-of the best checkpoint, metrics CSV, curves PNG, export) by timing raykit's own calls from outside.
+raykit's wall time is split into the phases raykit records in `result.json` ("timings": spec and data plan,
+Ray connect, controller and worker start, worker set-up, data, model, epochs, rank 0's test evaluation,
+Train shut-down, outputs).
 
     .venv/bin/python benchmarks/toolkit_overhead.py [--repeats 5] [--epochs 10] [--results FILE]
 """
@@ -16,7 +17,6 @@ of the best checkpoint, metrics CSV, curves PNG, export) by timing raykit's own 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -32,9 +32,7 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 import ray  # noqa: E402
 
 import raykit  # noqa: E402
-import raykit.api  # noqa: E402
-import raykit.ray.remote  # noqa: E402
-import raykit.ray.trainer  # noqa: E402
+from raykit.timing import PHASES  # noqa: E402
 from benchmarks.baselines.ray_train_minimal import digits_cnn, train_digits_cnn  # noqa: E402
 from benchmarks.common import (RESULTS, digits_train_size, machine_line, spread, start_ray,  # noqa: E402
                                steady_samples_per_worker, write_section)
@@ -44,36 +42,11 @@ WORKERS = 2
 TARGETS = {"wall": ("<=", 1.05), "rate": (">=", 0.95)}
 
 
-@contextlib.contextmanager
-def timed(module, name: str, seconds: dict):
-    """Add the time of each call of ``module.<name>`` to ``seconds[name]`` while the block runs."""
-    original = getattr(module, name)
-
-    def wrapper(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
-
-    setattr(module, name, wrapper)
-    try:
-        yield
-    finally:
-        setattr(module, name, original)
-
-
 def raykit_run(epochs: int, storage: str, name: str) -> dict:
-    # remote.evaluate runs only when rank 0 did not evaluate the best checkpoint itself; 0 s otherwise.
-    seconds: dict = {"fit": 0.0, "evaluate": 0.0, "_write_outputs": 0.0}
-    with timed(raykit.ray.trainer, "fit", seconds), timed(raykit.ray.remote, "evaluate", seconds), \
-            timed(raykit.api, "_write_outputs", seconds):
-        started = time.perf_counter()
-        result = raykit.train(None, {"train.epochs": epochs, "train.batch_size": 32 * WORKERS,
-                                     "scaling.num_workers": WORKERS, "storage": storage, "name": name}, verbose=False)
-        wall = time.perf_counter() - started
-    return {"wall": wall, "history": result.history, **seconds,
-            "before": wall - seconds["fit"] - seconds["evaluate"] - seconds["_write_outputs"]}
+    started = time.perf_counter()
+    result = raykit.train(None, {"train.epochs": epochs, "train.batch_size": 32 * WORKERS,
+                                 "scaling.num_workers": WORKERS, "storage": storage, "name": name}, verbose=False)
+    return {"wall": time.perf_counter() - started, "history": result.history, "timings": result.timings}
 
 
 def baseline_run(epochs: int, storage: str, name: str) -> dict:
@@ -121,6 +94,10 @@ def render(runs: dict, args) -> str:
     def epochs(r):
         return sum(row["epoch_time_s"] for row in r["history"])
 
+    def outside(r):  # raykit's own time around the Ray Train run
+        return sum(r["timings"].get(key, 0.0) for key in ("spec_and_plan_s", "ray_start_s", "evaluation_task_s",
+                                                          "outputs_s"))
+
     parameters = sum(p.numel() for p in digits_cnn().parameters())
     lines = [SECTION, "", machine_line() + f" The default job (digits CNN, {parameters:,} parameters on both sides; "
              f"{digits_train_size():,} training images) with {WORKERS} workers, Adam lr 1e-3, global batch "
@@ -134,21 +111,15 @@ def render(runs: dict, args) -> str:
              f"| {verdict('wall')} |",
              f"| steady-state samples/s per worker | {spread(rate['raykit'], 0)} | {spread(rate['hand-written'], 0)} "
              f"| {verdict('rate')} |", "",
-             "Where the wall time goes:", "",
+             "Where the wall time goes (raykit: `result.timings`, the phases `result.json` records; hand-written: "
+             "its whole Ray Train run, and its epochs):", "",
              "| part | raykit | hand-written |", "|---|---|---|",
-             f"| before the Ray Train run (spec, data plan, Ray connect) | "
-             f"{seconds(ours, lambda r: r['before'])} | - |",
-             f"| the Ray Train run (`TorchTrainer.fit`) | {seconds(ours, lambda r: r['fit'])} | "
+             *[f"| {label} | {seconds(ours, lambda r, key=key: r['timings'].get(key, 0.0))} | "
+               f"{seconds(theirs, epochs) if key == 'epochs_s' else '-'} |" for key, label in PHASES],
+             f"| the Ray Train run (`fit`) | {seconds(ours, lambda r: r['wall'] - outside(r))} | "
              f"{seconds(theirs, lambda r: r['fit'])} |",
-             f"| of which epochs (training + validation) | {seconds(ours, epochs)} | {seconds(theirs, epochs)} |",
-             f"| of which the rest (worker start-up, reports and checkpoints, shut-down) | "
-             f"{seconds(ours, lambda r: r['fit'] - epochs(r))} | {seconds(theirs, lambda r: r['fit'] - epochs(r))} |",
-             f"| after: test evaluation of the best checkpoint in a Ray task (0 when rank 0 evaluated it as training "
-             f"ended) | {seconds(ours, lambda r: r['evaluate'])} "
-             "| - |",
-             f"| after: metrics CSV, curves PNG, export | {seconds(ours, lambda r: r['_write_outputs'])} | - |", "",
-             "Wall-time ratio raykit / hand-written without raykit's end-of-run test evaluation: "
-             f"{spread([(a['wall'] - a['evaluate']) / b['wall'] for a, b in zip(ours, theirs)], 2)}.", ""]
+             f"| of which epochs (training + validation, from the epoch rows) | {seconds(ours, epochs)} | "
+             f"{seconds(theirs, epochs)} |", ""]
     return "\n".join(lines)
 
 

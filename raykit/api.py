@@ -14,6 +14,7 @@ from raykit import storage
 from raykit.data import DataPlan, plan_data
 from raykit.history import history_csv, read_history_csv
 from raykit.spec import EPOCH_METRICS, RunSpec, SpecError, load_spec, yaml_load
+from raykit.timing import Stopwatch, join_timings, timings_line
 
 SPEC_FILE = "spec.yaml"
 METRICS_FILE = "metrics.csv"
@@ -36,6 +37,9 @@ class TrainResult:
         exported_model: the best model's weights under ``run_dir/export/``, named by
             ``checkpoint.export_template``.
         history: one dict of metrics per epoch.
+        seconds: wall time of the whole call.
+        timings: where that time went, phase -> seconds (:data:`raykit.timing.PHASES`; also in
+            ``result.json``).
     """
 
     spec: RunSpec
@@ -47,6 +51,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     exported_model: str | None = None
+    timings: dict = field(default_factory=dict)
 
     @property
     def test_accuracy(self) -> float | None:
@@ -64,6 +69,8 @@ class TrainResult:
         if self.exported_model:
             lines.append(f"exported model:  {self.exported_model}")
         lines.append(f"wall time:       {self.seconds:.1f}s")
+        if self.timings:
+            lines.append(f"where it went:   {timings_line(self.timings)}")
         return "\n".join(lines)
 
 
@@ -90,33 +97,43 @@ def train(spec: "RunSpec | dict | str | None" = None, overrides=(), *, address: 
         result = raykit.train("jobs/configs/digits_cnn_torch.yaml", ["train.epochs=5"])
         print(result.test_accuracy, result.best_checkpoint)
     """
-    started = time.perf_counter()
-    run_spec = resolve(load_spec(spec, overrides))
-    run_dir = storage.join(run_spec.storage, run_spec.name)
-    _check_continuation(run_spec, run_dir)
-    plan = plan_data(run_spec.data, run_spec.model.num_classes)  # bad data fails here, before Ray starts
+    started, watch = time.perf_counter(), Stopwatch()
+    with watch.phase("spec_and_plan_s"):
+        run_spec = resolve(load_spec(spec, overrides))
+        run_dir = storage.join(run_spec.storage, run_spec.name)
+        _check_continuation(run_spec, run_dir)
+        plan = plan_data(run_spec.data, run_spec.model.num_classes)  # bad data fails here, before Ray starts
     if verbose:
         print(describe_plan(plan), flush=True)
 
-    from raykit.ray import cluster, trainer  # imports Ray only once the spec is known good
+    with watch.phase("ray_start_s"):
+        from raykit.ray import cluster, trainer  # imports Ray only once the spec is known good
 
-    cluster.connect(address)
-    cluster.check_fits(run_spec, streamed=plan.loader == "stream")
+        cluster.connect(address)
+        cluster.check_fits(run_spec, streamed=plan.loader == "stream")
     storage.write_text(storage.join(run_dir, SPEC_FILE), run_spec.to_yaml())
-    outcome = trainer.fit(run_spec, run_dir, plan)
-    history = (outcome.worker_return or {}).get("history") or _read_history(run_dir)
-    test_metrics = _test_metrics(run_spec, outcome)
+    fit_started_at = time.time()
+    with watch.phase("fit_s"):
+        outcome = trainer.fit(run_spec, run_dir, plan)
+    fit_ended_at = time.time()
+    worker_return = outcome.worker_return or {}
+    history = worker_return.get("history") or _read_history(run_dir)
+    test_metrics = _test_metrics(run_spec, outcome, watch)
     result = TrainResult(spec=run_spec, run_dir=run_dir, metrics=outcome.metrics or (history[-1] if history else {}),
                          test_metrics=test_metrics, best_checkpoint=outcome.best_checkpoint,
-                         best_metrics=outcome.best_metrics, history=history,
-                         seconds=time.perf_counter() - started)
-    _write_outputs(result)
+                         best_metrics=outcome.best_metrics, history=history)
+    with watch.phase("outputs_s"):
+        _write_outputs(result)
+    result.seconds = time.perf_counter() - started
+    result.timings = {**join_timings(watch.seconds, worker_return.get("timings"), fit_started_at, fit_ended_at),
+                      "total_s": round(result.seconds, 3)}
+    _write_result_json(result)
     if verbose:
         print(result.summary(), flush=True)
     return result
 
 
-def _test_metrics(spec: RunSpec, outcome) -> dict:
+def _test_metrics(spec: RunSpec, outcome, watch: Stopwatch) -> dict:
     """The test metrics of the run's best checkpoint: rank 0's, computed as training ended, when rank 0
     evaluated that same checkpoint; otherwise (a resume of a run from before raykit recorded its
     checkpoints, a damaged checkpoint replaced) a Ray task evaluates it."""
@@ -127,7 +144,8 @@ def _test_metrics(spec: RunSpec, outcome) -> dict:
         return evaluated
     from raykit.ray import remote
 
-    return remote.evaluate(spec, outcome.best_checkpoint, "test")
+    with watch.phase("evaluation_task_s"):
+        return remote.evaluate(spec, outcome.best_checkpoint, "test")
 
 
 def resolve(spec: RunSpec) -> RunSpec:
@@ -220,9 +238,12 @@ def _write_outputs(result: TrainResult) -> None:
                                                        f"{result.spec.framework})"))
     if result.best_checkpoint and result.best_metrics:
         result.exported_model = export_best(result)
+
+
+def _write_result_json(result: TrainResult) -> None:
     summary = {"name": result.spec.name, "metrics": result.metrics, "test_metrics": result.test_metrics,
                "best_checkpoint": result.best_checkpoint, "best_metrics": result.best_metrics,
-               "exported_model": result.exported_model, "seconds": result.seconds}
+               "exported_model": result.exported_model, "seconds": result.seconds, "timings": result.timings}
     storage.write_text(storage.join(result.run_dir, RESULT_FILE), json.dumps(summary, indent=2, default=str))
 
 

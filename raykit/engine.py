@@ -34,6 +34,7 @@ from raykit.session import WorkerSession, peak_rss_mb
 from raykit.sinks import MetricSinks
 from raykit.spec import RunSpec
 from raykit.storage import join, write_text
+from raykit.timing import Stopwatch
 
 EVAL_BATCH = 1024  # rows per evaluation batch: no gradients, so larger than training batches
 
@@ -42,25 +43,34 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
     """Train ``spec`` on this worker with the backend ``spec.framework`` names.
 
     Returns ``{"history": [metrics per epoch], "best_metric": ..., "stopped_early": bool,
-    "best_checkpoint_epoch": the epoch whose checkpoint the run's ranking names best, or None}``.
+    "best_checkpoint_epoch": the epoch whose checkpoint the run's ranking names best, or None,
+    "timings": {"data_s", "model_build_s", "epochs_s": seconds this worker spent on each}}``.
     """
-    backend = load_backend(spec.framework)(spec, session)
-    backend.seed(spec.train.seed)  # the same on every rank: the same initial weights
-    info, splits = worker_data(spec.data, session.streams, session.data_info)
-    info = _with_classes(spec, info, splits)
-    backend.build(info, optimizer_steps_per_epoch(info.sizes["train"], spec, session.world_size))
-    progress = _start(backend, session)
-    run = _Run(spec, session, backend, info, progress, _feeds(backend, spec, session, splits))
-    for epoch in range(progress.epoch + 1, spec.train.epochs + 1):
-        if progress.stopped_early:
-            break
-        run.epoch(epoch)
-    run.close()
+    watch = Stopwatch()
+    with watch.phase("model_build_s"):  # loading a backend imports its framework (TensorFlow: seconds)
+        backend = load_backend(spec.framework)(spec, session)
+        backend.seed(spec.train.seed)  # the same on every rank: the same initial weights
+    with watch.phase("data_s"):
+        info, splits = worker_data(spec.data, session.streams, session.data_info)
+        info = _with_classes(spec, info, splits)
+    with watch.phase("model_build_s"):
+        backend.build(info, optimizer_steps_per_epoch(info.sizes["train"], spec, session.world_size))
+        progress = _start(backend, session)
+    with watch.phase("data_s"):
+        feeds = _feeds(backend, spec, session, splits)
+    run = _Run(spec, session, backend, info, progress, feeds)
+    with watch.phase("epochs_s"):
+        for epoch in range(progress.epoch + 1, spec.train.epochs + 1):
+            if progress.stopped_early:
+                break
+            run.epoch(epoch)
+        run.close()
     checkpoint = spec.checkpoint
     return {"history": progress.history, "best_metric": progress.best_metric,
             "stopped_early": progress.stopped_early,
             "best_checkpoint_epoch": progress.best_checkpoint_epoch(checkpoint.monitor, checkpoint.mode,
-                                                                    checkpoint.keep_best)}
+                                                                    checkpoint.keep_best),
+            "timings": watch.seconds}
 
 
 def _with_classes(spec: RunSpec, info: DataInfo, splits: Splits | None) -> DataInfo:

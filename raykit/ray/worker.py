@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 
 import ray.train
 
@@ -15,6 +16,7 @@ from raykit.backends import backend_info
 from raykit.checkpoint import CheckpointError, read_manifest
 from raykit.session import WorkerSession
 from raykit.spec import load_spec
+from raykit.timing import process_started_at
 
 
 CHECKPOINT_PREFIX = "checkpoint_epoch="  # + the zero-padded epoch: names sort by epoch
@@ -23,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 def train_loop_per_worker(config: dict) -> dict:
     """Entry point given to TorchTrainer / TensorflowTrainer; ``config`` is ``{"spec": <spec dict>}``."""
+    entered_at = time.time()
     spec = load_spec(config["spec"])
     _quiet_ray_report_log()
     context = ray.train.get_context()
@@ -48,7 +51,11 @@ def train_loop_per_worker(config: dict) -> dict:
         )
         result = engine.fit(spec, session)
     if context.get_world_rank() == 0:
+        evaluation_started = time.perf_counter()
         result["test_metrics"] = _test_metrics(spec, config["run_dir"], result["best_checkpoint_epoch"])
+        result["timings"]["final_evaluation_s"] = time.perf_counter() - evaluation_started
+    # Marks the driver joins with its own (raykit.timing.join_timings).
+    result["timings"].update(entered_at=entered_at, left_at=time.time(), process_started_at=process_started_at())
     return result
 
 
