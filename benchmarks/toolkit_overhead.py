@@ -115,7 +115,7 @@ def render(runs: dict, args) -> str:
              "its whole Ray Train run, and its epochs):", "",
              "| part | raykit | hand-written |", "|---|---|---|",
              *[f"| {label} | {seconds(ours, lambda r, key=key: r['timings'].get(key, 0.0))} | "
-               f"{seconds(theirs, epochs) if key == 'epochs_s' else '-'} |" for key, label in PHASES],
+               f"{seconds(theirs, epochs) if key == 'epochs_s' else '-'} |" for key, _, label in PHASES],
              f"| the Ray Train run (`fit`) | {seconds(ours, lambda r: r['wall'] - outside(r))} | "
              f"{seconds(theirs, lambda r: r['fit'])} |",
              f"| of which epochs (training + validation, from the epoch rows) | {seconds(ours, epochs)} | "

@@ -12,19 +12,19 @@ import contextlib
 import os
 import time
 
-# (key in the timings dict, label in the summary), in the order a run goes through them.
+# (key in the timings dict, short name for the summary line, what it covers), in the order a run goes.
 PHASES = (
-    ("spec_and_plan_s", "spec and data plan"),
-    ("ray_start_s", "Ray start or connect"),
-    ("to_worker_process_s", "Train controller, placement group, worker process start"),
-    ("worker_setup_s", "worker set-up (Ray worker, framework import, process group)"),
-    ("data_s", "data load"),
-    ("model_build_s", "model, optimizer, initial or resumed weights"),
-    ("epochs_s", "epochs (training, validation, reports, checkpoints)"),
-    ("final_evaluation_s", "test evaluation of the best checkpoint (rank 0)"),
-    ("worker_exit_s", "from the loop's end to the driver (Train shutdown)"),
-    ("evaluation_task_s", "test evaluation in a Ray task (when rank 0 could not)"),
-    ("outputs_s", "metrics CSV, curves PNG, export"),
+    ("spec_and_plan_s", "spec", "spec and data plan"),
+    ("ray_start_s", "Ray start", "Ray start or connect"),
+    ("to_worker_process_s", "to worker process", "Train controller, placement group, worker process start"),
+    ("worker_setup_s", "worker set-up", "worker set-up (Ray worker, framework import, process group)"),
+    ("data_s", "data", "data load"),
+    ("model_build_s", "model build", "model, optimizer, initial or resumed weights"),
+    ("epochs_s", "epochs", "epochs (training, validation, reports, checkpoints)"),
+    ("final_evaluation_s", "test evaluation", "test evaluation of the best checkpoint (rank 0)"),
+    ("worker_exit_s", "Train shut-down", "from the loop's end to the driver (Train shut-down)"),
+    ("evaluation_task_s", "evaluation task", "test evaluation in a Ray task (when rank 0 could not)"),
+    ("outputs_s", "outputs", "metrics CSV, curves PNG, export"),
 )
 
 
@@ -78,15 +78,14 @@ def join_timings(driver: dict, worker: dict | None, fit_started_at: float, fit_e
 
 
 def _ordered(timings: dict) -> dict:
-    order = [key for key, _ in PHASES] + ["train_run_s", "total_s"]
+    order = [key for key, _, _ in PHASES] + ["train_run_s", "total_s"]
     return {key: round(timings[key], 3) for key in sorted(timings, key=lambda k: order.index(k)
                                                             if k in order else len(order))}
 
 
 def timings_line(timings: dict) -> str:
     """One line for the summary: the larger phases first, each with its seconds."""
-    known = dict(PHASES)
-    parts = [(value, known.get(key, key.removesuffix("_s").replace("_", " ")))
+    short = {key: name for key, name, _ in PHASES}
+    parts = [(value, short.get(key, key.removesuffix("_s").replace("_", " ")))
              for key, value in timings.items() if key != "total_s" and value >= 0.05]
-    shown = ", ".join(f"{label.split(' (')[0]} {value:.1f}s" for value, label in sorted(parts, reverse=True))
-    return shown
+    return ", ".join(f"{name} {value:.1f}s" for value, name in sorted(parts, reverse=True))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ray._common.utils import get_ray_address_file
 
 from tests.conftest import REPO
 
@@ -33,6 +34,10 @@ def head_node(tmp_path):
     with the venv first on PATH so that jobs' `python` finds raykit. Stopped at the end, even on failure,
     by killing its process group (not `ray stop`, which would stop every Ray on the machine)."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+    # `ray start` records its address for later `ray.init()` calls; a killed head would leave it naming a
+    # dead cluster on this machine.
+    address_file = Path(get_ray_address_file(None))
+    before = address_file.read_text() if address_file.is_file() else None
     subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     dashboard = free_port()
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}",
@@ -54,6 +59,14 @@ def head_node(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+        _restore(address_file, before)
+
+
+def _restore(path: Path, text: str | None) -> None:
+    if text is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(text)
 
 
 def _wait_for_dashboard(address: str, env: dict, head: subprocess.Popen, timeout: float = 120) -> None:

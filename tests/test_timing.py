@@ -30,7 +30,7 @@ def test_driver_and_rank_zero_marks_join_into_consecutive_phases():
     assert timings == {"spec_and_plan_s": 0.2, "ray_start_s": 3.0, "to_worker_process_s": 4.0, "worker_setup_s": 6.0,
                        "data_s": 0.5, "model_build_s": 4.0, "epochs_s": 11.0, "final_evaluation_s": 1.0,
                        "worker_exit_s": 3.0, "outputs_s": 0.7}
-    assert list(timings) == [key for key, _ in PHASES if key in timings]  # in the order a run goes
+    assert list(timings) == [key for key, _, _ in PHASES if key in timings]  # in the order a run goes
     # From the fit call to its return, the worker-side spans add up to the Train run the driver timed.
     inside = sum(timings[k] for k in ("to_worker_process_s", "worker_setup_s", "worker_exit_s")) + 127.0 - 110.0
     assert inside == pytest.approx(driver["fit_s"])
@@ -49,4 +49,4 @@ def test_without_worker_marks_the_train_run_is_one_phase():
 
 def test_the_summary_line_puts_the_larger_phases_first_and_leaves_out_crumbs():
     line = timings_line({"data_s": 0.5, "epochs_s": 11.0, "outputs_s": 0.01, "worker_setup_s": 6.0, "total_s": 30})
-    assert line == "epochs 11.0s, worker set-up 6.0s, data load 0.5s"
+    assert line == "epochs 11.0s, worker set-up 6.0s, data 0.5s"

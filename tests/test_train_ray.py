@@ -60,6 +60,27 @@ def test_asking_for_more_than_the_cluster_has_fails_before_launch(ray_address, s
         raykit.train(None, [f"storage={storage}", "scaling.num_workers=4"])
 
 
+def test_a_stale_ray_start_address_is_never_joined_and_a_running_one_is(ray_address, tmp_path, monkeypatch):
+    import ray
+
+    from raykit.ray import cluster
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where Ray looks for `ray start`'s address file
+    (tmp_path / "ray").mkdir()
+    address_file = tmp_path / "ray" / "ray_current_cluster"
+    joined = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda address=None, **kwargs: joined.append(address))
+    address_file.write_text("127.0.0.1:9")  # left by a Ray that is gone: Ray's own init would wait on it
+    cluster.connect(None)
+    address_file.write_text(ray_address)  # a Ray that is running on this machine
+    cluster.connect(None)
+    address_file.unlink()
+    cluster.connect(None)
+    cluster.connect("10.0.0.1:6379")  # an address given is always the one joined
+    assert joined == ["local", ray_address, "local", "10.0.0.1:6379"]
+
+
 @pytest.mark.slow
 def test_default_job_through_the_cli_then_resumed_by_name_through_the_python_api(ray_address, storage, monkeypatch):
     # The whole default job (20 epochs, 2 workers), as `make run` runs it. (jobs/train.py runs the same

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import ray
 
 from raykit.spec import RunSpec
+
+logger = logging.getLogger(__name__)
 
 
 def connect(address: str | None = None) -> None:
@@ -15,7 +18,9 @@ def connect(address: str | None = None) -> None:
     Already initialised (the user's ``ray.init()``): nothing to do. ``address`` (or ``RAY_ADDRESS``,
     which ``ray job submit`` sets for its jobs) given: join that cluster. ``address="auto"`` joins a
     cluster started with ``ray start`` on this machine and falls back to a new local instance.
-    Otherwise start a local instance.
+    Otherwise: the Ray a ``ray start`` on this machine left running (its address file names it and its
+    processes are alive), else a new local instance -- never the dead cluster a stale address file
+    names, which Ray's own ``ray.init()`` would try to join, waiting for minutes.
     """
     if ray.is_initialized():
         return
@@ -26,7 +31,22 @@ def connect(address: str | None = None) -> None:
             return
         except ConnectionError:
             address = None
-    ray.init(address=address, log_to_driver=True)
+    ray.init(address=address or running_local_ray() or "local", log_to_driver=True)
+
+
+def running_local_ray() -> str | None:
+    """The address of the Ray that ``ray start`` last started on this machine, if it is still running."""
+    from ray._private.services import find_bootstrap_address, find_gcs_addresses
+
+    recorded = find_bootstrap_address(None)
+    if not recorded:
+        return None
+    find_gcs_addresses.cache_clear()  # Ray caches what it found; a Ray may have stopped since
+    if recorded in find_gcs_addresses():  # a live Ray process on this machine serves that address
+        return recorded
+    logger.warning("raykit: %s names a Ray at %s that is no longer running; starting a new local Ray instead",
+                   "the `ray start` address file", recorded)
+    return None
 
 
 def check_fits(spec: RunSpec, streamed: bool = False) -> None:
