@@ -213,3 +213,11 @@ def test_spec_error_survives_copy_and_pickle():
     error = SpecError([("optim.lr", "got -1")])
     for clone in (copy.copy(error), pickle.loads(pickle.dumps(error))):
         assert clone.problems == error.problems and str(clone) == str(error)
+
+
+@pytest.mark.parametrize("field", ["storage", "data.uri", "finetune.init_from"])
+def test_a_home_directory_nobody_has_is_a_spec_error_naming_the_field(field):
+    # Path("~0").expanduser() raises RuntimeError (no user "0"): found by tests/test_spec_properties.py.
+    with pytest.raises(SpecError) as info:
+        load_spec(None, {field: "~0/runs"})
+    assert field in info.value.fields and "~0" in str(info.value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -89,6 +90,9 @@ def location_problems(location: str, field: str, must_exist: bool = False) -> li
     """A local path (which must exist when ``must_exist``) or a URI whose scheme an installed filesystem
     (pyarrow or fsspec) serves."""
     if "://" not in location:
+        if location.startswith("~") and os.path.expanduser(location) == location:
+            return [(field, f"got {location!r}: there is no home directory for {location.split('/')[0]!r}; "
+                            "accepted: a local path (~ for your own home) or a URI")]
         if must_exist and not _path_exists(location):
             return [(field, f"got {location!r}, which does not exist; accepted: an existing path or a URI")]
         return []
@@ -156,7 +160,7 @@ def _metric_mode_problems(spec: RunSpec) -> list[tuple[str, str]]:
 def _finetune_problems(spec: RunSpec) -> list[tuple[str, str]]:
     finetune, problems = spec.finetune, []
     location = finetune.init_from
-    if location != "scratch" and "://" not in location and not Path(location).expanduser().exists():
+    if location != "scratch" and "://" not in location and not _path_exists(location):
         problems.append(("finetune.init_from", f"got {location!r}, which does not exist; accepted: 'scratch', a "
                                                "raykit checkpoint directory or a state-dict file (path or URI)"))
     for index, pattern in enumerate(finetune.freeze_patterns):
