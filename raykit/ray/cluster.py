@@ -44,8 +44,8 @@ def running_local_ray() -> str | None:
     find_gcs_addresses.cache_clear()  # Ray caches what it found; a Ray may have stopped since
     if recorded in find_gcs_addresses():  # a live Ray process on this machine serves that address
         return recorded
-    logger.warning("raykit: %s names a Ray at %s that is no longer running; starting a new local Ray instead",
-                   "the `ray start` address file", recorded)
+    logger.warning("raykit: the `ray start` address file names a Ray at %s that is no longer running; starting "
+                   "a new local Ray instead", recorded)
     return None
 
 
