@@ -94,6 +94,8 @@ def main(storage: str) -> None:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=os.environ.get("PROBE_LOGS") == "1")
         record: dict = {"pack": pack(storage)}
+        # Nodes come and go here: Ray Train's preemption watcher must stay on.
+        record["preemption_watcher"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "unset")
         spread_and_lose_a_node(cluster, storage, record)
         print("RESULT " + json.dumps(record), flush=True)
     finally:

@@ -30,6 +30,7 @@ def test_pack_and_spread_place_workers_and_a_removed_node_is_survived_from_the_l
     assert probe.returncode == 0, output[-4000:]
     record = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
     assert len(record["pack"]) == 2 and len(set(record["pack"])) == 1  # both on the one node that holds both
+    assert record["preemption_watcher"] == "unset"  # a multi-node cluster keeps Ray Train's default (on)
     assert len(set(record["before"].values())) == 2  # SPREAD: one worker per node though one node holds both
     assert record["removed"] == record["before"]["1"]
     assert record["removed"] not in record["after"].values()  # the restarted group avoided the dead node

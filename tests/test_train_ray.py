@@ -81,6 +81,25 @@ def test_a_stale_ray_start_address_is_never_joined_and_a_running_one_is(ray_addr
     assert joined == ["local", ray_address, "local", "10.0.0.1:6379"]
 
 
+def test_the_preemption_watcher_is_left_out_on_a_single_fixed_node_only(ray_address, monkeypatch):
+    import os
+
+    from raykit.ray import cluster, trainer
+
+    monkeypatch.delenv(trainer.PREEMPTION_WATCHER, raising=False)
+    monkeypatch.setattr(trainer, "_set_here", set())
+    assert cluster.single_fixed_node()  # the session's local Ray: one node, no autoscaler
+    trainer.set_controller_environment()
+    assert os.environ[trainer.PREEMPTION_WATCHER] == "0"
+    monkeypatch.setattr(cluster, "single_fixed_node", lambda: False)  # say a second node joined
+    trainer.set_controller_environment()
+    assert trainer.PREEMPTION_WATCHER not in os.environ
+    monkeypatch.setattr(cluster, "single_fixed_node", lambda: True)
+    monkeypatch.setenv(trainer.PREEMPTION_WATCHER, "1")  # the user's own choice is kept
+    trainer.set_controller_environment()
+    assert os.environ[trainer.PREEMPTION_WATCHER] == "1"
+
+
 @pytest.mark.slow
 def test_default_job_through_the_cli_then_resumed_by_name_through_the_python_api(ray_address, storage, monkeypatch):
     # The whole default job (20 epochs, 2 workers), as `make run` runs it. (jobs/train.py runs the same

@@ -76,13 +76,24 @@ def check_fits(spec: RunSpec, streamed: bool = False) -> None:
 
 def _max_cluster_resources() -> dict:
     """The most the cluster can ever hold: the autoscaler's limits where it has them, else what is there."""
+    return _autoscaler_limits() or ray.cluster_resources()
+
+
+def _autoscaler_limits() -> dict | None:
+    """The autoscaler's resource limits, or None for a cluster without an autoscaler config."""
     try:
         from ray._private.state import state  # the same source Ray Train's own fail-fast check reads
 
-        limits = state.get_max_resources_from_cluster_config()
-    except Exception:  # private API: fall back to the nodes present now
-        limits = None
-    return limits or ray.cluster_resources()
+        return state.get_max_resources_from_cluster_config()
+    except Exception:  # private API: treated as no autoscaler
+        return None
+
+
+def single_fixed_node() -> bool:
+    """Whether the cluster is one node that no autoscaler grows: a laptop's or a test's local Ray, where no
+    worker can lose its node without the whole cluster (and the run's driver) going with it."""
+    alive = [node for node in ray.nodes() if node.get("Alive")]
+    return len(alive) == 1 and not _autoscaler_limits()
 
 
 class ResourceError(RuntimeError):

@@ -128,15 +128,40 @@ def worker_resources(spec: RunSpec) -> dict:
     return wanted
 
 
-# Each report() waits in a queue of one until the controller polls the workers, which it does every
-# health-check interval (2 s by default): that would add 2 s to every epoch of a small model. Ray copies
-# RAY_TRAIN_* variables set in the driver to the controller and the workers.
-_HEALTH_CHECK_INTERVAL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+HEALTH_CHECK_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+_set_here: set[str] = set()  # the variables below that raykit set (the user's own are never touched)
+
+
+def set_controller_environment() -> None:
+    """Ray Train settings for the next ``fit()``, which Ray copies from this process's environment
+    (RAY_TRAIN_* variables) to the controller and the workers; a variable the user set stays as it is.
+
+    - The health-check interval: each report() waits in a queue of one until the controller polls the
+      workers, every interval (2 s by default), which would add 2 s to every epoch of a small model.
+    - The preemption watcher: on a cluster of one node that no autoscaler grows (a laptop's local Ray)
+      there is no other node to lose, yet the watcher is one more actor process per run, importing
+      Ray Train beside the workers' own start (about 1-2 s of a run's wall on 2 cores). It stays on
+      wherever nodes can come and go."""
+    _set_default(HEALTH_CHECK_INTERVAL, "0.25")
+    from raykit.ray.cluster import single_fixed_node
+
+    if single_fixed_node():
+        _set_default(PREEMPTION_WATCHER, "0")
+    elif PREEMPTION_WATCHER in _set_here:  # set for an earlier, single-node cluster
+        os.environ.pop(PREEMPTION_WATCHER)
+        _set_here.discard(PREEMPTION_WATCHER)
+
+
+def _set_default(name: str, value: str) -> None:
+    if name not in os.environ:
+        os.environ[name] = value
+        _set_here.add(name)
 
 
 def fit(spec: RunSpec, run_dir: str, plan: DataPlan | None = None) -> TrainOutcome:
     """Run training to the end (or raise ``ray.train.TrainingFailedError``)."""
-    os.environ.setdefault(*_HEALTH_CHECK_INTERVAL)
+    set_controller_environment()
     # A bar only where someone watches: not under `ray job logs`, CI, or a pipe.
     result = build_trainer(spec, run_dir, plan=plan, progress_bar=sys.stdout.isatty()).fit()
     best = None

@@ -23,7 +23,7 @@ from ray.util.queue import Empty, Queue
 
 from raykit import engine, storage
 from raykit.history import read_history_csv
-from raykit.ray.trainer import build_trainer, worker_environment, worker_resources
+from raykit.ray.trainer import build_trainer, set_controller_environment, worker_environment, worker_resources
 from raykit.registry import Registry
 from raykit.session import WorkerSession
 from raykit.spec import RunSpec, load_spec
@@ -229,6 +229,7 @@ def _train_with_trainer(spec: RunSpec, run_dir: str, checkpoint) -> None:
     queue = Queue(maxsize=4, actor_options={"num_cpus": 0})
     resume_from = checkpoint.path if checkpoint else None
     train_spec = dataclasses.replace(spec, name=f"train-{attempt}", storage=run_dir)
+    set_controller_environment()
     trainer = build_trainer(train_spec, run_dir, callbacks=[_ForwardToTrial(queue)], resume_from=resume_from)
     failure: list[BaseException] = []
 
