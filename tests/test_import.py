@@ -94,3 +94,19 @@ def test_the_torch_trainer_picks_the_process_group_backend_as_ray_s_does(use_gpu
     assert trainer.backend_config.backend == backend
     assert process_group_backend(None, {"GPU": 1} if use_gpu else {"CPU": 1}) == backend
     assert process_group_backend("gloo", {"GPU": 1}) == "gloo"
+
+
+def test_a_run_without_datasets_starts_no_dataset_manager():
+    from ray.train import ScalingConfig
+    from ray.train.v2._internal.callbacks import DatasetsCallback
+
+    from raykit.ray.trainer import trainer_class
+
+    def kinds(trainer) -> set:
+        return {type(callback) for callback in trainer._create_default_callbacks()}
+
+    for name in ("torch", "tensorflow", "data_parallel"):
+        plain = trainer_class(name)(lambda config: None, scaling_config=ScalingConfig(num_workers=1))
+        streamed = trainer_class(name)(lambda config: None, scaling_config=ScalingConfig(num_workers=1),
+                                       datasets={"train": lambda: None})  # Ray calls it only at worker start
+        assert DatasetsCallback not in kinds(plain) and DatasetsCallback in kinds(streamed)

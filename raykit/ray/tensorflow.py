@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import ray
 from ray.train.backend import Backend, BackendConfig
-from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+from raykit.ray.data_parallel import DataParallelTrainer
 
 
 def _worker_address() -> str:

@@ -111,7 +111,7 @@ def trainer_class(name: str):
 
         return TensorflowTrainer
     if name == "data_parallel":
-        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+        from raykit.ray.data_parallel import DataParallelTrainer
 
         return DataParallelTrainer
     raise ValueError(f"trainer: got {name!r}; accepted: torch, tensorflow, data_parallel")
