@@ -91,10 +91,10 @@ def test_the_preemption_watcher_is_left_out_on_a_single_fixed_node_only(ray_addr
     assert cluster.single_fixed_node()  # the session's local Ray: one node, no autoscaler
     trainer.set_controller_environment()
     assert os.environ[trainer.PREEMPTION_WATCHER] == "0"
-    monkeypatch.setattr(cluster, "single_fixed_node", lambda: False)  # say a second node joined
+    monkeypatch.setattr(trainer, "single_fixed_node", lambda: False)  # say a second node joined
     trainer.set_controller_environment()
     assert trainer.PREEMPTION_WATCHER not in os.environ
-    monkeypatch.setattr(cluster, "single_fixed_node", lambda: True)
+    monkeypatch.setattr(trainer, "single_fixed_node", lambda: True)
     monkeypatch.setenv(trainer.PREEMPTION_WATCHER, "1")  # the user's own choice is kept
     trainer.set_controller_environment()
     assert os.environ[trainer.PREEMPTION_WATCHER] == "1"

@@ -53,8 +53,6 @@ def check_fits(spec: RunSpec, streamed: bool = False) -> None:
     """Fail before launching when the cluster can never hold the worker group (Ray would wait forever),
     or, for streamed data, when no CPU is left beside the workers for the Ray Data read tasks (they would
     wait forever for one while the workers wait for data)."""
-    from raykit.ray.trainer import worker_resources
-
     available = _max_cluster_resources()
     wanted = worker_resources(spec)
     workers = spec.scaling.num_workers
@@ -94,6 +92,17 @@ def single_fixed_node() -> bool:
     worker can lose its node without the whole cluster (and the run's driver) going with it."""
     alive = [node for node in ray.nodes() if node.get("Alive")]
     return len(alive) == 1 and not _autoscaler_limits()
+
+
+def worker_resources(spec: RunSpec) -> dict:
+    """What each Train worker reserves, as Ray computes it: the spec's resources_per_worker, else 1 CPU,
+    or 1 GPU (and no CPU) with use_gpu."""
+    wanted = dict(spec.scaling.resources_per_worker)
+    if not wanted:
+        return {"GPU": 1} if spec.scaling.use_gpu else {"CPU": 1}
+    if spec.scaling.use_gpu:
+        wanted.setdefault("GPU", 1)
+    return wanted
 
 
 class ResourceError(RuntimeError):

@@ -11,6 +11,7 @@ import ray.train
 from raykit import storage
 from raykit.backends import backend_info
 from raykit.data import DataPlan, plan_data
+from raykit.ray.cluster import single_fixed_node
 from raykit.ray.worker import train_loop_per_worker
 from raykit.spec import RunSpec
 
@@ -117,17 +118,6 @@ def trainer_class(name: str):
     raise ValueError(f"trainer: got {name!r}; accepted: torch, tensorflow, data_parallel")
 
 
-def worker_resources(spec: RunSpec) -> dict:
-    """What each Train worker reserves, as Ray computes it: the spec's resources_per_worker, else 1 CPU,
-    or 1 GPU (and no CPU) with use_gpu."""
-    wanted = dict(spec.scaling.resources_per_worker)
-    if not wanted:
-        return {"GPU": 1} if spec.scaling.use_gpu else {"CPU": 1}
-    if spec.scaling.use_gpu:
-        wanted.setdefault("GPU", 1)
-    return wanted
-
-
 HEALTH_CHECK_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 _set_here: set[str] = set()  # the variables below that raykit set (the user's own are never touched)
@@ -144,8 +134,6 @@ def set_controller_environment() -> None:
       Ray Train beside the workers' own start (about 1-2 s of a run's wall on 2 cores). It stays on
       wherever nodes can come and go."""
     _set_default(HEALTH_CHECK_INTERVAL, "0.25")
-    from raykit.ray.cluster import single_fixed_node
-
     if single_fixed_node():
         _set_default(PREEMPTION_WATCHER, "0")
     elif PREEMPTION_WATCHER in _set_here:  # set for an earlier, single-node cluster

@@ -23,7 +23,8 @@ from ray.util.queue import Empty, Queue
 
 from raykit import engine, storage
 from raykit.history import read_history_csv
-from raykit.ray.trainer import build_trainer, set_controller_environment, worker_environment, worker_resources
+from raykit.ray.cluster import worker_resources
+from raykit.ray.trainer import build_trainer, set_controller_environment, worker_environment
 from raykit.registry import Registry
 from raykit.session import WorkerSession
 from raykit.spec import RunSpec, load_spec
