@@ -61,10 +61,8 @@ def assert_same_run(resumed, straight) -> None:
 
 
 def test_killed_driver_then_a_damaged_latest_checkpoint_resume_to_the_same_weights(straight, ray_address, storage):
-    # keep_best=10 keeps every checkpoint (straight keeps 1; retention does not touch the weights). Known
-    # bug, not fixed yet: with keep_best=2, Ray's retention deletes the damaged epoch 2 it registered, whose
-    # path the retrained epoch 2 reuses, and the resumed run fails with "Path not found".
-    common = ["train.epochs=4", f"storage={storage}", "checkpoint.keep_best=10", "name=killed"]
+    # keep_best=2 keeps epochs 1 and 2 here (straight keeps 1; retention does not touch the weights).
+    common = ["train.epochs=4", f"storage={storage}", "checkpoint.keep_best=2", "name=killed"]
 
     # A second driver trains the same spec; its rank 0 sleeps after epoch 2's report, and we kill the driver
     # (and so its Train controller and workers) once epoch 2's checkpoint is committed.
@@ -83,12 +81,18 @@ def test_killed_driver_then_a_damaged_latest_checkpoint_resume_to_the_same_weigh
     assert not (run_dir / "checkpoint_epoch=0003").exists()
 
     # Then the latest checkpoint is damaged (its weights truncated): the resume falls back to epoch 1, the
-    # newest checkpoint that verifies, trains epoch 2 again (its checkpoint verifies once more), then 3 and 4.
+    # newest checkpoint that verifies, trains epoch 2 again, then 3 and 4. Ray still holds the damaged one
+    # and deletes its path when its retention drops it, so the new epoch 2 is written beside it, not over it.
     latest = run_dir / "checkpoint_epoch=0002" / "model.pt"
     latest.write_bytes(latest.read_bytes()[:-100])
     resumed = raykit.train(DEFAULT_JOB, common)
     assert_same_run(resumed, straight)
-    read_manifest(str(run_dir / "checkpoint_epoch=0002"))
+    kept = sorted(p.name for p in run_dir.glob("checkpoint_epoch=*"))
+    for name in kept:
+        if name != "checkpoint_epoch=0002":  # the damaged one, if Ray's ranking still keeps it
+            read_manifest(str(run_dir / name))
+    assert "checkpoint_epoch=0004" in kept and Path(resumed.best_checkpoint).name in kept
+    assert Path(resumed.best_checkpoint).name != "checkpoint_epoch=0002"
 
 
 def test_a_writer_killed_between_checkpoint_files_then_a_worker_killed_mid_epoch_restart_to_the_same_weights(

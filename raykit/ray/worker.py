@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import tempfile
@@ -36,13 +37,14 @@ def train_loop_per_worker(config: dict) -> dict:
     # A remote checkpoint is downloaded to a temporary directory for the duration of the loop.
     local_copy = checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None)
     name = os.path.basename(os.path.normpath(checkpoint.path)) if checkpoint else ""
-    with local_copy as resume_dir, _verified(resume_dir, name, config["run_dir"], context) as resume_dir:
+    names = CheckpointNames()
+    with local_copy as resume_dir, _verified(resume_dir, name, config["run_dir"], context, names) as resume_dir:
         session = WorkerSession(
             rank=context.get_world_rank(),
             world_size=context.get_world_size(),
             local_rank=context.get_local_rank(),
             use_gpu=spec.scaling.use_gpu,
-            report=_report_to_ray,
+            report=functools.partial(_report_to_ray, names),
             resume_dir=resume_dir,
             run_dir=config["run_dir"],
             prepare_model=model_preparer(backend_info(spec.framework).trainer),
@@ -52,14 +54,14 @@ def train_loop_per_worker(config: dict) -> dict:
         result = engine.fit(spec, session)
     if context.get_world_rank() == 0:
         evaluation_started = time.perf_counter()
-        result["test_metrics"] = _test_metrics(spec, config["run_dir"], result["best_checkpoint_epoch"])
+        result["test_metrics"] = _test_metrics(spec, config["run_dir"], result["best_checkpoint_epoch"], names)
         result["timings"]["final_evaluation_s"] = time.perf_counter() - evaluation_started
     # Marks the driver joins with its own (raykit.timing.join_timings).
     result["timings"].update(entered_at=entered_at, left_at=time.time(), process_started_at=process_started_at())
     return result
 
 
-def _test_metrics(spec, run_dir: str, epoch: int | None) -> dict | None:
+def _test_metrics(spec, run_dir: str, epoch: int | None, names: CheckpointNames) -> dict | None:
     """Rank 0's test-split evaluation of the checkpoint the run's ranking names best, here where the
     framework and the data are loaded already (a Ray task afterwards starts a process and imports both
     again: 7-9 s of a 40 s digits run on 2 cores). ``{..., "checkpoint": <directory name>}``; None when
@@ -67,7 +69,7 @@ def _test_metrics(spec, run_dir: str, epoch: int | None) -> dict | None:
     task, so an evaluation problem never fails (and restarts) the training."""
     if epoch is None:
         return None
-    name = checkpoint_dir_name(epoch)
+    name = names.for_epoch(epoch)
     try:
         metrics = evaluate_stored_checkpoint(spec, storage.join(run_dir, name), "test")
     except Exception:  # noqa: BLE001 -- reported, and done again by the driver
@@ -77,11 +79,33 @@ def _test_metrics(spec, run_dir: str, epoch: int | None) -> dict | None:
     return {**metrics, "checkpoint": name}
 
 
+class CheckpointNames:
+    """The directory name of each epoch's checkpoint in this attempt: ``checkpoint_epoch=NNNN``, except for
+    an epoch whose checkpoint was found damaged and skipped on resume. Ray still holds that one under the
+    plain name and deletes its path when its retention drops it, so the epoch trained again is written
+    beside it as ``checkpoint_epoch=NNNN.1`` (``.2``, ... if that too is taken): reusing the path would lose
+    the new checkpoint with the old one."""
+
+    def __init__(self) -> None:
+        self.skipped: set[str] = set()  # damaged checkpoints Ray registered
+        self.present: set[str] = set()  # every checkpoint directory name in the run when this attempt began
+
+    def for_epoch(self, epoch: int) -> str:
+        name = checkpoint_dir_name(epoch)
+        if name not in self.skipped:
+            return name
+        retry = 1
+        while f"{name}.{retry}" in self.present:
+            retry += 1
+        return f"{name}.{retry}"
+
+
 @contextlib.contextmanager
-def _verified(resume_dir: str | None, name: str, run_dir: str, context):
+def _verified(resume_dir: str | None, name: str, run_dir: str, context, names: CheckpointNames):
     """The checkpoint to resume from, checked against its manifest. A truncated or altered latest
     checkpoint is skipped, with a warning, for the newest earlier one that verifies (every rank makes the
-    same choice from the same files); none valid means starting over is refused, not done silently."""
+    same choice from the same files); none valid means starting over is refused, not done silently.
+    ``names`` learns which checkpoints were skipped."""
     if resume_dir is None:
         yield None
         return
@@ -91,13 +115,16 @@ def _verified(resume_dir: str | None, name: str, run_dir: str, context):
         return
     except CheckpointError as exc:
         problem = str(exc)
-    candidates = [c for c in reversed(storage.list_dirs(run_dir, CHECKPOINT_PREFIX)) if os.path.basename(c) < name]
-    for candidate in candidates:
+    present = storage.list_dirs(run_dir, CHECKPOINT_PREFIX)
+    names.present = {os.path.basename(c) for c in present}
+    names.skipped = {name}
+    for candidate in [c for c in reversed(present) if os.path.basename(c) < name]:
         with tempfile.TemporaryDirectory(prefix="raykit-fallback-") as local:
             directory = candidate if "://" not in candidate else storage.download_dir(candidate, local)
             try:
                 read_manifest(directory)
             except CheckpointError:
+                names.skipped.add(os.path.basename(candidate))
                 continue
             if context.get_world_rank() == 0:
                 logger.warning("raykit: the latest checkpoint is damaged (%s); resuming from %s instead",
@@ -169,12 +196,12 @@ class _WarningsOnly(logging.Filter):
         return record.levelno >= logging.WARNING
 
 
-def _report_to_ray(metrics: dict, checkpoint_dir: str | None) -> None:
+def _report_to_ray(names: CheckpointNames, metrics: dict, checkpoint_dir: str | None) -> None:
     checkpoint = None
     dir_name = None
     if checkpoint_dir is not None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-        dir_name = checkpoint_dir_name(metrics["epoch"])
+        dir_name = names.for_epoch(metrics["epoch"])
     ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=dir_name)
 
 
