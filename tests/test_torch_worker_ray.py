@@ -16,7 +16,7 @@ import torch
 
 import raykit
 from raykit.checkpoint import read_manifest
-from tests.conftest import REPO
+from tests.conftest import REPO, evaluated_on_rank_zero
 
 DEFAULT_JOB = "jobs/configs/digits_cnn_torch.yaml"
 pytestmark = pytest.mark.ray
@@ -60,7 +60,8 @@ def assert_same_run(resumed, straight) -> None:
         torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6)
 
 
-def test_killed_driver_then_a_damaged_latest_checkpoint_resume_to_the_same_weights(straight, ray_address, storage):
+def test_killed_driver_then_a_damaged_latest_checkpoint_resume_to_the_same_weights(straight, ray_address, storage,
+                                                                                 monkeypatch):
     # keep_best=2 keeps epochs 1 and 2 here (straight keeps 1; retention does not touch the weights).
     common = ["train.epochs=4", f"storage={storage}", "checkpoint.keep_best=2", "name=killed"]
 
@@ -85,8 +86,11 @@ def test_killed_driver_then_a_damaged_latest_checkpoint_resume_to_the_same_weigh
     # and deletes its path when its retention drops it, so the new epoch 2 is written beside it, not over it.
     latest = run_dir / "checkpoint_epoch=0002" / "model.pt"
     latest.write_bytes(latest.read_bytes()[:-100])
+    evaluated_on_rank_zero(monkeypatch)  # rank 0 replays Ray's ranking across the resume (the task is an error)
     resumed = raykit.train(DEFAULT_JOB, common)
     assert_same_run(resumed, straight)
+    assert resumed.best_metrics["val_acc"] == max(row["val_acc"] for row in resumed.history)
+    assert resumed.test_accuracy > 0.9
     kept = sorted(p.name for p in run_dir.glob("checkpoint_epoch=*"))
     for name in kept:
         if name != "checkpoint_epoch=0002":  # the damaged one, if Ray's ranking still keeps it
