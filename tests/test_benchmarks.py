@@ -123,7 +123,7 @@ def test_augment_throughput_benchmark_runs_at_tiny_size(tmp_path):
 def test_checkpoint_io_benchmark_runs_at_tiny_size(tmp_path):
     results = tmp_path / "RESULTS.md"
     out = run_cli(["benchmarks/checkpoint_io.py", "--arch", "resnet18", "--repeats", "1", "--loop-repeats", "1",
-                   "--epochs", "3", "--loop-rows", "300", "300", "--results", str(results)])
+                   "--epochs", "3", "--loop-rows", "100", "100", "--results", str(results)])
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## Checkpoint I/O: raykit vs bare torch.save/torch.load" in text
