@@ -16,7 +16,7 @@ call (``tests/numpy_backend.py`` is a complete one in about 200 lines: a linear 
 gradients).
 
 Batches: the engine hands out NumPy index arrays; the backend turns a whole split into its own arrays
-once (:meth:`Backend.to_arrays`, e.g. a float tensor on the GPU) and gathers batches from them
+once (:meth:`Backend.to_arrays`, e.g. the stored uint8 pixels on the GPU) and gathers batches from them
 (:meth:`Backend.take`), or converts a streamed NumPy batch (:meth:`Backend.batch`). Images reach the
 backend as NHWC ``uint8`` or float arrays in [0, 1] (see :func:`raykit.data.to_float`).
 """
@@ -174,7 +174,9 @@ class Backend(ABC):
         return {}
 
     def after_validation(self) -> dict:
-        """Extra metrics known after validation (e.g. ``weights_in_sync``). Default: none."""
+        """Extra metrics known after validation (e.g. ``weights_in_sync``). A ``compile_s`` among them is
+        time spent compiling during the epoch, which the engine keeps out of epoch_time_s and samples/s.
+        Default: none."""
         return {}
 
     @abstractmethod

@@ -12,8 +12,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from raykit.spec.fields import (check_rules, field_types, is_optional, join, origin, strip_optional, type_name,
-                                unknown_key_message)
+from raykit.spec.fields import (check_rules, choices_of, field_types, is_optional, join, origin, strip_optional,
+                                type_name, unknown_key_message)
 from raykit.spec.paths import set_dotted
 from raykit.spec.rules import cross_field_problems
 from raykit.spec.schema import RunSpec, SpecError
@@ -160,7 +160,7 @@ def _build_fields(cls: type, raw: Mapping, prefix: str, problems: list) -> dict:
             except SpecError as exc:
                 problems.extend(exc.problems)
             continue
-        ok, value, message = _coerce(raw[name], ftype)
+        ok, value, message = _coerce(_switch_word(raw[name], f.metadata), ftype)
         if not ok:
             problems.append((path, message))
             continue
@@ -170,6 +170,16 @@ def _build_fields(cls: type, raw: Mapping, prefix: str, problems: list) -> dict:
             continue
         kwargs[name] = value
     return kwargs
+
+
+def _switch_word(value: Any, meta: Mapping) -> Any:
+    """YAML 1.1 reads ``on`` and ``off`` as true and false: give a field whose choices are those words the
+    word back (``train.channels_last: off``)."""
+    if isinstance(value, bool):
+        word = "on" if value else "off"
+        if word in (choices_of(meta) or ()):
+            return word
+    return value
 
 
 def _coerce(value: Any, ftype: Any) -> tuple[bool, Any, str]:

@@ -31,6 +31,10 @@ def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
     if spec.train.precision == "fp16" and not spec.scaling.use_gpu:
         problems.append(("train.precision", "got 'fp16' with scaling.use_gpu=false; accepted on CPU: fp32, "
                          "bf16"))
+    if spec.train.deterministic and spec.train.compile == "max-autotune":
+        problems.append(("train.compile", "got 'max-autotune' with train.deterministic=true; max-autotune picks "
+                         "kernels by timing them, so results would depend on timing; accepted with "
+                         "deterministic: off, default"))
     problems += _resource_problems(spec.scaling)
     problems += _metric_mode_problems(spec)
     problems += _finetune_problems(spec)

@@ -22,6 +22,8 @@ AUGMENT_PRESETS = tuple(PRESETS)
 # Learning-rate schedules (raykit.schedules.SCHEDULES registers one factory for each; a test keeps them equal).
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16", "fp16")
+CHANNELS_LAST = ("auto", "on", "off")
+COMPILE_MODES = ("off", "default", "max-autotune")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 MODES = ("max", "min")
 # Tune trial schedulers (raykit.ray.tune.TUNE_SCHEDULERS registers one factory for each; a test keeps them
@@ -158,6 +160,23 @@ class TrainSpec:
     grad_accum_steps: int = _field(1, help="Accumulate gradients over this many batches per optimizer step.",
                                    ge=1, le=10_000)
     label_smoothing: float = _field(0.0, help="Label smoothing of the cross-entropy loss.", ge=0.0, lt=1.0)
+    channels_last: str = _field("auto", help="torch: feed images and keep conv weights in the channels-last "
+                                             "(NHWC) memory layout, which convolution kernels run faster on (CPU "
+                                             "and GPU). auto = on when the model has a 2-D convolution (cnn, the "
+                                             "ResNets, a user model with nn.Conv2d), off otherwise (mlp); the "
+                                             "same values either way, within float rounding. tf: always NHWC.",
+                                choices=CHANNELS_LAST)
+    compile: str = _field("off", help="torch: torch.compile the model (default, or max-autotune: longer "
+                                      "compilation, faster kernels); compile time is reported apart "
+                                      "(compile_s) and kept out of epoch_time_s and samples_per_s; a model "
+                                      "that fails to compile trains eagerly after one warning. tf: any value "
+                                      "but off compiles the train and eval steps with XLA (jit_compile).",
+                          choices=COMPILE_MODES)
+    deterministic: bool = _field(False, help="Turn off what makes results depend on timing (cuDNN autotuning, "
+                                             "non-deterministic GPU kernels): a resumed run is then bit-identical "
+                                             "to an uninterrupted one on a GPU too (on CPU it always is). Off: "
+                                             "GPU runs resume to the same data order, augmentation and schedule, "
+                                             "with weights equal within float rounding.")
     early_stopping_patience: int = _field(0, help="Stop after this many epochs without a better "
                                                   "checkpoint.monitor; 0 = off.", ge=0)
     stop_at: float | None = _field(None, help="Stop once checkpoint.monitor reaches this value (>= for mode max, "

@@ -105,19 +105,26 @@ def test_checkpoint_every_n_epochs_and_always_the_last(tmp_path):
     assert [p.name for p in recorder.checkpoints] == ["epoch2", "epoch4", "epoch5"]
 
 
-def test_resume_continues_where_the_checkpoint_left_off_and_matches_a_straight_run(tmp_path):
+def test_deterministic_resume_continues_where_the_checkpoint_left_off_bit_identical_to_a_straight_run(tmp_path):
+    # train.deterministic: the guarantee is bit-identical weights (with dropout and augmentation on).
+    options = ("train.deterministic=true", "augment.preset=standard", "model.dropout=0.3")
     straight = Recorder(tmp_path / "a")
-    fit(tiny_spec("train.epochs=4"), WorkerSession(report=straight))
+    fit(tiny_spec("train.epochs=4", *options), WorkerSession(report=straight))
     first = Recorder(tmp_path / "b")
-    fit(tiny_spec("train.epochs=2"), WorkerSession(report=first))
+    fit(tiny_spec("train.epochs=2", *options), WorkerSession(report=first))
     resumed = Recorder(tmp_path / "c")
-    out = fit(tiny_spec("train.epochs=4"), WorkerSession(report=resumed, resume_dir=str(first.checkpoints[-1])))
+    out = fit(tiny_spec("train.epochs=4", *options),
+              WorkerSession(report=resumed, resume_dir=str(first.checkpoints[-1])))
     assert [m["epoch"] for m in resumed.metrics] == [3, 4]
     assert [h["epoch"] for h in out["history"]] == [1, 2, 3, 4]
     final_straight = ckpt.load_weights(straight.checkpoints[-1])
     final_resumed = ckpt.load_weights(resumed.checkpoints[-1])
+    assert final_straight.keys() == final_resumed.keys()
     for key, value in final_straight.items():
-        torch.testing.assert_close(final_resumed[key], value, rtol=0, atol=1e-6)
+        assert torch.equal(final_resumed[key], value), key
+    assert torch.are_deterministic_algorithms_enabled()
+    fit(tiny_spec("train.epochs=1"), WorkerSession())  # the next run in this process is not deterministic
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_tampered_checkpoint_is_detected_and_named(tmp_path):

@@ -3,6 +3,11 @@
 Data parallel: each rank trains on its shard of every epoch's order (from the engine), DDP (through the
 session's ``prepare_model``) averages gradients, and the engine sums metrics over ranks with
 :meth:`TorchBackend.all_reduce_sum`.
+
+The fast path (:mod:`raykit.backends.torch.fast`): images stay as stored (uint8 for decoded image files) until
+a batch is on the device, where they are scaled, put in the model's memory layout (channels-last for conv
+nets), augmented and normalized; fused optimizers and cuDNN autotuning on GPUs; ``train.compile`` through
+``torch.compile`` with the compile time kept apart; ``train.deterministic`` for bit-exact GPU resumes.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from raykit.backends.base import Backend, EpochTotals, with_last
 from raykit.backends.torch import INFO
 from raykit.backends.torch import checkpoint as ckpt
 from raykit.backends.torch import export as exporting
-from raykit.backends.torch import finetune
+from raykit.backends.torch import fast, finetune
 from raykit.backends.torch.augment import build_augmenter, make_generator, preview_png, soft_cross_entropy
-from raykit.backends.torch.models import build_model, to_model_layout
+from raykit.backends.torch.models import build_model
 from raykit.backends.torch.optim import build_optimizer
 from raykit.data import to_float
 from raykit.schedules import lr_multiplier
@@ -37,7 +42,10 @@ class TorchBackend(Backend):
     def __init__(self, spec, session):
         super().__init__(spec, session)
         self.device = worker_device(session.use_gpu, session.local_rank)
-        self.wrapped: nn.Module | None = None  # the DDP-wrapped model for training
+        fast.configure_kernels(self.device, spec.train.deterministic)
+        self.wrapped: nn.Module | None = None  # the DDP-wrapped model
+        self.compiled: fast.CompiledModel | None = None  # what trains and evaluates: wrapped, maybe compiled
+        self.memory_format = torch.contiguous_format
         self.frozen: list[str] = []
 
     # --- set-up -----------------------------------------------------------------------------------
@@ -49,9 +57,11 @@ class TorchBackend(Backend):
 
     def build(self, data_info, steps_per_epoch: int) -> None:
         spec = self.spec
-        self.model = build_model(spec.model, data_info.input_shape, data_info.num_classes).to(self.device)
+        model = build_model(spec.model, data_info.input_shape, data_info.num_classes)
+        self.memory_format = fast.memory_format(spec.train.channels_last, model)
+        self.model = model.to(self.device, memory_format=self.memory_format)
         groups = finetune.parameter_groups(self.model, spec.optim.lr, spec.finetune.backbone_lr_mult)
-        self.optimizer = build_optimizer(spec.optim, groups)
+        self.optimizer = build_optimizer(spec.optim, groups, self.device)
         multiplier = lr_multiplier(spec.optim, steps_per_epoch, steps_per_epoch * spec.train.epochs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, multiplier)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=spec.train.precision == "fp16")
@@ -74,26 +84,33 @@ class TorchBackend(Backend):
         finetune.apply_freezing(self.model, names)
         self.frozen = names
         self.wrapped = self.session.prepare_model(self.model)
+        self.compiled = fast.CompiledModel(self.wrapped, self.spec.train.compile, log=self.session.log,
+                                           previous=self.compiled)
 
     # --- data -------------------------------------------------------------------------------------
     def to_arrays(self, x: np.ndarray, y: np.ndarray) -> Batch:
-        """Images in the model's NCHW layout (converted once, not per batch) and labels, on the device."""
-        return to_model_layout(torch.from_numpy(to_float(x))).to(self.device), torch.from_numpy(y).to(self.device)
+        """The split on the device as stored: NHWC images (uint8 pixels take a quarter of float32's memory)
+        and labels. Batches are scaled and laid out for the model on the device (:meth:`model_input`)."""
+        return fast.to_device(x, self.device), fast.to_device(np.asarray(y, np.int64), self.device)
 
     def take(self, arrays: Batch, index: np.ndarray) -> Batch:
-        rows = torch.from_numpy(index).to(self.device)
+        rows = torch.from_numpy(index).to(self.device, non_blocking=True)
         return arrays[0][rows], arrays[1][rows]
 
     def batch(self, x: np.ndarray, y: np.ndarray) -> Batch:
-        # Ray hands out read-only arrays; torch wants writable ones.
-        x = np.require(to_float(x), requirements="W")
-        return (to_model_layout(torch.from_numpy(x)).to(self.device),
-                torch.from_numpy(np.array(y, np.int64)).to(self.device))
+        """A streamed batch on the device as it arrived (uint8 stays uint8): no copy on the CPU but into
+        pinned memory for an asynchronous copy to a GPU."""
+        return fast.to_device(x, self.device), fast.to_device(np.asarray(y, np.int64), self.device)
+
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """NHWC images as stored (uint8, or float in [0, 1]) -> float32 NCHW in [0, 1], in the model's
+        memory layout, on the device."""
+        return fast.model_input(images, self.memory_format)
 
     # --- training ---------------------------------------------------------------------------------
     def train_epoch(self, batches: Iterable, epoch: int, first_step: int,
                     on_batch: Callable[[int, int], None]) -> EpochTotals:
-        spec, device = self.spec, self.device
+        spec, device, model = self.spec, self.device, self.compiled
         generator = make_generator(device, spec.train.seed, epoch, self.session.rank)
         accum = spec.train.grad_accum_steps
         self.wrapped.train()
@@ -102,16 +119,14 @@ class TorchBackend(Backend):
         steps = 0
         self.optimizer.zero_grad(set_to_none=True)
         for index, ((batch_x, labels), is_last) in enumerate(with_last(batches)):
-            images, targets = self.augmenter.train_batch(batch_x, labels, generator)
+            images, targets = self.augmenter.train_batch(self.model_input(batch_x), labels, generator)
+            images = images.contiguous(memory_format=self.memory_format)  # warps return standard strides
             last_of_step = (index + 1) % accum == 0 or is_last
             # Between optimizer steps, skip DDP's all-reduce: gradients only need averaging once per step.
             sync = contextlib.nullcontext() if last_of_step or not hasattr(self.wrapped, "no_sync") \
                 else self.wrapped.no_sync()
             with sync:
-                with autocast(device, spec.train.precision):
-                    logits = self.wrapped(images)
-                    loss = soft_cross_entropy(logits.float(), targets, spec.train.label_smoothing)
-                self.scaler.scale(loss / accum).backward()
+                logits, loss = model.train_step(lambda forward: self._loss(forward, images, targets, accum))
             if last_of_step:
                 self._optimizer_step()
                 steps += 1
@@ -120,6 +135,14 @@ class TorchBackend(Backend):
             on_batch(index, len(labels))
         loss_sum, correct, samples = totals.tolist()
         return EpochTotals(loss_sum, correct, int(samples), steps)
+
+    def _loss(self, forward, images: torch.Tensor, targets: torch.Tensor, accum: int):
+        """One batch's forward and backward through ``forward`` (the compiled or the eager model)."""
+        with autocast(self.device, self.spec.train.precision):
+            logits = forward(images)
+            loss = soft_cross_entropy(logits.float(), targets, self.spec.train.label_smoothing)
+        self.scaler.scale(loss / accum).backward()
+        return logits, loss
 
     def _optimizer_step(self) -> None:
         if self.spec.optim.grad_clip_norm:
@@ -131,19 +154,23 @@ class TorchBackend(Backend):
         self.optimizer.zero_grad(set_to_none=True)
 
     def after_validation(self) -> dict:
-        """Peak GPU memory this worker's tensors held so far (MiB), on a CUDA device."""
-        if self.device.type != "cuda":
-            return {}
-        return {"peak_gpu_mb": torch.cuda.max_memory_allocated(self.device) / 2**20}
+        """Peak GPU memory this worker's tensors held so far (MiB), on a CUDA device; with
+        ``train.compile``, the seconds spent compiling this epoch (``compile_s``, which the engine keeps
+        out of epoch_time_s and samples_per_s) and the graph breaks so far."""
+        extra = self.compiled.epoch_report() if self.compiled else {}
+        if self.device.type == "cuda":
+            extra["peak_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return extra
 
     @torch.no_grad()
     def evaluate_totals(self, batches: Iterable) -> np.ndarray:
-        model, device = self.wrapped, self.device
-        model.eval()
+        model, device = self.compiled, self.device
+        self.wrapped.eval()
         totals = torch.zeros(3, device=device, dtype=torch.float64)
         for batch_x, labels in batches:
+            images = self.augmenter.eval_batch(self.model_input(batch_x)).contiguous(memory_format=self.memory_format)
             with autocast(device, self.spec.train.precision):
-                logits = model(self.augmenter.eval_batch(batch_x))
+                logits = model.evaluate(images)
             loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
             totals += torch.stack([loss.double(), (logits.argmax(1) == labels).sum().double(),
                                    torch.tensor(len(labels), device=device, dtype=torch.float64)])
