@@ -4,7 +4,9 @@ A ``MultiWorkerMirroredStrategy`` (TF_CONFIG comes from Ray) holds the model and
 runs ``strategy.run`` on this worker's batch, and the Keras optimizer all-reduces the gradients, so every
 rank applies the same update. See ``raykit/backends/tf/__init__.py`` for why this is not ``model.fit``.
 After every epoch the ranks average batch-norm statistics and compare weight checksums
-(``weights_in_sync`` in the metrics).
+(``weights_in_sync`` in the metrics). Images reach the step as stored (uint8 pixels are scaled inside the
+traced step, not on the host); ``train.compile`` compiles each replica's forward and backward pass, and
+evaluation's forward pass, with XLA (``jit_compile``), the all-reduce and optimizer update staying outside.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+import warnings
 from typing import Callable, Iterable
 
 import keras
@@ -41,6 +45,10 @@ class TFBackend(Backend):
         _configure_threads()
         self.strategy = _strategy(session)
         self.train_step = None
+        self.jit = spec.train.compile != "off"  # XLA; turned off for good if compilation fails
+        self.compiled_calls: set[str] = set()  # "train" / "eval" once a compiled call has succeeded
+        self.compile_s = 0.0
+        self.eval_logits = None
 
     # --- set-up -----------------------------------------------------------------------------------
     def seed(self, seed: int) -> None:
@@ -90,16 +98,18 @@ class TFBackend(Backend):
         """Freeze ``names``; a new set of trainable variables needs a newly traced step."""
         finetune.apply_freezing(self.model, names)
         self.train_step = self._make_train_step()
+        self.eval_logits = self._make_eval_logits()
 
     # --- data -------------------------------------------------------------------------------------
     def to_arrays(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return to_float(x), np.asarray(y, np.int64)
+        """The split as stored (uint8 pixels are scaled in the traced step: a quarter of the bytes to move)."""
+        return x, np.asarray(y, np.int64)
 
     def take(self, arrays, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return arrays[0][index], arrays[1][index]
 
     def batch(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return to_float(x), np.asarray(y, np.int64)
+        return x, np.asarray(y, np.int64)
 
     # --- training ---------------------------------------------------------------------------------
     def _make_train_step(self):
@@ -111,14 +121,20 @@ class TFBackend(Backend):
         clip, optimizers, augmenter = spec.optim.grad_clip_norm, self.optimizers, self.augmenter
         loss_scaling = spec.train.precision == "fp16"
 
-        def replica_step(images, labels, seed, global_batch):
-            images, targets = augmenter.train_batch(images, labels, seed)
+        def forward_backward(images, targets, global_batch):
             with tf.GradientTape() as tape:
                 logits = tf.cast(model(images, training=True), tf.float32)
                 per_example = loss_fn(targets, logits)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
                 scaled = optimizers[0].scale_loss(loss) if loss_scaling else loss
-            grads = tape.gradient(scaled, variables)
+            return tape.gradient(scaled, variables), per_example, logits
+
+        if self.jit:  # XLA for the replica's own work; the cross-worker all-reduce stays outside
+            forward_backward = tf.function(forward_backward, jit_compile=True, reduce_retracing=True)
+
+        def replica_step(images, labels, seed, global_batch):
+            images, targets = augmenter.train_batch(unit_float(images), labels, seed)
+            grads, per_example, logits = forward_backward(images, targets, global_batch)
             if clip:  # clip the all-reduced gradient (as torch does); the optimizer's own sum then restores it
                 context = tf.distribute.get_replica_context()
                 grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
@@ -146,9 +162,9 @@ class TFBackend(Backend):
         for index, (batch_x, batch_y) in enumerate(batches):
             for optimizer, base in zip(self.optimizers, self._base_rates()):
                 optimizer.learning_rate.assign(base * self.multiplier(first_step + steps))
-            local = self.train_step(tf.constant(batch_x), tf.constant(batch_y, tf.int32),
-                                    step_seed(spec.train.seed, epoch, session.rank, index),
-                                    tf.constant(len(batch_y) * session.world_size, tf.int32))
+            local = self._compiled_call("train", lambda: self.train_step(
+                tf.constant(batch_x), tf.constant(batch_y, tf.int32), step_seed(spec.train.seed, epoch, session.rank, index),
+                tf.constant(len(batch_y) * session.world_size, tf.int32)))
             totals += np.asarray(self.strategy.experimental_local_results(local)[0].numpy(), np.float64)
             steps += 1
             on_batch(index, len(batch_y))
@@ -163,12 +179,46 @@ class TFBackend(Backend):
         return {}
 
     def after_validation(self) -> dict:
-        return {"weights_in_sync": weights_in_sync(self.model, self.strategy)}
+        extra = {"weights_in_sync": weights_in_sync(self.model, self.strategy)}
+        if self.spec.train.compile != "off":
+            extra["compile_s"], self.compile_s = self.compile_s, 0.0
+        return extra
+
+    def _make_eval_logits(self):
+        model, augmenter = self.model, self.augmenter
+
+        def logits_of(images):
+            return tf.cast(model(augmenter.eval_batch(unit_float(images)), training=False), tf.float32)
+
+        return tf.function(logits_of, jit_compile=True, reduce_retracing=True) if self.jit else logits_of
+
+    def _compiled_call(self, kind: str, call: Callable):
+        """``call()``; with XLA, the time of calls that traced (and so compiled) goes to ``compile_s``, and a
+        compilation failure before the first success of ``kind`` falls back to TensorFlow's graph mode."""
+        if not self.jit:
+            return call()
+        function = self.train_step if kind == "train" else self.eval_logits
+        traced = function.experimental_get_tracing_count()
+        started = time.perf_counter()
+        try:
+            result = call()
+        except Exception as exc:  # noqa: BLE001 -- only before the first compiled call of this kind succeeds
+            if kind in self.compiled_calls:
+                raise
+            warnings.warn(f"train.compile={self.spec.train.compile}: XLA compilation failed ({type(exc).__name__}: "
+                          f"{str(exc).strip()[:300]}); training continues without it", RuntimeWarning)
+            self.jit = False
+            self.train_step, self.eval_logits = self._make_train_step(), self._make_eval_logits()
+            return call()
+        self.compiled_calls.add(kind)
+        if function.experimental_get_tracing_count() != traced:
+            self.compile_s += time.perf_counter() - started
+        return result
 
     def evaluate_totals(self, batches: Iterable) -> np.ndarray:
         totals = np.zeros(3)
         for batch_x, labels in batches:
-            logits = tf.cast(self.model(self.augmenter.eval_batch(tf.constant(batch_x)), training=False), tf.float32)
+            logits = self._compiled_call("eval", lambda: self.eval_logits(tf.constant(batch_x)))
             loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
             totals += [float(tf.reduce_sum(loss)), float(np.sum(np.argmax(logits, 1) == labels)), len(labels)]
         return totals
@@ -232,6 +282,13 @@ def set_precision(precision: str) -> None:
 
 
 _GATHERS: dict = {}
+
+
+def unit_float(images: tf.Tensor) -> tf.Tensor:
+    """Images as stored (uint8 pixels, or floats in [0, 1]) -> float32 in [0, 1], on the step's device."""
+    if images.dtype == tf.uint8:
+        return tf.cast(images, tf.float32) / 255.0
+    return tf.cast(images, tf.float32)
 
 
 def gather_rows(strategy, local: np.ndarray) -> np.ndarray:
