@@ -67,6 +67,19 @@ def test_streamed_shards_are_disjoint_and_cover_the_split_once_per_epoch(ray_add
         assert len(together) == len(set(together))  # nothing twice in an epoch
         assert set(together) <= train_rows and len(train_rows) - len(together) <= 1  # equal split drops <= 1
 
+    # Every epoch (execution) reads the training chunks in a new seeded order: row groups of 20 rows.
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # the block order, not task completion, decides
+    try:
+        train = datasets(plan, spec)["train"]
+        orders = [[int(rows[0]) // 20 for rows in (b["row"] for b in train.iter_batches(batch_size=None))]
+                  for _ in range(2)]
+    finally:
+        context.execution_options.preserve_order = False
+    assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1])
+
 
 def test_a_streamed_run_trains_and_evaluates(ray_address, storage, tmp_path):
     convert("digits", str(tmp_path / "digits-parquet"), rows_per_group=200, progress=False)

@@ -4,7 +4,9 @@ Each split becomes a Ray Dataset of decoded chunks: one read task per chunk (a P
 few hundred image files), run on any CPU node with ``data.read_cpus``, keeping only that split's rows.
 Ray Train's ``DataConfig`` streaming-splits them across the training workers, so a worker holds a few
 blocks at a time, never the dataset. Blocks carry pixels as stored (uint8 for encoded images, four times
-smaller than float32); the worker scales them when a batch arrives.
+smaller than float32), all the way to the training device, where the backend scales them. The training
+split's chunk order is reshuffled every epoch (seeded), beyond each worker's local shuffle buffer, and
+workers prefetch :data:`PREFETCH_BATCHES` batches while they train.
 """
 
 from __future__ import annotations
@@ -19,22 +21,33 @@ from raykit.data.splits import SplitRows
 from raykit.spec import RunSpec
 
 STREAMED = ("train", "val")  # the test split is evaluated by the driver, a chunk at a time
+PREFETCH_BATCHES = 4  # batches a worker's iterator readies ahead of the training step
 
 
 def datasets(plan: DataPlan, spec: RunSpec) -> dict:
     """``{"train": Dataset, "val": Dataset}`` of ``{"x", "y"}`` rows for ``plan``'s streamed splits."""
     # Ray Data draws progress bars for every epoch of every split; raykit's epoch line already says it.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    return {name: _split_dataset(plan.splits[name], spec, seed=spec.data.split_seed + index)
+    return {name: _split_dataset(plan.splits[name], spec, seed=spec.data.split_seed + index,
+                                 reshuffle=name == "train")
             for index, name in enumerate(STREAMED)}
 
 
-def _split_dataset(split: SplitRows, spec: RunSpec, seed: int) -> ray.data.Dataset:
+def _split_dataset(split: SplitRows, spec: RunSpec, seed: int, reshuffle: bool) -> ray.data.Dataset:
     wanted = split.mask()
     chunks = split.chunks(wanted)
     # A seeded chunk order mixes row groups or file groups that were written class by class.
     order = np.random.default_rng(seed).permutation(len(chunks))
-    return chunk_dataset(split.source, chunks, wanted, spec.data.read_cpus, order)
+    return chunk_dataset(split.source, chunks, wanted, spec.data.read_cpus, order,
+                         reshuffle_seed=spec.train.seed if reshuffle else None)
+
+
+def _reshuffled_every_epoch(items: ray.data.Dataset, seed: int) -> ray.data.Dataset:
+    """``items`` (one block per chunk) in a new seeded order at every execution, i.e. every epoch: each
+    worker's stream then mixes other chunks each epoch, not only rows within its local shuffle buffer."""
+    from ray.data import RandomSeedConfig
+
+    return items.randomize_block_order(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
 
 
 class _ChunkReader:
@@ -55,13 +68,17 @@ class _ChunkReader:
         return {"x": np.concatenate(xs), "y": np.concatenate(ys), "row": np.concatenate(rows)}
 
 
-def chunk_dataset(source, chunks: list, wanted: np.ndarray, read_cpus: float, order=None) -> ray.data.Dataset:
-    """One Ray Data read task per chunk of ``source`` (in ``order``), keeping the ``wanted`` rows:
-    ``{"x", "y", "row"}`` blocks of decoded images, labels and source row numbers."""
+def chunk_dataset(source, chunks: list, wanted: np.ndarray, read_cpus: float, order=None,
+                  reshuffle_seed: int | None = None) -> ray.data.Dataset:
+    """One Ray Data read task per chunk of ``source`` (in ``order``; in a new seeded order every epoch with
+    ``reshuffle_seed``), keeping the ``wanted`` rows: ``{"x", "y", "row"}`` blocks of decoded images, labels
+    and source row numbers."""
     order = range(len(chunks)) if order is None else order
-    items = [{"chunk": int(i)} for i in order]
-    return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
-        _ChunkReader(source, chunks, wanted), batch_size=1, batch_format="numpy", num_cpus=read_cpus)
+    items = ray.data.from_items([{"chunk": int(i)} for i in order], override_num_blocks=max(1, len(order)))
+    if reshuffle_seed is not None:
+        items = _reshuffled_every_epoch(items, reshuffle_seed)
+    return items.map_batches(_ChunkReader(source, chunks, wanted), batch_size=1, batch_format="numpy",
+                             num_cpus=read_cpus)
 
 
 def info_dict(info: DataInfo) -> dict:
@@ -80,6 +97,6 @@ def worker_streams(spec: RunSpec) -> dict:
         shard = ray.train.get_dataset_shard(name)
         return lambda: shard.iter_batches(batch_size=spec.per_worker_batch_size if name == "train" else 1024,
                                           batch_format="numpy", local_shuffle_buffer_size=shuffle or None,
-                                          local_shuffle_seed=None)
+                                          local_shuffle_seed=None, prefetch_batches=PREFETCH_BATCHES)
 
     return {"train": stream("train", spec.data.shuffle_buffer), "val": stream("val", 0)}
