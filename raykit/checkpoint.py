@@ -4,19 +4,28 @@ A checkpoint directory holds the backend's files (weights, optimizer, RNG) and `
 the format, framework, epoch, global step, metrics, trainer state, the spec, and a SHA-256 for every
 other file. The manifest is written last and atomically, so a directory without one is incomplete,
 and a file whose checksum differs is detected on load.
+
+Each byte is hashed once on each side: a backend that writes through :class:`HashingWriter` hands
+:func:`write_manifest` the digests taken as the bytes went out (files written otherwise are read back
+and hashed there), and a caller that has just verified a directory lets the loaders that follow skip
+the check within :func:`verified`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 MANIFEST = "manifest.json"
 FORMAT = "raykit-checkpoint"
 FORMAT_VERSION = 1
+_OVERLAP_BYTES = 1 << 20  # blocks at least this large are hashed on a helper thread while they are written
 
 
 class CheckpointError(RuntimeError):
@@ -28,6 +37,52 @@ class UnsafeFileError(CheckpointError):
     data; it is refused unloaded, because loading it would run that code. The message names the file."""
 
 
+class HashingWriter(io.RawIOBase):
+    """A write-only binary stream over an open file that SHA-256s the bytes as they go through, so a
+    checkpoint file is hashed while it is written instead of read back afterwards. A large block is
+    hashed on a helper thread while this one writes it (hashlib and file writes both release the GIL).
+
+    Example::
+
+        with open(path, "wb") as file, HashingWriter(file) as writer:
+            torch.save(state, writer)
+        digests[path.name] = writer.entry()     # {"sha256": ..., "bytes": ...}, as in the manifest
+    """
+
+    def __init__(self, file) -> None:
+        super().__init__()
+        self._file = file
+        self._digest = hashlib.sha256()
+        self._bytes = 0
+        self._helper: ThreadPoolExecutor | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        block = memoryview(data)
+        if block.nbytes >= _OVERLAP_BYTES:
+            self._helper = self._helper or ThreadPoolExecutor(1, thread_name_prefix="raykit-sha256")
+            hashed = self._helper.submit(self._digest.update, block)
+            self._file.write(block)
+            hashed.result()
+        else:
+            self._digest.update(block)
+            self._file.write(block)
+        self._bytes += block.nbytes
+        return block.nbytes
+
+    def close(self) -> None:
+        if self._helper is not None:
+            self._helper.shutdown()
+            self._helper = None
+        super().close()
+
+    def entry(self) -> dict:
+        """The file's manifest entry: ``{"sha256": hex digest, "bytes": size}``."""
+        return {"sha256": self._digest.hexdigest(), "bytes": self._bytes}
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -37,11 +92,28 @@ def _sha256(path: Path) -> str:
 
 
 def write_manifest(directory: str | os.PathLike, *, framework: str, state: dict, metrics: dict,
-                   spec: dict, weights: str) -> dict:
-    """Checksum every file in ``directory`` and write the manifest last (tmp file + rename)."""
+                   spec: dict, weights: str, digests: dict[str, dict] | None = None) -> dict:
+    """List every file in ``directory`` with its SHA-256 and write the manifest last (tmp file + rename).
+
+    ``digests`` maps file names (relative, ``/``-separated) to the entries :meth:`HashingWriter.entry`
+    took while writing them; those files are not read again (only their sizes are checked). Every other
+    file is read and hashed here.
+    """
     root = Path(directory)
-    files = {p.relative_to(root).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
-             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    digests = digests or {}
+    files = {}
+    for path in sorted(root.rglob("*")):
+        name = path.relative_to(root).as_posix()
+        if not path.is_file() or name == MANIFEST:
+            continue
+        size = path.stat().st_size
+        entry = digests.get(name) or {"sha256": _sha256(path), "bytes": size}
+        if entry["bytes"] != size:
+            raise CheckpointError(f"{path}: {size} bytes on disk, {entry['bytes']} written through the hash")
+        files[name] = entry
+    missing = sorted(set(digests) - set(files))
+    if missing:
+        raise CheckpointError(f"{root}: {', '.join(missing)} hashed while written, but not in the directory")
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "framework": framework, "weights": weights,
                 "epoch": state.get("epoch"), "global_step": state.get("global_step"),
                 "metrics": metrics, "state": state, "spec": spec, "files": files}
@@ -49,6 +121,46 @@ def write_manifest(directory: str | os.PathLike, *, framework: str, state: dict,
     tmp.write_text(json.dumps(manifest, indent=1, default=float))
     os.replace(tmp, root / MANIFEST)
     return manifest
+
+
+# Directories verified by a caller that is still using them (see `verified`): resolved path -> (manifest,
+# the size and modification time of every listed file when the block began).
+_VERIFIED: dict[str, tuple[dict, dict]] = {}
+
+
+@contextlib.contextmanager
+def verified(directory: str | os.PathLike, manifest: dict) -> Iterator[None]:
+    """Within the block, :func:`read_manifest` of ``directory`` trusts the verification its caller has just
+    done instead of hashing every file again (e.g. the Ray worker verifies the checkpoint it resumes from,
+    then the backend's ``restore`` reads it). The manifest is still read and compared, and a listed file
+    whose size or modification time changed since the block began is verified again as usual, so a
+    truncated or rewritten file is still caught before it is loaded."""
+    key = os.path.realpath(directory)
+    _VERIFIED[key] = (manifest, _fingerprint(Path(directory), manifest))
+    try:
+        yield
+    finally:
+        _VERIFIED.pop(key, None)
+
+
+def _fingerprint(root: Path, manifest: dict) -> dict:
+    stats = {}
+    for name in manifest.get("files", {}):
+        try:
+            stat = (root / name).stat()
+        except OSError:
+            continue
+        stats[name] = (stat.st_size, stat.st_mtime_ns)
+    return stats
+
+
+def _trusted(root: Path, manifest: dict) -> bool:
+    """Whether a caller verified this directory, with this manifest, and no listed file changed since."""
+    known = _VERIFIED.get(os.path.realpath(root))
+    if known is None or known[0] != manifest:
+        return False
+    fingerprint = _fingerprint(root, manifest)
+    return len(fingerprint) == len(manifest["files"]) and fingerprint == known[1]
 
 
 def read_manifest(directory: str | os.PathLike, *, verify: bool = True) -> dict[str, Any]:
@@ -63,7 +175,7 @@ def read_manifest(directory: str | os.PathLike, *, verify: bool = True) -> dict[
         raise CheckpointError(f"{path}: unreadable manifest ({exc})") from None
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
-    if verify:
+    if verify and not _trusted(root, manifest):
         for name, expected in manifest["files"].items():
             file = root / name
             if not file.is_file():

@@ -14,7 +14,7 @@ import ray.train
 from raykit import storage
 from raykit import engine
 from raykit.backends import backend_info
-from raykit.checkpoint import CheckpointError, read_manifest
+from raykit.checkpoint import CheckpointError, read_manifest, verified
 from raykit.session import WorkerSession
 from raykit.spec import load_spec
 from raykit.timing import process_started_at
@@ -110,11 +110,13 @@ def _verified(resume_dir: str | None, name: str, run_dir: str, context, names: C
         yield None
         return
     try:
-        read_manifest(resume_dir)
-        yield resume_dir
-        return
+        manifest = read_manifest(resume_dir)
     except CheckpointError as exc:
         problem = str(exc)
+    else:
+        with verified(resume_dir, manifest):  # the backend's restore reads it next: no second hash
+            yield resume_dir
+        return
     present = storage.list_dirs(run_dir, CHECKPOINT_PREFIX)
     names.present = {os.path.basename(c) for c in present}
     names.skipped = {name}
@@ -122,14 +124,15 @@ def _verified(resume_dir: str | None, name: str, run_dir: str, context, names: C
         with tempfile.TemporaryDirectory(prefix="raykit-fallback-") as local:
             directory = candidate if "://" not in candidate else storage.download_dir(candidate, local)
             try:
-                read_manifest(directory)
+                manifest = read_manifest(directory)
             except CheckpointError:
                 names.skipped.add(os.path.basename(candidate))
                 continue
             if context.get_world_rank() == 0:
                 logger.warning("raykit: the latest checkpoint is damaged (%s); resuming from %s instead",
                                problem, candidate)
-            yield directory
+            with verified(directory, manifest):
+                yield directory
             return
     raise CheckpointError(f"{problem}; and no earlier checkpoint in {run_dir} verifies, so the run cannot resume")
 

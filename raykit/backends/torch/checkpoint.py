@@ -2,7 +2,7 @@
 
 Layout: ``model.pt`` (the unwrapped model's state dict), ``optimizer.pt``, ``scheduler.pt``,
 ``scaler.pt`` (fp16 only), ``rng.json`` (Python, NumPy and torch RNG states of every rank) and
-``manifest.json`` (see :mod:`raykit.checkpoint`).
+``manifest.json`` (see :mod:`raykit.checkpoint`; each file is hashed as it is written).
 Everything is loaded with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
 """
 
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from raykit import faults
-from raykit.checkpoint import CheckpointError, UnsafeFileError, read_manifest, write_manifest
+from raykit.checkpoint import CheckpointError, HashingWriter, UnsafeFileError, read_manifest, write_manifest
 
 WEIGHTS = "model.pt"
 OPTIMIZER = "optimizer.pt"
@@ -36,16 +36,26 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def save(directory: str, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler, state: dict,
          metrics: dict, rng_states: list[dict], spec: dict) -> None:
-    """Write a complete checkpoint into the empty directory ``directory`` (the manifest last)."""
+    """Write a complete checkpoint into the empty directory ``directory`` (the manifest last). Every file
+    is SHA-256'd as it is written, so the manifest needs no second pass over the bytes."""
     root = Path(directory)
-    torch.save(unwrap(model).state_dict(), root / WEIGHTS)
+    digests: dict[str, dict] = {}
+    _write(root, WEIGHTS, digests, lambda out: torch.save(unwrap(model).state_dict(), out))
     faults.inject("between_checkpoint_files", epoch=state.get("epoch", 0), rank=0)  # only rank 0 writes
-    torch.save(optimizer.state_dict(), root / OPTIMIZER)
-    torch.save(scheduler.state_dict(), root / SCHEDULER)
+    _write(root, OPTIMIZER, digests, lambda out: torch.save(optimizer.state_dict(), out))
+    _write(root, SCHEDULER, digests, lambda out: torch.save(scheduler.state_dict(), out))
     if scaler.is_enabled():
-        torch.save(scaler.state_dict(), root / SCALER)
-    (root / RNG).write_text(json.dumps(rng_states))
-    write_manifest(root, framework="torch", state=state, metrics=metrics, spec=spec, weights=WEIGHTS)
+        _write(root, SCALER, digests, lambda out: torch.save(scaler.state_dict(), out))
+    _write(root, RNG, digests, lambda out: out.write(json.dumps(rng_states).encode()))
+    write_manifest(root, framework="torch", state=state, metrics=metrics, spec=spec, weights=WEIGHTS,
+                   digests=digests)
+
+
+def _write(root: Path, name: str, digests: dict, write) -> None:
+    """``write(stream)`` the file ``root / name`` through a :class:`HashingWriter`; record its digest."""
+    with open(root / name, "wb") as file, HashingWriter(file) as stream:
+        write(stream)
+    digests[name] = stream.entry()
 
 
 def load_data(source: Path | bytes, name: str | None = None):

@@ -1,0 +1,143 @@
+"""Checkpoint bytes are hashed once on each side, without Ray: while they are written (the manifest reads
+nothing back), and once on a resume or an evaluation (the loaders that follow a verification trust it while
+the files are unchanged), and a damaged file is still caught before it is loaded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from raykit import checkpoint
+from raykit.backends.torch import checkpoint as ckpt
+from raykit.backends.torch.models import build_model
+from raykit.checkpoint import CheckpointError, HashingWriter, read_manifest, write_manifest
+from raykit.ray import worker
+from raykit.spec import load_spec
+
+FILES = {"model.pt", "optimizer.pt", "scheduler.pt", "rng.json"}
+
+
+def small_spec(*overrides: str):
+    return load_spec(None, ["model.name=mlp", "model.hidden=[32]", "scaling.num_workers=1", "train.epochs=1",
+                            "train.batch_size=64", "train.tensorboard=false", *overrides])
+
+
+def sha256_calls(monkeypatch) -> list[Path]:
+    """Every file :mod:`raykit.checkpoint` reads back to hash, from now on."""
+    calls: list[Path] = []
+    real = checkpoint._sha256
+
+    def counting(path: Path) -> str:
+        calls.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(checkpoint, "_sha256", counting)
+    return calls
+
+
+def torch_state():
+    spec = small_spec()
+    model = build_model(spec.model, (8, 8, 1), 10)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.rand(2, 64)).sum().backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return model, optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False)
+
+
+def save_torch(directory: Path, state) -> None:
+    model, optimizer, scheduler, scaler = state
+    ckpt.save(str(directory), model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+              state={"epoch": 1, "global_step": 3}, metrics={"val_acc": 0.5}, rng_states=[ckpt.capture_rng()],
+              spec=small_spec().to_dict())
+
+
+def test_a_hashing_writer_s_digest_is_hashlib_s_over_the_file_it_wrote(tmp_path):
+    blocks = [b"header", os.urandom(3 << 20), bytearray(os.urandom(100)), memoryview(os.urandom(5 << 20)), b""]
+    path = tmp_path / "file.bin"
+    with open(path, "wb") as file, HashingWriter(file) as writer:
+        for block in blocks:  # small blocks hashed inline, blocks of 1 MiB and more on the helper thread
+            assert writer.write(block) == len(block)
+    data = path.read_bytes()
+    assert writer.entry() == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert data == b"".join(bytes(block) for block in blocks)
+
+
+def test_a_torch_checkpoint_is_hashed_while_written_and_never_read_back(tmp_path, monkeypatch):
+    calls = sha256_calls(monkeypatch)
+    save_torch(tmp_path, torch_state())
+    assert calls == []
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(manifest["files"]) == FILES
+    for name, entry in manifest["files"].items():
+        data = (tmp_path / name).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def test_files_written_without_a_hashing_writer_are_read_and_hashed_once(tmp_path, monkeypatch):
+    (tmp_path / "weights.h5").write_bytes(b"h5 bytes")  # e.g. Keras's save_weights, which takes a path
+    with open(tmp_path / "state.bin", "wb") as file, HashingWriter(file) as writer:
+        writer.write(b"state bytes")
+    calls = sha256_calls(monkeypatch)
+    manifest = write_manifest(tmp_path, framework="tf", state={}, metrics={}, spec={}, weights="weights.h5",
+                              digests={"state.bin": writer.entry()})
+    assert calls == [tmp_path / "weights.h5"]
+    assert manifest["files"]["weights.h5"]["sha256"] == hashlib.sha256(b"h5 bytes").hexdigest()
+    read_manifest(tmp_path)
+    # A digest that does not describe the file on disk (written again after hashing) is refused.
+    (tmp_path / "state.bin").write_bytes(b"state bytes, then more")
+    with pytest.raises(CheckpointError, match="state.bin"):
+        write_manifest(tmp_path, framework="tf", state={}, metrics={}, spec={}, weights="weights.h5",
+                       digests={"state.bin": writer.entry()})
+
+
+def resume(directory: Path, state) -> dict:
+    """What a Ray worker does with the checkpoint it resumes from: verify it (worker._verified), then the
+    backend restores it."""
+    with worker._verified(str(directory), directory.name, str(directory.parent), _Rank0(),
+                          worker.CheckpointNames()) as chosen:
+        return ckpt.restore(chosen, *state)[0]
+
+
+class _Rank0:
+    def get_world_rank(self) -> int:
+        return 0
+
+
+def test_a_resume_hashes_each_file_once(tmp_path, monkeypatch):
+    directory = tmp_path / "checkpoint_epoch=0001"
+    directory.mkdir()
+    state = torch_state()
+    save_torch(directory, state)
+    calls = sha256_calls(monkeypatch)
+    assert resume(directory, state)["epoch"] == 1
+    assert sorted(path.name for path in calls) == sorted(FILES)
+    # Out of the worker's block, a restore verifies on its own again.
+    calls.clear()
+    ckpt.restore(str(directory), *state)
+    assert sorted(path.name for path in calls) == sorted(FILES)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "rewrite"])
+def test_a_file_damaged_after_the_worker_verified_it_is_caught_before_it_is_loaded(tmp_path, damage):
+    directory = tmp_path / "checkpoint_epoch=0001"
+    directory.mkdir()
+    state = torch_state()
+    save_torch(directory, state)
+    weights = directory / "optimizer.pt"
+    with worker._verified(str(directory), directory.name, str(tmp_path), _Rank0(), worker.CheckpointNames()):
+        data = bytearray(weights.read_bytes())
+        if damage == "truncate":
+            weights.write_bytes(data[:-100])
+        else:  # same size, other bytes: the new modification time says it changed
+            data[-10] ^= 0xFF
+            weights.write_bytes(data)
+            stat = weights.stat()
+            os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+        with pytest.raises(CheckpointError, match="optimizer.pt"):
+            ckpt.restore(str(directory), *state)
