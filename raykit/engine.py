@@ -211,20 +211,20 @@ class _Run:
             progress.checkpointed.append(progress.epoch)  # saved with the state: a resume knows it too
         rng = self.backend.capture_rng() if due else None
         rng_states = self.backend.gather(rng) if rng is not None else []  # a collective: every rank calls it
-        directory = None
         if session.is_chief:
             if session.run_dir:
                 write_text(join(session.run_dir, "metrics.csv"), history_csv(progress.history))
             if self.sinks:
                 self.sinks.write(metrics, step=progress.epoch)
-            if due:
+        directory, taken = None, False
+        try:
+            if session.is_chief and due:
                 directory = tempfile.mkdtemp(prefix=f"raykit-ckpt-{progress.epoch:04d}-")
                 self.backend.save_checkpoint(directory, state=self._checkpoint_state(), metrics=metrics,
                                              spec=spec.to_dict(), rng_states=rng_states)
-        try:
-            session.report(metrics, directory)
+            taken = session.report(metrics, directory) is True
         finally:
-            if directory:
+            if directory and not taken:  # a report that took the directory over deletes it (WorkerSession)
                 shutil.rmtree(directory, ignore_errors=True)
 
     def _checkpoint_state(self) -> dict:

@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable
 
 
 def _no_report(metrics: dict, checkpoint_dir: str | None) -> None:
-    """Default ``report``: drop the metrics (single-process runs and tests that do not care)."""
+    """Default ``report``: drop the metrics (single-process runs and tests that do not care); the caller
+    deletes the checkpoint directory."""
 
 
 def _identity(model: Any) -> Any:
@@ -27,7 +28,10 @@ class WorkerSession:
         rank, world_size, local_rank: the worker's place in the group.
         use_gpu: train on this worker's GPU.
         report: ``report(metrics, checkpoint_dir)``, called the same number of times on every rank;
-            ``checkpoint_dir`` is a local directory (rank 0) or None.
+            ``checkpoint_dir`` is a local directory (rank 0) or None. Who deletes that directory: ``report``
+            returns True when it has taken it over (Ray's asynchronous upload copies it to storage while
+            training goes on, then deletes it); on any other return, or an exception, the caller deletes it
+            as ``report`` returns, so a report that copies what it keeps needs to do nothing.
         resume_dir: a local checkpoint directory to continue from, or None.
         run_dir: where the run's files live (local path or URI), or None to write nothing.
         prepare_model: wraps the model for data-parallel training (DDP through Ray).
@@ -42,7 +46,7 @@ class WorkerSession:
     world_size: int = 1
     local_rank: int = 0
     use_gpu: bool = False
-    report: Callable[[dict, str | None], None] = _no_report
+    report: Callable[[dict, str | None], bool | None] = _no_report
     resume_dir: str | None = None
     run_dir: str | None = None
     prepare_model: Callable[[Any], Any] = field(default=_identity)

@@ -1,6 +1,7 @@
 """Checkpoint bytes are hashed once on each side, without Ray: while they are written (the manifest reads
 nothing back), and once on a resume or an evaluation (the loaders that follow a verification trust it while
-the files are unchanged), and a damaged file is still caught before it is loaded."""
+the files are unchanged), and a damaged file is still caught before it is loaded. Also who deletes a
+checkpoint directory after ``report``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from raykit import checkpoint
 from raykit.backends.torch import checkpoint as ckpt
 from raykit.backends.torch.models import build_model
 from raykit.checkpoint import CheckpointError, HashingWriter, read_manifest, write_manifest
+from raykit.engine import fit
 from raykit.ray import worker
+from raykit.session import WorkerSession
 from raykit.spec import load_spec
 
 FILES = {"model.pt", "optimizer.pt", "scheduler.pt", "rng.json"}
@@ -141,3 +144,40 @@ def test_a_file_damaged_after_the_worker_verified_it_is_caught_before_it_is_load
             os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
         with pytest.raises(CheckpointError, match="optimizer.pt"):
             ckpt.restore(str(directory), *state)
+
+
+def test_evaluating_a_stored_checkpoint_hashes_each_file_once(tmp_path, monkeypatch):
+    kept: list[Path] = []
+
+    def keep(metrics: dict, directory: str | None) -> bool:
+        kept.append(Path(directory))
+        return True  # taken over: the engine leaves it in place
+
+    spec = small_spec()
+    fit(spec, WorkerSession(report=keep))
+    calls = sha256_calls(monkeypatch)
+    metrics = worker.evaluate_stored_checkpoint(spec, str(kept[0]), "test")
+    assert metrics["test_samples"] > 0
+    assert sorted(path.name for path in calls) == sorted(FILES)
+
+
+def test_the_engine_deletes_a_checkpoint_unless_report_took_it_over(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where the engine's mkdtemp writes
+    seen: dict[str, list[Path]] = {"taken": [], "left": []}
+
+    def taking(metrics: dict, directory: str | None) -> bool:
+        seen["taken"].append(Path(directory))
+        return True
+
+    def leaving(metrics: dict, directory: str | None) -> None:
+        seen["left"].append(Path(directory))
+
+    fit(small_spec(), WorkerSession(report=taking))
+    fit(small_spec(), WorkerSession(report=leaving))
+    assert seen["taken"][0].is_dir() and (seen["taken"][0] / "manifest.json").is_file()
+    assert not seen["left"][0].exists()
+    # A save that fails half-way (the writer dies between files) leaves no temporary directory either.
+    monkeypatch.setenv("RAYKIT_FAULTS", json.dumps([{"at": "between_checkpoint_files", "action": "raise"}]))
+    with pytest.raises(RuntimeError, match="injected fault"):
+        fit(small_spec(), WorkerSession(report=leaving))
+    assert sorted(tmp_path.glob("raykit-ckpt-*")) == [seen["taken"][0]]

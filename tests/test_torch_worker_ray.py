@@ -1,8 +1,10 @@
 """The PyTorch worker under TorchTrainer: resume after the driver is killed (from a damaged latest
-checkpoint), after a worker or a checkpoint writer dies, best-K retention, export, and 2 workers vs 1."""
+checkpoint), after rank 0 dies during a checkpoint's upload or a worker dies, checkpoints complete in storage
+when a run ends, best-K retention, export, and 2 workers vs 1."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -99,21 +101,44 @@ def test_killed_driver_then_a_damaged_latest_checkpoint_resume_to_the_same_weigh
     assert Path(resumed.best_checkpoint).name != "checkpoint_epoch=0002"
 
 
-def test_a_writer_killed_between_checkpoint_files_then_a_worker_killed_mid_epoch_restart_to_the_same_weights(
+def assert_complete_in_storage(run_dir: str) -> None:
+    """Every checkpoint in the run directory verifies, its manifest's digests are a fresh SHA-256 of its
+    files, and it holds no file the manifest does not list."""
+    directories = sorted(Path(run_dir).glob("checkpoint_epoch=*"))
+    assert directories
+    for directory in directories:
+        manifest = read_manifest(directory)
+        on_disk = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
+        assert on_disk == set(manifest["files"]) | {"manifest.json"}
+        for name, entry in manifest["files"].items():
+            assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == entry["sha256"], directory / name
+
+
+def test_every_checkpoint_is_complete_in_storage_when_the_run_returns(straight):
+    # Uploaded asynchronously while training went on; the run returns only once all are there.
+    assert_complete_in_storage(straight.run_dir)
+
+
+def test_rank_zero_killed_during_an_upload_then_a_worker_killed_mid_epoch_restart_to_the_same_weights(
         straight, storage, tmp_path, monkeypatch):
-    # One run, two restarts (each used to be a run of its own): rank 0 dies after writing epoch 2's weights
-    # file, before the optimizer state and the manifest, so the run restarts from epoch 1's checkpoint;
-    # then rank 1 dies mid-epoch 3, so it restarts from epoch 2's.
-    fired = tmp_path / "writer", tmp_path / "worker"
-    fault = [{"at": "between_checkpoint_files", "epoch": 2, "action": "exit", "once_file": str(fired[0])},
-             {"at": "mid_epoch", "epoch": 3, "rank": 1, "action": "exit", "once_file": str(fired[1])}]
+    # One run, two restarts (each used to be a run of its own): rank 0 dies while epoch 2's checkpoint is
+    # uploading (its weights file in storage, not the rest; Ray has not registered it), so the run restarts
+    # from epoch 1's checkpoint and writes epoch 2 again over the partial one; then rank 1 dies mid-epoch 3,
+    # so it restarts from epoch 2's. The last upload is slow: rank 0 must wait for it before evaluating that
+    # checkpoint, the best by training loss (the driver's fallback evaluation is an error here).
+    fired = tmp_path / "uploader", tmp_path / "worker"
+    fault = [{"at": "during_upload", "epoch": 2, "action": "exit", "once_file": str(fired[0])},
+             {"at": "mid_epoch", "epoch": 3, "rank": 1, "action": "exit", "once_file": str(fired[1])},
+             {"at": "during_upload", "epoch": 4, "action": "sleep", "seconds": 1}]
     monkeypatch.setenv("RAYKIT_FAULTS", json.dumps(fault))
-    resumed = raykit.train(DEFAULT_JOB, ["train.epochs=4", f"storage={storage}", "checkpoint.keep_best=1",
+    evaluated_on_rank_zero(monkeypatch)
+    resumed = raykit.train(DEFAULT_JOB, ["train.epochs=4", f"storage={storage}", "checkpoint.keep_best=2",
+                                         "checkpoint.monitor=train_loss", "checkpoint.mode=min",
                                          "scaling.max_failures=2", "name=killed-twice"])
     assert all(path.exists() for path in fired)  # both really died once
     assert_same_run(resumed, straight)
-    for directory in Path(resumed.run_dir).glob("checkpoint_epoch=*"):  # no half-written checkpoint remains
-        assert (directory / "manifest.json").is_file()
+    assert Path(resumed.best_checkpoint).name == "checkpoint_epoch=0004" and resumed.test_accuracy > 0.9
+    assert_complete_in_storage(resumed.run_dir)  # no half-written checkpoint remains
 
 
 def test_best_k_retention_and_the_exported_best_model(straight):

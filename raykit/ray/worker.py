@@ -8,11 +8,11 @@ import logging
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import ray.train
 
-from raykit import storage
-from raykit import engine
+from raykit import engine, faults, storage
 from raykit.backends import backend_info
 from raykit.checkpoint import CheckpointError, read_manifest, verified
 from raykit.session import WorkerSession
@@ -37,14 +37,14 @@ def train_loop_per_worker(config: dict) -> dict:
     # A remote checkpoint is downloaded to a temporary directory for the duration of the loop.
     local_copy = checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None)
     name = os.path.basename(os.path.normpath(checkpoint.path)) if checkpoint else ""
-    names = CheckpointNames()
+    names, uploads = CheckpointNames(), Uploads()
     with local_copy as resume_dir, _verified(resume_dir, name, config["run_dir"], context, names) as resume_dir:
         session = WorkerSession(
             rank=context.get_world_rank(),
             world_size=context.get_world_size(),
             local_rank=context.get_local_rank(),
             use_gpu=spec.scaling.use_gpu,
-            report=functools.partial(_report_to_ray, names),
+            report=functools.partial(_report_to_ray, names, uploads),
             resume_dir=resume_dir,
             run_dir=config["run_dir"],
             prepare_model=model_preparer(backend_info(spec.framework).trainer),
@@ -52,6 +52,9 @@ def train_loop_per_worker(config: dict) -> dict:
             **_streamed_data(spec, config),
         )
         result = engine.fit(spec, session)
+    # Until the last checkpoint is in storage and registered: what rank 0 evaluates next, and what the run
+    # reports as done. Checkpoint time, so it counts in the epochs' phase.
+    result["timings"]["epochs_s"] += uploads.finish()
     if context.get_world_rank() == 0:
         evaluation_started = time.perf_counter()
         result["test_metrics"] = _test_metrics(spec, config["run_dir"], result["best_checkpoint_epoch"], names)
@@ -199,13 +202,63 @@ class _WarningsOnly(logging.Filter):
         return record.levelno >= logging.WARNING
 
 
-def _report_to_ray(names: CheckpointNames, metrics: dict, checkpoint_dir: str | None) -> None:
-    checkpoint = None
-    dir_name = None
-    if checkpoint_dir is not None:
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-        dir_name = names.for_epoch(metrics["epoch"])
-    ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=dir_name)
+def _report_to_ray(names: CheckpointNames, uploads: Uploads, metrics: dict, checkpoint_dir: str | None) -> bool:
+    """Report to Ray Train. A checkpoint (rank 0's) goes to storage asynchronously: Ray's upload thread copies
+    it while training goes on, registers it once it is all there, then deletes ``checkpoint_dir``, which it
+    therefore takes over (returns True; see :class:`~raykit.session.WorkerSession`)."""
+    if checkpoint_dir is None:
+        ray.train.report(metrics)
+        return False
+    uploads.one_at_a_time()
+    epoch = metrics["epoch"]
+    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir),
+                     checkpoint_dir_name=names.for_epoch(epoch),
+                     checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+                     delete_local_checkpoint_after_upload=True,
+                     checkpoint_upload_fn=uploads.stopping_halfway(epoch) if faults.armed("during_upload") else None)
+    uploads.local = checkpoint_dir
+    return True
+
+
+class Uploads:
+    """Rank 0's checkpoints on their way to storage through Ray's upload thread."""
+
+    def __init__(self) -> None:
+        self.local: str | None = None  # the last checkpoint handed over; Ray deletes it once uploaded
+
+    def one_at_a_time(self) -> None:
+        """Before handing over another checkpoint, wait while the previous one is still uploading: with
+        storage slower than an epoch, local copies would otherwise pile up on the worker's disk."""
+        if self.local and os.path.exists(self.local):
+            self._wait()
+
+    def finish(self) -> float:
+        """Wait until every checkpoint handed over is in storage and registered by Ray; the seconds waited.
+        A failed upload fails the run meanwhile: Ray hands its error to the controller, which stops the
+        workers."""
+        if self.local is None:
+            return 0.0
+        return self._wait()
+
+    def _wait(self) -> float:
+        started = time.perf_counter()
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+        return time.perf_counter() - started
+
+    def stopping_halfway(self, epoch: int):
+        """An upload (Ray's own copy) with the ``during_upload`` fault point in it: the weights file goes to
+        storage first, as a copy interrupted there leaves it, then the point, then the whole directory."""
+        def upload(checkpoint, dir_name: str):
+            ray_storage = ray.train.get_context().get_storage()
+            destination = ray_storage.build_checkpoint_path_from_name(dir_name)
+            weights = read_manifest(checkpoint.path, verify=False)["weights"]
+            ray_storage.storage_filesystem.create_dir(destination)
+            with ray_storage.storage_filesystem.open_output_stream(f"{destination}/{weights}") as out:
+                out.write((Path(checkpoint.path) / weights).read_bytes())
+            faults.inject("during_upload", epoch=epoch, rank=0)
+            return ray_storage.persist_current_checkpoint(checkpoint, dir_name)
+
+        return upload
 
 
 def model_preparer(trainer: str):
