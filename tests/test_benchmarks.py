@@ -28,12 +28,12 @@ def test_data_streaming_benchmark_runs_at_tiny_size(tmp_path, ray_address):
     results = tmp_path / "RESULTS.md"
     # The large set only adds a bigger streamed run (the same code path); --large-rows 0 leaves it out.
     out = run_cli(["benchmarks/data_streaming.py", "--small-rows", "600", "--large-rows", "0", "--repeats", "1",
-                   "--results", str(results)], env_extra=shared(ray_address))
+                   "--epochs", "1", "--results", str(results)], env_extra=shared(ray_address))
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## Streamed Parquet vs in-memory data" in text and "Throughput ratio stream / memory" in text
-    assert text.count("| small (600 images) |") == 2 and "| large" not in text
-    assert "| stream |" in text and "| memory |" in text
+    assert text.count("| small (600 images) |") == 3 and "| large" not in text
+    assert "| stream |" in text and "| memory |" in text and "| stream, decoded every epoch |" in text
 
 
 def test_sweeps_benchmark_runs_at_tiny_size(tmp_path, ray_address):
@@ -145,3 +145,17 @@ def test_parity_cifar_benchmark_runs_at_tiny_size(tmp_path, ray_address):
     text = results.read_text()
     assert "## Framework parity on CIFAR-10" in text and "| epoch | torch val acc | tf val acc |" in text
     assert "| test accuracy, mean over seeds |" in text
+
+
+def test_cifar_cpu_benchmark_runs_at_tiny_size(tmp_path, ray_address):
+    results = tmp_path / "RESULTS.md"
+    out = run_cli(["benchmarks/cifar_cpu.py", "--data", "tests/data/cifar10_slice", "--train-rows", "128",
+                   "--val-rows", "64", "--test-rows", "64", "--epochs", "2", "--repeats", "1", "--worker-cpus", "1",
+                   "--read-cpus", "0.5", "--results", str(results)], env_extra=shared(ray_address))
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = results.read_text()
+    assert "## CIFAR-10 on the CPU: raykit vs plain PyTorch" in text
+    for row in ("| raykit, 1 worker, data in memory |", "| raykit, 1 worker, streamed (Ray Data) |",
+                "| plain PyTorch, 1 process"):
+        assert row in text
+    assert "Images/s streamed / in memory:" in text and "Test-accuracy gap" in text

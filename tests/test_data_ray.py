@@ -35,12 +35,13 @@ def numbered_parquet(uri: str, n: int) -> str:
 def test_streamed_shards_are_disjoint_and_cover_the_split_once_per_epoch(ray_address, tmp_path):
     import ray.train
 
-    from raykit.ray.data import datasets, worker_streams
+    from raykit.ray.data import datasets, decode_once, worker_streams
     from raykit.ray.trainer import trainer_class
 
     spec = load_spec(None, {"data.uri": numbered_parquet(str(tmp_path / "pq"), 300), **STREAMED,
                             "train.batch_size": 16})
     plan = plan_data(spec.data)
+    assert decode_once(plan, "auto")  # small: the shards below come from blocks decoded once
     seen_dir = tmp_path / "seen"
     seen_dir.mkdir()
 
@@ -83,8 +84,10 @@ def test_streamed_shards_are_disjoint_and_cover_the_split_once_per_epoch(ray_add
 
 def test_a_streamed_run_trains_and_evaluates(ray_address, storage, tmp_path):
     convert("digits", str(tmp_path / "digits-parquet"), rows_per_group=200, progress=False)
+    # Decoded every epoch (the other streamed tests decode once into the object store: stream_cache auto).
     result = raykit.train(None, {"data.uri": str(tmp_path / "digits-parquet"), **STREAMED, "train.epochs": 3,
-                                 "storage": storage, "name": "streamed", "checkpoint.every_n_epochs": 3})
+                                 "data.stream_cache": "off", "storage": storage, "name": "streamed",
+                                 "checkpoint.every_n_epochs": 3})
     assert [m["epoch"] for m in result.history] == [1, 2, 3]
     assert result.history[-1]["val_acc"] > 0.8
     assert result.test_metrics["test_samples"] == 269 and result.test_accuracy > 0.8

@@ -17,6 +17,6 @@ def worker_data(data_spec, streams, data_info) -> tuple[DataInfo, Splits | None]
     """What a training loop trains on: streamed data's info (and no splits), or splits read into memory."""
     if streams:
         return data_info, None
-    splits = load_splits(data_spec)
+    splits = load_splits(data_spec, as_stored=True)  # backends scale uint8 pixels on their device
     sizes = {name: len(splits.get(name)) for name in ("train", "val", "test")}
     return DataInfo(splits.input_shape, splits.num_classes, sizes), splits

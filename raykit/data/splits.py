@@ -21,7 +21,8 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Split:
-    """One split: images ``x`` (N, H, W, C) float32 in [0, 1] and labels ``y`` (N,) int64."""
+    """One split: images ``x`` (N, H, W, C), float32 in [0, 1] or as stored (uint8 pixels; see
+    :meth:`SplitRows.read`), and labels ``y`` (N,) int64."""
 
     x: np.ndarray
     y: np.ndarray
@@ -80,9 +81,11 @@ class SplitRows:
         wanted[self.rows] = True
         return wanted
 
-    def read(self) -> Split:
+    def read(self, as_stored: bool = False) -> Split:
+        """The split's images as float32 in [0, 1], or ``as_stored`` (uint8 pixels stay uint8: a quarter of
+        the memory; training loops scale them a batch at a time on their device)."""
         x, y = self.source.read_rows(self.rows)
-        return Split(to_float(x), y)
+        return Split(x if as_stored else to_float(x), y)
 
 
 @dataclass
@@ -95,7 +98,8 @@ class DataPlan:
 
     @property
     def decoded_bytes(self) -> int:
-        """Bytes the training split takes decoded as float32 (what every in-memory worker would hold)."""
+        """Bytes the training split takes decoded as float32 (the upper bound of what an in-memory worker
+        holds: uint8 pixels stay uint8 in training, a quarter of this)."""
         return len(self.splits["train"].rows) * int(np.prod(self.info.input_shape)) * 4
 
 
@@ -176,15 +180,15 @@ def _choose_loader(data: DataSpec, plan: DataPlan) -> str:
     return "stream" if big and streamable else "memory"
 
 
-def load_splits(data: DataSpec) -> Splits:
-    """Read every split of ``data`` into memory."""
+def load_splits(data: DataSpec, as_stored: bool = False) -> Splits:
+    """Read every split of ``data`` into memory (images as float32 in [0, 1], or ``as_stored``)."""
     plan = plan_data(data)
-    return splits_of(plan)
+    return splits_of(plan, as_stored)
 
 
-def splits_of(plan: DataPlan) -> Splits:
-    """A plan's splits read into memory."""
-    parts = {name: rows.read() for name, rows in plan.splits.items()}
+def splits_of(plan: DataPlan, as_stored: bool = False) -> Splits:
+    """A plan's splits read into memory (images as float32 in [0, 1], or ``as_stored``: uint8 stays uint8)."""
+    parts = {name: rows.read(as_stored) for name, rows in plan.splits.items()}
     shapes = {name: split.x.shape[1:] for name, split in parts.items() if len(split)}
     if len(set(shapes.values())) > 1:
         raise DataError(f"data: the splits' images differ in shape ({shapes}); accepted: one shape, or set "

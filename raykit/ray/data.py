@@ -6,7 +6,8 @@ Ray Train's ``DataConfig`` streaming-splits them across the training workers, so
 blocks at a time, never the dataset. Blocks carry pixels as stored (uint8 for encoded images, four times
 smaller than float32), all the way to the training device, where the backend scales them. The training
 split's chunk order is reshuffled every epoch (seeded), beyond each worker's local shuffle buffer, and
-workers prefetch :data:`PREFETCH_BATCHES` batches while they train.
+workers prefetch :data:`PREFETCH_BATCHES` batches while they train. With ``data.stream_cache`` the splits
+are decoded once, before training, into Ray's object store, and every epoch streams those blocks.
 """
 
 from __future__ import annotations
@@ -28,26 +29,42 @@ def datasets(plan: DataPlan, spec: RunSpec) -> dict:
     """``{"train": Dataset, "val": Dataset}`` of ``{"x", "y"}`` rows for ``plan``'s streamed splits."""
     # Ray Data draws progress bars for every epoch of every split; raykit's epoch line already says it.
     ray.data.DataContext.get_current().enable_progress_bars = False
+    cache = decode_once(plan, spec.data.stream_cache)
     return {name: _split_dataset(plan.splits[name], spec, seed=spec.data.split_seed + index,
-                                 reshuffle=name == "train")
+                                 reshuffle=name == "train", cache=cache)
             for index, name in enumerate(STREAMED)}
 
 
-def _split_dataset(split: SplitRows, spec: RunSpec, seed: int, reshuffle: bool) -> ray.data.Dataset:
+def decode_once(plan: DataPlan, setting: str) -> bool:
+    """``data.stream_cache``: whether the streamed splits are decoded once into the object store (auto:
+    when their decoded float32 size is at most a quarter of the cluster's object store memory)."""
+    if setting != "auto":
+        return setting == "on"
+    rows = sum(len(plan.splits[name].rows) for name in STREAMED)
+    budget = ray.cluster_resources().get("object_store_memory", 0) / 4
+    return rows * int(np.prod(plan.info.input_shape)) * 4 <= budget
+
+
+def _split_dataset(split: SplitRows, spec: RunSpec, seed: int, reshuffle: bool, cache: bool) -> ray.data.Dataset:
     wanted = split.mask()
     chunks = split.chunks(wanted)
     # A seeded chunk order mixes row groups or file groups that were written class by class.
     order = np.random.default_rng(seed).permutation(len(chunks))
-    return chunk_dataset(split.source, chunks, wanted, spec.data.read_cpus, order,
-                         reshuffle_seed=spec.train.seed if reshuffle else None)
+    reshuffle_seed = spec.train.seed if reshuffle else None
+    if not cache:
+        return chunk_dataset(split.source, chunks, wanted, spec.data.read_cpus, order, reshuffle_seed=reshuffle_seed)
+    decoded = chunk_dataset(split.source, chunks, wanted, spec.data.read_cpus, order).materialize()
+    return decoded if reshuffle_seed is None else _reshuffled_every_epoch(decoded, reshuffle_seed)
 
 
-def _reshuffled_every_epoch(items: ray.data.Dataset, seed: int) -> ray.data.Dataset:
-    """``items`` (one block per chunk) in a new seeded order at every execution, i.e. every epoch: each
-    worker's stream then mixes other chunks each epoch, not only rows within its local shuffle buffer."""
+def _reshuffled_every_epoch(blocks: ray.data.Dataset, seed: int) -> ray.data.Dataset:
+    """``blocks`` (one per chunk: chunk numbers to read, or a chunk's decoded rows) in a new seeded order at
+    every execution, i.e. every epoch: each worker's stream then mixes other chunks each epoch, not only
+    rows within its local shuffle buffer. (Before decoding it reorders the tiny chunk numbers, so nothing
+    waits for the whole split to be read.)"""
     from ray.data import RandomSeedConfig
 
-    return items.randomize_block_order(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
+    return blocks.randomize_block_order(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
 
 
 class _ChunkReader:

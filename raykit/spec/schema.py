@@ -77,6 +77,11 @@ class DataSpec:
                                         "this much beside the training workers).", gt=0.0, le=64.0)
     shuffle_buffer: int = _field(2048, help="stream: rows in each worker's local shuffle buffer (0 = no shuffle "
                                             "beyond the chunk order).", ge=0)
+    stream_cache: str = _field("auto", help="stream: decode the train and val splits once, before training, into "
+                                            "Ray's object store (shared by every worker of a node, spilled to disk "
+                                            "when full), instead of decoding every epoch; auto = when their "
+                                            "decoded float32 size is at most a quarter of the cluster's object "
+                                            "store memory.", choices=("auto", "on", "off"))
     val_fraction: float = _field(0.15, help="Fraction of the data held out for validation (stratified).",
                                  ge=0.0, lt=1.0)
     test_fraction: float = _field(0.15, help="Fraction of the data held out for testing (stratified).",
