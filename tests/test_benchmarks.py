@@ -95,8 +95,8 @@ def test_loop_vs_torch_benchmark_runs_at_tiny_size(tmp_path):
                    "--results", str(results)])
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
-    assert "## Training loop: raykit vs plain PyTorch" in text and "| raykit `fit` (NCHW) |" in text
-    assert "| plain PyTorch, NCHW |" in text and "Ratio raykit / plain, same NCHW layout, per repeat:" in text
+    assert "## Training loop: raykit vs plain PyTorch" in text and "| raykit `fit` (channels-last, auto) |" in text
+    assert "| plain PyTorch, NCHW |" in text and "Ratio raykit / plain channels-last (the same layout)" in text
 
 
 def test_loop_vs_keras_benchmark_runs_at_tiny_size(tmp_path):
