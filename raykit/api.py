@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from raykit import storage
 from raykit.data import DataPlan, plan_data
+from raykit.data.catalog import is_named_dataset
 from raykit.history import history_csv, read_history_csv
 from raykit.spec import EPOCH_METRICS, RunSpec, SpecError, load_spec, yaml_load
 from raykit.timing import Stopwatch, join_timings, timings_line
@@ -40,6 +41,8 @@ class TrainResult:
         seconds: wall time of the whole call.
         timings: where that time went, phase -> seconds (:data:`raykit.timing.PHASES`; also in
             ``result.json``).
+        data: what it trained on (also in ``result.json``): the training source's ``uri``, a named dataset's
+            ``source`` (the official release or a re-encoding; None for other data), split ``sizes``.
     """
 
     spec: RunSpec
@@ -52,6 +55,7 @@ class TrainResult:
     seconds: float = 0.0
     exported_model: str | None = None
     timings: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
 
     @property
     def test_accuracy(self) -> float | None:
@@ -121,7 +125,7 @@ def train(spec: "RunSpec | dict | str | None" = None, overrides=(), *, address: 
     test_metrics = _test_metrics(run_spec, outcome, watch)
     result = TrainResult(spec=run_spec, run_dir=run_dir, metrics=outcome.metrics or (history[-1] if history else {}),
                          test_metrics=test_metrics, best_checkpoint=outcome.best_checkpoint,
-                         best_metrics=outcome.best_metrics, history=history)
+                         best_metrics=outcome.best_metrics, history=history, data=_data_record(plan))
     with watch.phase("outputs_s"):
         _write_outputs(result)
     result.seconds = time.perf_counter() - started
@@ -158,17 +162,24 @@ def resolve(spec: RunSpec) -> RunSpec:
 def _absolute_data(data):
     """Workers and trials run in other directories: relative data paths become absolute, like storage."""
     located = {key: storage.resolve_storage(value) for key in ("uri", "train_uri", "val_uri", "test_uri")
-               if (value := getattr(data, key)) and not (key == "uri" and value == "digits")}
+               if (value := getattr(data, key)) and not (key == "uri" and is_named_dataset(value))}
     return dataclasses.replace(data, **located)
 
 
 def describe_plan(plan: DataPlan) -> str:
-    """One line on the data: source, sizes, input shape, classes and how it is loaded."""
+    """One line on the data: source, sizes, input shape, classes and how it is loaded; and a second line on
+    where a named dataset came from (its official release or a re-encoding of it)."""
     sizes = ", ".join(f"{name} {count}" for name, count in plan.info.sizes.items())
     mb = plan.decoded_bytes / 2**20
-    return (f"data: {plan.splits['train'].source.uri} ({plan.splits['train'].source.format}): {sizes}; images "
+    line = (f"data: {plan.splits['train'].source.uri} ({plan.splits['train'].source.format}): {sizes}; images "
             f"{'x'.join(map(str, plan.info.input_shape))}, {plan.info.num_classes} classes; {plan.loader} "
             f"(training split {mb:,.1f} MB decoded)")
+    return line + (f"\ndata source: {plan.info.description}" if plan.info.description else "")
+
+
+def _data_record(plan: DataPlan) -> dict:
+    """What a run trained on, for its ``result.json``."""
+    return {"uri": plan.splits["train"].source.uri, "source": plan.info.description, "sizes": plan.info.sizes}
 
 
 def _generated_name(spec: RunSpec) -> str:
@@ -243,7 +254,8 @@ def _write_outputs(result: TrainResult) -> None:
 def _write_result_json(result: TrainResult) -> None:
     summary = {"name": result.spec.name, "metrics": result.metrics, "test_metrics": result.test_metrics,
                "best_checkpoint": result.best_checkpoint, "best_metrics": result.best_metrics,
-               "exported_model": result.exported_model, "seconds": result.seconds, "timings": result.timings}
+               "exported_model": result.exported_model, "seconds": result.seconds, "timings": result.timings,
+               "data": result.data}
     storage.write_text(storage.join(result.run_dir, RESULT_FILE), json.dumps(summary, indent=2, default=str))
 
 

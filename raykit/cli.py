@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 invalid spec or arguments (nothing was started), 1 the 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from raykit.data.errors import DataError
@@ -222,7 +223,7 @@ def run_augment_preview(args: argparse.Namespace) -> int:
 
 
 def add_data_commands(commands) -> None:
-    data = commands.add_parser("data", help="dataset tools: convert an image folder or .npz to sharded Parquet",
+    data = commands.add_parser("data", help="dataset tools: convert to sharded Parquet, get a named dataset",
                                description="Dataset tools.")
     tools = data.add_subparsers(dest="data_command", required=True, metavar="TOOL")
     convert = tools.add_parser(
@@ -245,9 +246,59 @@ def add_data_commands(commands) -> None:
     convert.add_argument("--seed", type=int, default=0, help="seed of the row shuffle (default 0)")
     convert.add_argument("--no-progress", action="store_true", help="no progress bar")
     convert.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_data_get_command(tools)
+
+
+def add_data_get_command(tools) -> None:
+    from raykit.data.catalog import CATALOG, DATA_HOME_ENV, DEFAULT_DATA_HOME
+
+    get = tools.add_parser(
+        "get", help="fill the local data cache with a named dataset (data.uri: cifar10)",
+        description=f"Put the named dataset NAME in the local data cache, {DEFAULT_DATA_HOME}/NAME/ (or "
+                    f"${DATA_HOME_ENV}/NAME/), as train.parquet, test.parquet (image bytes + label) and SOURCE.json "
+                    "(where the data came from; a run names it). Without --from, downloads the official binary "
+                    "release, checks its published MD5 and converts its records to PNG-encoded Parquet, rows in "
+                    "the release's order. A failure leaves nothing half-written in the cache.",
+        epilog="examples:\n  raykit data get cifar10                               # download (162 MB), check, convert"
+               "\n  raykit data get cifar10 --from ../shared/data/cifar10  # copy a directory with train/test.parquet"
+               "\n  raykit data get cifar10 --from ~/Downloads/cifar-10-binary.tar.gz"
+               "\n  raykit data get cifar10 --from https://mirror.example/cifar-10-binary.tar.gz --md5 <md5>"
+               "\nthen train on it:  raykit train jobs/configs/cifar10_cnn.yaml   # data.uri: cifar10",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    get.add_argument("name", metavar="NAME", choices=tuple(CATALOG), help=f"one of: {', '.join(CATALOG)}")
+    get.add_argument("--from", dest="src", default=None, metavar="SRC",
+                     help="an archive laid out like the official one (http(s):// or file:// URL, or a local path), or "
+                          "a local directory holding train.parquet and test.parquet (default: the official URL)")
+    get.add_argument("--dest", default=None, metavar="HOME",
+                     help=f"the data cache to fill: the dataset goes to HOME/NAME (default: ${DATA_HOME_ENV}, else "
+                          f"{DEFAULT_DATA_HOME})")
+    get.add_argument("--md5", default=None, help="the archive's expected MD5 (default: the official archive's)")
+    get.add_argument("--force", action="store_true", help="replace the dataset when the cache already holds it")
+    get.add_argument("--no-progress", action="store_true", help="no progress bars")
+    get.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run_data(args) -> int:
+    return {"convert": run_data_convert, "get": run_data_get}[args.data_command](args)
+
+
+def run_data_get(args) -> int:
+    from raykit.data.catalog import DATA_HOME_ENV, data_home, get
+
+    summary = get(args.name, args.src, home=args.dest, md5=args.md5, force=args.force,
+                  progress=not args.no_progress and sys.stderr.isatty())
+    verb = "already holds" if summary.already_there else "wrote"
+    print(f"{args.name}: {verb} {summary.directory}" + (" (--force replaces it)" if summary.already_there else ""))
+    for file, (rows, size) in summary.files.items():
+        print(f"  {file:<14} {rows:>7,} rows  {size / 2**20:8,.1f} MB")
+    print(f"  source: {summary.source.get('source')}; images stored as {summary.source.get('encoding')}")
+    home = os.path.dirname(summary.directory)
+    if home != data_home():
+        print(f"  data.uri: {args.name} reads it with {DATA_HOME_ENV}={home}")
+    return EXIT_OK
+
+
+def run_data_convert(args) -> int:
     from raykit.data.convert import convert
 
     summary = convert(args.src, args.dst, fmt=args.format, rows_per_file=args.rows_per_file,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from raykit.data.catalog import resolve_named
 from raykit.data.errors import DataError
 from raykit.data.sources import Chunk, ReadOptions, Source, open_source
 from raykit.spec import DataSpec
@@ -61,6 +62,7 @@ class DataInfo:
     num_classes: int
     sizes: dict  # split name -> number of samples
     class_names: list | None = None
+    description: str | None = None  # a named dataset's source (raw pixels or a re-encoding): for the run's record
 
 
 @dataclass
@@ -131,7 +133,9 @@ def read_options(data: DataSpec) -> ReadOptions:
 
 
 def plan_data(data: DataSpec, num_classes: int | None = None) -> DataPlan:
-    """List the spec's sources and draw the splits; check labels against ``num_classes`` (None: any)."""
+    """List the spec's sources and draw the splits; check labels against ``num_classes`` (None: any). A named
+    dataset (``data.uri: cifar10``) reads its cached train and test files (:mod:`raykit.data.catalog`)."""
+    data, named = resolve_named(data)
     options = read_options(data)
     main = open_source(data.train_uri or data.uri, data.format, options)
     fractions = {"val": data.val_fraction, "test": data.test_fraction}
@@ -148,7 +152,9 @@ def plan_data(data: DataSpec, num_classes: int | None = None) -> DataPlan:
     shape = tuple(int(s) for s in main.first_image().shape)
     classes = num_classes or max(len(main.class_names or ()), int(max(s.source.labels.max() for s in
                                                                       splits.values() if len(s.source))) + 1)
-    info = DataInfo(shape, classes, {name: len(s.rows) for name, s in splits.items()}, main.class_names)
+    info = DataInfo(shape, classes, {name: len(s.rows) for name, s in splits.items()},
+                    main.class_names or (named.source.get("class_names") if named else None),
+                    named.description if named else None)
     plan = DataPlan(splits, info, "memory")
     plan.loader = _choose_loader(data, plan)
     return plan

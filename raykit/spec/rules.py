@@ -75,10 +75,14 @@ def _data_problems(data) -> list[tuple[str, str]]:
     if data.train_uri and data.uri != "digits":
         problems.append(("data.train_uri", f"got {data.train_uri!r} with data.uri {data.uri!r}; accepted: one of "
                                            "the two as the training source"))
+    from raykit.data.catalog import NAMED_DATASETS, is_named_dataset  # here: raykit.data imports the spec
+
     for name in ("uri", "train_uri", "val_uri", "test_uri"):
         value = getattr(data, name)
-        if value and not (name == "uri" and value == "digits"):
-            problems += location_problems(value, f"data.{name}", must_exist=True)
+        if value and not (name == "uri" and is_named_dataset(value)):
+            found = location_problems(value, f"data.{name}", must_exist=True)
+            named = f", or a named dataset ({', '.join(NAMED_DATASETS)})" if name == "uri" else ""
+            problems += [(where, message + named) for where, message in found]
     if data.resize and len(data.resize) != 2:
         problems.append(("data.resize", f"got {data.resize}; accepted: [height, width], or [] for no resize"))
     whole = [n for n in ("uri", "train_uri") if str(getattr(data, n) or "").lower().endswith(".npz")

@@ -49,7 +49,10 @@ def backend_choices(fact: str):
 
 @dataclass
 class DataSpec:
-    uri: str = _field("digits", help="Dataset source: 'digits' (embedded scikit-learn digits), a .npz file (arrays "
+    uri: str = _field("digits", help="Dataset source: 'digits' (embedded scikit-learn digits), 'cifar10' (a named "
+                                     "dataset in the local data cache $RAYKIT_DATA_HOME/cifar10, default "
+                                     "~/.cache/raykit/data, filled by `raykit data get cifar10`: train from its "
+                                     "train file, test from its official test file), a .npz file (arrays "
                                      "x, y), a Parquet file or directory, or an image folder (root/<class>/<images>); "
                                      "a local path or URI (file://, s3://, gs://, memory://, any fsspec scheme).")
     train_uri: str | None = _field(None, help="Training data from its own source (instead of data.uri); val/test "
@@ -84,7 +87,8 @@ class DataSpec:
                                             "store memory.", choices=("auto", "on", "off"))
     val_fraction: float = _field(0.15, help="Fraction of the data held out for validation (stratified).",
                                  ge=0.0, lt=1.0)
-    test_fraction: float = _field(0.15, help="Fraction of the data held out for testing (stratified).",
+    test_fraction: float = _field(0.15, help="Fraction of the data held out for testing (stratified); a named "
+                                             "dataset such as cifar10 tests on its own test file instead.",
                                   ge=0.0, lt=1.0)
     split_seed: int = _field(0, help="Seed of the train/val/test split.", ge=0)
 
