@@ -105,7 +105,7 @@ def test_same_weights_and_batches_give_the_same_losses_step_by_step(optimizer):
     backend = built_backend(parity_spec("tf", *OPTIMIZERS[optimizer]), info)
     copy_torch_to_keras(reference.model, backend.model, info.input_shape)
     with torch.no_grad():
-        torch_logits = reference.model.eval()(reference.model_input(reference.batch(x[:64], y[:64])[0])).numpy()
+        torch_logits = reference.model.eval()(reference.batch(x[:64], y[:64])[0]).numpy()
     tf_logits = np.asarray(backend.model(x[:64], training=False))
     assert np.abs(torch_logits - tf_logits).max() < 1e-5  # the copy is exact: the same function
 

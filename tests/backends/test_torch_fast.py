@@ -36,13 +36,19 @@ def test_uint8_on_the_device_and_channels_last_give_the_old_paths_loss_and_gradi
     old, new = built("train.channels_last=off"), built("train.channels_last=auto")
     assert new.memory_format == torch.channels_last and old.memory_format == torch.contiguous_format
     assert new.model[0].weight.is_contiguous(memory_format=torch.channels_last)
-
-    stored = new.batch(pixels, labels.numpy())[0]
-    assert stored.dtype == torch.uint8  # nothing converted on the host
-    fed = new.model_input(stored)
-    assert fed.is_contiguous(memory_format=torch.channels_last)
     reference = to_model_layout(torch.from_numpy(to_float(pixels)))  # the old path: float on the host, NCHW
-    assert torch.equal(fed, reference)  # the same float32 values, bit for bit
+
+    # Every way a batch reaches the model gives the same float32 values, bit for bit, in the model's layout:
+    # a streamed batch, and rows of a split held as stored (a GPU's way) or converted once (the CPU's).
+    rows = torch.arange(16)
+    for backend in (old, new):
+        layout = backend.memory_format
+        fed = [backend.batch(pixels, labels.numpy())[0],
+               fast.gather(fast.hold_split(pixels, torch.device("cpu"), layout, convert=False), rows),
+               fast.gather(fast.hold_split(pixels, torch.device("cpu"), layout, convert=True), rows)]
+        assert fast.hold_split(pixels, torch.device("cpu"), layout, convert=False).images.dtype == torch.uint8
+        for images in fed:
+            assert images.is_contiguous(memory_format=layout) and torch.equal(images, reference)
 
     def loss_and_grads(backend, images):
         backend.model.zero_grad()
@@ -51,7 +57,7 @@ def test_uint8_on_the_device_and_channels_last_give_the_old_paths_loss_and_gradi
         return loss.item(), [p.grad.clone() for p in backend.model.parameters()]
 
     old_loss, old_grads = loss_and_grads(old, reference)
-    new_loss, new_grads = loss_and_grads(new, fed)
+    new_loss, new_grads = loss_and_grads(new, new.batch(pixels, labels.numpy())[0])
     assert new_loss == pytest.approx(old_loss, rel=1e-5)
     for a, b in zip(old_grads, new_grads):
         # Channels-last kernels sum in another order: equal up to float rounding at the gradients' scale.

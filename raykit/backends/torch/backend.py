@@ -88,24 +88,22 @@ class TorchBackend(Backend):
                                            previous=self.compiled)
 
     # --- data -------------------------------------------------------------------------------------
-    def to_arrays(self, x: np.ndarray, y: np.ndarray) -> Batch:
-        """The split on the device as stored: NHWC images (uint8 pixels take a quarter of float32's memory)
-        and labels. Batches are scaled and laid out for the model on the device (:meth:`model_input`)."""
-        return fast.to_device(x, self.device), fast.to_device(np.asarray(y, np.int64), self.device)
+    def to_arrays(self, x: np.ndarray, y: np.ndarray) -> tuple[fast.HeldSplit, torch.Tensor]:
+        """The split and its labels on the device: on a GPU as stored (uint8 pixels take a quarter of
+        float32's memory; each batch is scaled and laid out there), on the CPU converted once."""
+        return (fast.hold_split(x, self.device, self.memory_format),
+                fast.to_device(np.asarray(y, np.int64), self.device))
 
-    def take(self, arrays: Batch, index: np.ndarray) -> Batch:
+    def take(self, arrays: tuple[fast.HeldSplit, torch.Tensor], index: np.ndarray) -> Batch:
+        """Rows ``index``: float32 NCHW images in the model's layout, and labels."""
         rows = torch.from_numpy(index).to(self.device, non_blocking=True)
-        return arrays[0][rows], arrays[1][rows]
+        return fast.gather(arrays[0], rows), arrays[1][rows]
 
     def batch(self, x: np.ndarray, y: np.ndarray) -> Batch:
-        """A streamed batch on the device as it arrived (uint8 stays uint8): no copy on the CPU but into
-        pinned memory for an asynchronous copy to a GPU."""
-        return fast.to_device(x, self.device), fast.to_device(np.asarray(y, np.int64), self.device)
-
-    def model_input(self, images: torch.Tensor) -> torch.Tensor:
-        """NHWC images as stored (uint8, or float in [0, 1]) -> float32 NCHW in [0, 1], in the model's
-        memory layout, on the device."""
-        return fast.model_input(images, self.memory_format)
+        """A streamed batch as the model's input: moved as it arrived (uint8 stays uint8; to a GPU from
+        pinned memory, asynchronously), then scaled and laid out on the device in one pass."""
+        return (fast.model_input(fast.to_device(x, self.device), self.memory_format),
+                fast.to_device(np.asarray(y, np.int64), self.device))
 
     # --- training ---------------------------------------------------------------------------------
     def train_epoch(self, batches: Iterable, epoch: int, first_step: int,
@@ -119,7 +117,7 @@ class TorchBackend(Backend):
         steps = 0
         self.optimizer.zero_grad(set_to_none=True)
         for index, ((batch_x, labels), is_last) in enumerate(with_last(batches)):
-            images, targets = self.augmenter.train_batch(self.model_input(batch_x), labels, generator)
+            images, targets = self.augmenter.train_batch(batch_x, labels, generator)
             images = images.contiguous(memory_format=self.memory_format)  # warps return standard strides
             last_of_step = (index + 1) % accum == 0 or is_last
             # Between optimizer steps, skip DDP's all-reduce: gradients only need averaging once per step.
@@ -168,7 +166,7 @@ class TorchBackend(Backend):
         self.wrapped.eval()
         totals = torch.zeros(3, device=device, dtype=torch.float64)
         for batch_x, labels in batches:
-            images = self.augmenter.eval_batch(self.model_input(batch_x)).contiguous(memory_format=self.memory_format)
+            images = self.augmenter.eval_batch(batch_x).contiguous(memory_format=self.memory_format)
             with autocast(device, self.spec.train.precision):
                 logits = model.evaluate(images)
             loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")

@@ -3,7 +3,9 @@ run fastest in, kernel settings, and ``torch.compile`` with its compile time kep
 
 * Images travel as stored (NHWC, uint8 for decoded image files: a quarter of float32's bytes) to the
   device, through pinned memory and an asynchronous copy on a GPU; :func:`model_input` scales them and
-  lays them out for the model there, in one pass.
+  lays them out for the model there, in one pass. A split held in memory (:func:`hold_split`) stays uint8
+  on a GPU, converted a batch at a time; on the CPU it is converted once, because there the conversion
+  would take the very cores the model trains on.
 * :func:`memory_format` decides ``train.channels_last``: ``auto`` is channels-last for any model with an
   ``nn.Conv2d`` (the cnn, the ResNets, user conv nets), the standard layout otherwise (the mlp). Both
   layouts compute the same values up to float rounding; kernels for channels-last are the faster ones on
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -73,6 +76,36 @@ def model_input(images: torch.Tensor, layout: torch.memory_format) -> torch.Tens
     if images.dtype == torch.uint8:
         out.div_(255.0)
     return out
+
+
+@dataclass(frozen=True)
+class HeldSplit:
+    """A split's images on the device: as stored (``converted`` false: NHWC, converted per batch) or
+    converted once to float32 in the model layout's physical order (NHWC for channels-last, else NCHW)."""
+
+    images: torch.Tensor
+    converted: bool
+    layout: torch.memory_format
+
+
+def hold_split(images: np.ndarray, device: torch.device, layout: torch.memory_format,
+               convert: bool | None = None) -> HeldSplit:
+    """A whole split on ``device``; ``convert`` (default: on the CPU only) converts it once."""
+    convert = device.type == "cpu" if convert is None else convert
+    tensor = to_device(images, device)
+    if not convert:
+        return HeldSplit(tensor, False, layout)
+    floats = model_input(tensor, layout)
+    physical = floats.permute(0, 2, 3, 1) if layout == torch.channels_last else floats  # a contiguous view
+    return HeldSplit(physical, True, layout)
+
+
+def gather(held: HeldSplit, rows: torch.Tensor) -> torch.Tensor:
+    """The rows ``rows`` of a held split as the model's float32 NCHW input in its layout."""
+    batch = held.images[rows]
+    if not held.converted:
+        return model_input(batch, held.layout)
+    return batch.permute(0, 3, 1, 2) if held.layout == torch.channels_last else batch
 
 
 def _dynamo_counters():
