@@ -95,7 +95,8 @@ def train(data: dict, *, model_name: str = "cnn", epochs: int = 3, batch_size: i
     else:
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     steps = epochs * math.ceil(len(y) / batch_size)
-    multiplier = onecycle(steps) if schedule == "onecycle" else lambda step: 0.5 * (1 + math.cos(math.pi * step / steps))
+    multiplier = onecycle(steps) if schedule == "onecycle" else \
+        (lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, multiplier)
     generator = torch.Generator(device=device).manual_seed(seed)
     seconds, val_acc = [], []
