@@ -147,6 +147,7 @@ def test_a_file_damaged_after_the_worker_verified_it_is_caught_before_it_is_load
 
 
 def test_evaluating_a_stored_checkpoint_hashes_each_file_once(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # the kept checkpoint is written (and left) here
     kept: list[Path] = []
 
     def keep(metrics: dict, directory: str | None) -> bool:
