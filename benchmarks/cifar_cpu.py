@@ -80,13 +80,11 @@ def main() -> None:
 
     import ray
 
-    from benchmarks.baselines.cifar_torch import decode_parquet
+    from benchmarks.baselines.cifar_torch import decode_slices
 
     scratch = tempfile.mkdtemp(prefix="raykit-bench-cifar-")
     uris = write_slices(args.data, Path(scratch), args.train_rows, args.val_rows, args.test_rows)
-    data = {"train": decode_parquet(args.data / "train.parquet", slice(0, args.train_rows)),
-            "val": decode_parquet(args.data / "train.parquet", slice(args.train_rows, args.train_rows + args.val_rows)),
-            "test": decode_parquet(args.data / "test.parquet", slice(0, args.test_rows))}
+    data = decode_slices(args.data, args.train_rows, args.val_rows, args.test_rows)
     runs: dict[str, list] = {"memory": [], "stream": [], "plain": []}
     start_ray(args.worker_cpus + math.ceil(args.read_cpus), log_to_driver=False)
     try:

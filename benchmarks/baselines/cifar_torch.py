@@ -46,6 +46,17 @@ def decode_parquet(path: Path, rows: slice) -> tuple[np.ndarray, np.ndarray]:
     return x, np.asarray(table.column("label").to_numpy(), np.int64)
 
 
+
+def decode_slices(directory: Path, train_rows: int, val_rows: int, test_rows: int,
+                  val_from_test: bool = False) -> dict:
+    """``{"train", "val", "test"}`` -> (uint8 images, labels): the first ``train_rows`` of train.parquet, the
+    next ``val_rows`` for validation (or the test slice itself with ``val_from_test``), the first ``test_rows``
+    of test.parquet. train.parquet is read and decoded once."""
+    head = decode_parquet(directory / "train.parquet", slice(0, train_rows + (0 if val_from_test else val_rows)))
+    test = decode_parquet(directory / "test.parquet", slice(0, test_rows))
+    train = tuple(a[:train_rows] for a in head)
+    return {"train": train, "val": test if val_from_test else tuple(a[train_rows:] for a in head), "test": test}
+
 def augment(batch: torch.Tensor, generator: torch.Generator, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Float NCHW (channels-last) batch in [0, 1] -> random crop (pad 4) + horizontal flip + normalize."""
     n, _, height, width = batch.shape
@@ -166,10 +177,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    data = {"train": decode_parquet(args.data / "train.parquet", slice(0, args.train_rows)),
-            "test": decode_parquet(args.data / "test.parquet", slice(0, args.test_rows))}
-    data["val"] = data["test"] if args.val_split == "test" else \
-        decode_parquet(args.data / "train.parquet", slice(args.train_rows, args.train_rows + args.val_rows))
+    data = decode_slices(args.data, args.train_rows, args.val_rows, args.test_rows, args.val_split == "test")
     decode_s = time.perf_counter() - started
     out = train(data, model_name=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                 device=args.device, optimizer=args.optimizer, schedule=args.schedule,
