@@ -100,9 +100,13 @@ class DataPlan:
 
     @property
     def decoded_bytes(self) -> int:
-        """Bytes the training split takes decoded as float32 (the upper bound of what an in-memory worker
-        holds: uint8 pixels stay uint8 in training, a quarter of this)."""
-        return len(self.splits["train"].rows) * int(np.prod(self.info.input_shape)) * 4
+        """Bytes the training split takes decoded as float32 (what an in-memory worker holds on the CPU; on
+        a GPU, uint8 pixels stay uint8, a quarter of this)."""
+        return self.float32_bytes("train")
+
+    def float32_bytes(self, *names: str) -> int:
+        """Bytes the splits ``names`` take decoded as float32."""
+        return sum(len(self.splits[name].rows) for name in names) * int(np.prod(self.info.input_shape)) * 4
 
 
 def to_float(x: np.ndarray) -> np.ndarray:

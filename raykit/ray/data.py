@@ -40,9 +40,7 @@ def decode_once(plan: DataPlan, setting: str) -> bool:
     when their decoded float32 size is at most a quarter of the cluster's object store memory)."""
     if setting != "auto":
         return setting == "on"
-    rows = sum(len(plan.splits[name].rows) for name in STREAMED)
-    budget = ray.cluster_resources().get("object_store_memory", 0) / 4
-    return rows * int(np.prod(plan.info.input_shape)) * 4 <= budget
+    return plan.float32_bytes(*STREAMED) <= ray.cluster_resources().get("object_store_memory", 0) / 4
 
 
 def _split_dataset(split: SplitRows, spec: RunSpec, seed: int, reshuffle: bool, cache: bool) -> ray.data.Dataset:
