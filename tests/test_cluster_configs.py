@@ -275,6 +275,23 @@ def gpu_cluster_problems(spec: dict, crd_spec_props: dict) -> list[str]:
     for c in [*head["template"]["spec"]["containers"], container]:
         if not c["image"].endswith("/raykit:latest"):
             problems.append(f"{c['name']} does not run the image from cluster/Dockerfile")
+    for pod in (head["template"]["spec"], group["template"]["spec"]):
+        problems += pod_lifecycle_problems(pod)
+    return problems
+
+
+def pod_lifecycle_problems(pod: dict) -> list[str]:
+    """KubeRay's samples: each Ray container runs `ray stop` before its pod goes and keeps Ray's logs
+    (/tmp/ray) in a volume of the pod."""
+    problems = []
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for c in pod["containers"]:
+        command = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+        if not command or command[-1].split() != ["ray", "stop"]:
+            problems.append(f"{c['name']} has no preStop `ray stop` hook")
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+        if "emptyDir" not in volumes.get(mounts.get("/tmp/ray"), {}):
+            problems.append(f"{c['name']} keeps /tmp/ray (Ray's logs) outside a pod volume")
     return problems
 
 
@@ -287,7 +304,9 @@ def test_kuberay_cluster_is_a_private_autoscaling_gpu_cluster():
     for breakage in (lambda s: s["headGroupSpec"].update(serviceType="LoadBalancer"),
                      lambda s: s.pop("authOptions"),
                      lambda s: s["headGroupSpec"]["rayStartParams"].update({"dashboard-host": "0.0.0.0"}),
-                     lambda s: s["workerGroupSpecs"][0].update(minReplicas=1)):
+                     lambda s: s["workerGroupSpecs"][0].update(minReplicas=1),
+                     lambda s: s["headGroupSpec"]["template"]["spec"]["containers"][0].pop("lifecycle"),
+                     lambda s: s["workerGroupSpecs"][0]["template"]["spec"].pop("volumes")):
         broken = copy.deepcopy(spec)
         breakage(broken)
         assert gpu_cluster_problems(broken, props)
