@@ -6,15 +6,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# constraints.txt holds the exact, tested versions (pyproject.toml states ranges); [all] is both frameworks
+# (CPU TensorFlow) and every integration, [dev] the test tools.
+CONSTRAINTS := constraints.txt
+
 .PHONY: install run test bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip
+	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e '.[all,dev]'
 	touch $(STAMP)
+
+# The GPU image's constraints: constraints.txt without PyPI torch's CUDA 13 runtime (see its last section).
+cluster/constraints-gpu.txt: $(CONSTRAINTS)
+	{ echo "# Written by 'make $@' from $(CONSTRAINTS) (edit that file, not this one)."; \
+	  sed '/^# --- CUDA 13 runtime/,$$d' $(CONSTRAINTS); } > $@
 
 run: install
 	$(BIN)/raykit train jobs/configs/digits_cnn_torch.yaml
