@@ -15,6 +15,7 @@ from raykit.data import DataPlan, plan_data
 from raykit.data.catalog import is_named_dataset
 from raykit.history import history_csv, read_history_csv
 from raykit.spec import EPOCH_METRICS, RunSpec, SpecError, load_spec, yaml_load
+from raykit.spec.rules import require_installed
 from raykit.timing import Stopwatch, join_timings, timings_line
 
 SPEC_FILE = "spec.yaml"
@@ -93,7 +94,8 @@ def train(spec: "RunSpec | dict | str | None" = None, overrides=(), *, address: 
         A :class:`TrainResult`.
 
     Raises:
-        SpecError: the spec is invalid (raised before Ray is started or any resource is claimed).
+        SpecError: the spec is invalid, or its framework is not installed here (raised before Ray is
+            started or any resource is claimed).
 
     Example::
 
@@ -104,6 +106,7 @@ def train(spec: "RunSpec | dict | str | None" = None, overrides=(), *, address: 
     started, watch = time.perf_counter(), Stopwatch()
     with watch.phase("spec_and_plan_s"):
         run_spec = resolve(load_spec(spec, overrides))
+        require_installed(run_spec)  # the framework's packages, located (not imported) before Ray starts
         run_dir = storage.join(run_spec.storage, run_spec.name)
         _check_continuation(run_spec, run_dir)
         plan = plan_data(run_spec.data, run_spec.model.num_classes)  # bad data fails here, before Ray starts
@@ -287,6 +290,7 @@ def tune(spec: "RunSpec | dict | str | None" = None, search_space: dict | None =
     if search_space is not None:
         overrides = [*_as_list(overrides), {"tune.search_space": search_space}]
     sweep_spec = _resolve_sweep(load_spec(spec, _merge_overrides(overrides)))
+    require_installed(sweep_spec)
     sweep_dir = storage.join(sweep_spec.storage, sweep_spec.name)
     plan = plan_data(sweep_spec.data, sweep_spec.model.num_classes)  # bad data fails before Ray starts
     if plan.loader == "stream" and sweep_spec.tune.inline_single_worker:

@@ -37,9 +37,24 @@ Files: <storage>/<name>/trials.csv, sweep.png, best.yaml, and one directory per 
 """
 
 
+class VersionAction(argparse.Action):
+    """``--version``: print :func:`raykit.versions.version_text` and exit 0 (read only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the versions of raykit, Python, Ray, PyTorch, TensorFlow and Keras, and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from raykit.versions import version_text
+
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raykit", description="Scalable deep-learning training on Ray "
                                      "from one run spec.")
+    parser.add_argument("--version", action=VersionAction)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = commands.add_parser("train", help="train a model as a run spec says",
                                 description="Train a model as a run spec says, on Ray Train workers.",
@@ -211,8 +226,10 @@ def run_augment_preview(args: argparse.Namespace) -> int:
     from raykit.backends import load_backend
     from raykit.data import load_splits
     from raykit.spec import load_spec
+    from raykit.spec.rules import require_installed
 
     spec = load_spec(args.config, overrides_of(args))
+    require_installed(spec)  # it imports the framework here, in this process
     images = load_splits(spec.data).train.x[: max(args.rows, 1)]
     backend = load_backend(spec.framework)
     png = backend.augment_preview_png(images, resolve_ops(spec.augment.preset, spec.augment.ops), spec.train.seed,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from raykit.backends import BackendInfo, backend_info, backend_names, register, unregister
 from raykit.backends.base import GPU, GRAD_ACCUM
 from raykit.spec import SpecError, load_spec, reference_markdown
+from raykit.spec.rules import require_installed
 
 
 def problems(overrides) -> dict[str, str]:
@@ -83,15 +85,27 @@ def test_a_backend_refuses_what_its_refusals_say(toy_backend):
     assert "fp16" in message and "accepted" in message
 
 
-def test_a_framework_whose_packages_are_missing_is_refused_with_the_pip_command(monkeypatch):
+def test_a_framework_whose_packages_are_missing_is_refused_before_a_run_with_the_install_command(monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.delitem(__import__("sys").modules, "tensorflow", raising=False)
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a))
-    message = problems(["framework=tf"])["framework"]
-    assert message.startswith("tf needs the tensorflow package: pip install tensorflow")
-    assert "torch" in message  # what is installed instead
-    assert load_spec(None, ["framework=torch"]).framework == "torch"
+    spec = load_spec(None, ["framework=tf"])  # a spec for another machine still loads, checks and prints here
+    with pytest.raises(SpecError) as info:
+        require_installed(spec)
+    message = dict(info.value.problems)["framework"]
+    assert message.startswith("tf needs TensorFlow: pip install 'raykit[tf]' (not found here: tensorflow)")
+    assert message.endswith("; or accepted here: torch")  # what is installed instead
+    require_installed(load_spec(None, ["framework=torch"]))
+
+
+def test_a_registered_backend_without_an_extra_names_its_packages(toy_backend, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "numpy_missing_for_the_test", None)
+    register(dataclasses.replace(toy_backend, required_modules=("numpy_missing_for_the_test",)))
+    with pytest.raises(SpecError) as caught:
+        require_installed(load_spec(None, ["framework=toy", "scaling.use_gpu=false"]))
+    assert dict(caught.value.problems)["framework"].startswith(
+        "toy needs numpy_missing_for_the_test: pip install numpy_missing_for_the_test")
 
 
 def test_pretrained_weights_are_looked_up_in_the_chosen_backends_cache(tmp_path, monkeypatch):

@@ -55,7 +55,9 @@ class BackendInfo:
         export_formats: ``raykit export`` formats, the first ones being the default.
         capabilities: optional features it has (:data:`GRAD_ACCUM`, :data:`GPU`).
         refusals: ``refusals(spec) -> [(field, message)]``: option combinations it cannot run, and why.
-        required_modules: Python modules it needs installed (checked at validation, not imported).
+        required_modules: Python modules it needs installed (located before a run starts, never imported).
+        install_name: what those modules are, for people (``"TensorFlow"``).
+        install_extra: the raykit extra that installs them (``"tf"``: ``pip install 'raykit[tf]'``).
     """
 
     name: str
@@ -70,6 +72,8 @@ class BackendInfo:
     capabilities: frozenset[str] = frozenset()
     refusals: Callable[[Any], Problems] | None = None
     required_modules: tuple[str, ...] = ()
+    install_name: str = ""
+    install_extra: str = ""
 
     def load(self) -> type["Backend"]:
         """The :class:`Backend` class (imports the framework)."""

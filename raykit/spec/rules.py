@@ -17,7 +17,7 @@ from raykit.augment import validate_ops
 from raykit.backends import backend_info, backend_names
 from raykit.backends.base import GPU, GRAD_ACCUM
 from raykit.spec.fields import USER_FACTORY, field_types
-from raykit.spec.schema import EPOCH_METRICS, RunSpec, ScalingSpec
+from raykit.spec.schema import EPOCH_METRICS, RunSpec, ScalingSpec, SpecError
 from raykit.spec.search_space import has_grid, search_space_problems
 
 
@@ -198,8 +198,7 @@ CAPABILITY_FIELDS = (
 
 def _backend_problems(spec: RunSpec) -> list[tuple[str, str]]:
     info = backend_info(spec.framework)  # a registered name: the field's choices are the registry's
-    problems = _missing_module_problems(info)
-    problems += _backend_fact_problems(spec, info)
+    problems = _backend_fact_problems(spec, info)
     for capability, path, asks, accepted in CAPABILITY_FIELDS:
         if asks(spec) and capability not in info.capabilities:
             able = [name for name in backend_names() if capability in backend_info(name).capabilities]
@@ -211,20 +210,38 @@ def _backend_problems(spec: RunSpec) -> list[tuple[str, str]]:
     return problems
 
 
-def _missing_module_problems(info) -> list[tuple[str, str]]:
-    """The backend's packages must be installed here (located, never imported: validation stays light)."""
+def require_installed(spec: RunSpec) -> None:
+    """Raise :class:`SpecError` when the packages of ``spec.framework`` are not installed here.
+
+    ``raykit.train`` and ``raykit.tune`` (and so the CLI and the jobs) call it before Ray starts. It is not
+    part of :func:`~raykit.spec.load_spec`: a spec written for another machine can still be read, checked
+    and printed (``raykit spec``) where its framework is missing. The packages are located, never imported.
+
+    Example::
+
+        require_installed(load_spec(None, ["framework=tf"]))
+        # without TensorFlow: SpecError "framework: tf needs TensorFlow: pip install 'raykit[tf]' ..."
+    """
+    problems = framework_install_problems(backend_info(spec.framework))
+    if problems:
+        raise SpecError(problems)
+
+
+def framework_install_problems(info) -> list[tuple[str, str]]:
+    """``[("framework", message)]`` when a module of ``info.required_modules`` cannot be found, else ``[]``."""
     missing = [module for module in info.required_modules if not _module_found(module)]
     if not missing:
         return []
+    install = (f"{info.install_name or ' and '.join(missing)}: pip install 'raykit[{info.install_extra}]'"
+               if info.install_extra else f"{' and '.join(missing)}: pip install {' '.join(missing)}")
     installed = [name for name in backend_names() if name != info.name
                  and all(_module_found(module) for module in backend_info(name).required_modules)]
-    return [("framework", f"{info.name} needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}: "
-                          f"pip install {' '.join(missing)}"
+    return [("framework", f"{info.name} needs {install} (not found here: {', '.join(missing)})"
                           + (f"; or accepted here: {', '.join(installed)}" if installed else ""))]
 
 
 def _module_found(module: str) -> bool:
-    if module in sys.modules:
+    if sys.modules.get(module) is not None:  # imported already (None there: an import known to fail)
         return True
     try:
         return importlib.util.find_spec(module) is not None

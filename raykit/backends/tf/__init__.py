@@ -52,4 +52,6 @@ INFO = BackendInfo(
     capabilities=frozenset({GPU}),
     refusals=refusals,
     required_modules=("tensorflow", "keras"),
+    install_name="TensorFlow",
+    install_extra="tf",
 )

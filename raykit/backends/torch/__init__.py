@@ -32,4 +32,6 @@ INFO = BackendInfo(
     export_formats=("torchscript", "onnx"),
     capabilities=frozenset({GRAD_ACCUM, GPU}),
     required_modules=("torch", "torchvision"),
+    install_name="PyTorch",
+    install_extra="torch",
 )
