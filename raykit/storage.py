@@ -113,6 +113,7 @@ def download_dir(location: str, local_dir: str) -> str:
     import pyarrow.fs
 
     fs, path = filesystem(location)
+    os.makedirs(local_dir, exist_ok=True)  # copy_files creates sub-directories only, not local_dir itself
     pyarrow.fs.copy_files(path, local_dir, source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
     return local_dir
 
