@@ -7,13 +7,15 @@ Example::
     import raykit
     result = raykit.train("jobs/configs/digits_cnn_torch.yaml", ["train.epochs=5"])
     print(result.test_accuracy)
+    model = result.load_model()                           # the best checkpoint's model, eval mode
+    run = raykit.Run.open(result.run_dir)                  # the same run, reopened later (path or URI)
 """
 
 from raykit.spec import RunSpec, SpecError, load_spec
 
 __version__ = "0.1.0"
-__all__ = ["RunSpec", "SpecError", "TrainResult", "evaluate", "export", "load_spec", "predict", "report", "train",
-           "tune"]
+__all__ = ["Run", "RunSpec", "SpecError", "TrainResult", "evaluate", "export", "load_spec", "predict", "report",
+           "train", "tune"]
 
 
 def train(spec=None, overrides=(), **kwargs):
@@ -59,6 +61,10 @@ def report(directory, out_dir=None):
 
 
 def __getattr__(name):
+    if name == "Run":  # a finished run: raykit.Run.open(path_or_uri); see raykit.run
+        from raykit.run import Run
+
+        return Run
     if name == "TrainResult":
         from raykit.api import TrainResult
 

@@ -8,75 +8,22 @@ import posixpath
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
 
 from raykit import storage
 from raykit.data import DataPlan, plan_data
 from raykit.data.catalog import is_named_dataset
 from raykit.history import history_csv, read_history_csv
+from raykit.run import CURVES_FILE, METRICS_FILE, RESULT_FILE, SPEC_FILE, Run
 from raykit.spec import EPOCH_METRICS, RunSpec, SpecError, load_spec, yaml_load
 from raykit.spec.rules import require_installed
-from raykit.timing import Stopwatch, join_timings, timings_line
+from raykit.timing import Stopwatch, join_timings
 
-SPEC_FILE = "spec.yaml"
-METRICS_FILE = "metrics.csv"
-CURVES_FILE = "curves.png"
-RESULT_FILE = "result.json"
 # Fields that may change when a run is continued under the same name (more epochs, another cluster).
 _RESUMABLE_CHANGES = {"name", "storage", "train.epochs", "scaling"}
 
 
-@dataclass
-class TrainResult:
-    """A finished run.
-
-    Attributes:
-        spec: the resolved spec (name and storage filled in), as written to ``run_dir/spec.yaml``.
-        run_dir: ``<storage>/<name>``: spec, metrics CSV, curves PNG, result JSON and checkpoints.
-        metrics: the last epoch's metrics.
-        test_metrics: ``test_loss``, ``test_acc`` of the best checkpoint on the test split.
-        best_checkpoint: path or URI of the best checkpoint by ``checkpoint.monitor``.
-        exported_model: the best model's weights under ``run_dir/export/``, named by
-            ``checkpoint.export_template``.
-        history: one dict of metrics per epoch.
-        seconds: wall time of the whole call.
-        timings: where that time went, phase -> seconds (:data:`raykit.timing.PHASES`; also in
-            ``result.json``).
-        data: what it trained on (also in ``result.json``): the training source's ``uri``, a named dataset's
-            ``source`` (the official release or a re-encoding; None for other data), split ``sizes``.
-    """
-
-    spec: RunSpec
-    run_dir: str
-    metrics: dict
-    test_metrics: dict
-    best_checkpoint: str | None
-    best_metrics: dict | None
-    history: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    exported_model: str | None = None
-    timings: dict = field(default_factory=dict)
-    data: dict = field(default_factory=dict)
-
-    @property
-    def test_accuracy(self) -> float | None:
-        return self.test_metrics.get("test_acc")
-
-    def summary(self) -> str:
-        lines = [f"run directory:   {self.run_dir}"]
-        if self.test_accuracy is not None:
-            lines.append(f"test accuracy:   {self.test_accuracy:.4f} ({self.test_metrics['test_samples']} samples)")
-        if self.best_checkpoint:
-            monitor = self.spec.checkpoint.monitor
-            value = (self.best_metrics or {}).get(monitor)
-            shown = f" ({monitor} {value:.4f}, epoch {self.best_metrics.get('epoch')})" if value is not None else ""
-            lines.append(f"best checkpoint: {self.best_checkpoint}{shown}")
-        if self.exported_model:
-            lines.append(f"exported model:  {self.exported_model}")
-        lines.append(f"wall time:       {self.seconds:.1f}s")
-        if self.timings:
-            lines.append(f"where it went:   {timings_line(self.timings)}")
-        return "\n".join(lines)
+# What raykit.train returns is a Run: the class Run.open gives back for a run directory written earlier.
+TrainResult = Run
 
 
 def train(spec: "RunSpec | dict | str | None" = None, overrides=(), *, address: str | None = None,
@@ -255,11 +202,8 @@ def _write_outputs(result: TrainResult) -> None:
 
 
 def _write_result_json(result: TrainResult) -> None:
-    summary = {"name": result.spec.name, "metrics": result.metrics, "test_metrics": result.test_metrics,
-               "best_checkpoint": result.best_checkpoint, "best_metrics": result.best_metrics,
-               "exported_model": result.exported_model, "seconds": result.seconds, "timings": result.timings,
-               "data": result.data}
-    storage.write_text(storage.join(result.run_dir, RESULT_FILE), json.dumps(summary, indent=2, default=str))
+    storage.write_text(storage.join(result.run_dir, RESULT_FILE),
+                       json.dumps(result.result_record(), indent=2, default=str))
 
 
 def tune(spec: "RunSpec | dict | str | None" = None, search_space: dict | None = None, overrides=(), *,

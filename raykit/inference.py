@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,74 @@ def model_shape(manifest: dict, spec: RunSpec) -> tuple[tuple, int]:
 
     info = plan_data(spec.data).info
     return info.input_shape, spec.model.num_classes or info.num_classes
+
+
+def class_names(manifest: dict, num_classes: int) -> list[str]:
+    """The names of the model's outputs: the data's class names, else the class numbers."""
+    return manifest.get("state", {}).get("class_names") or [str(i) for i in range(num_classes)]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Images as you have them -> what a checkpoint's inference model takes: float32 NHWC in [0, 1] of the
+    model's input shape (the model normalizes them itself, as in training's evaluation).
+
+    Called with a local path or URI of data (Parquet, an image folder, ``.npz``, or ``digits``), it reads
+    every image as ``raykit predict`` does: decoded, in the run's colour mode, resized to the input shape.
+    Called with an array of shape (N, H, W, C), or (N, H, W) for one channel, of uint8 pixels or floats in
+    [0, 1], it scales uint8 and checks the shape.
+    """
+
+    spec: RunSpec
+    input_shape: tuple
+
+    def __call__(self, images) -> np.ndarray:
+        from raykit.data import to_float
+
+        if isinstance(images, (str, os.PathLike)):
+            source = self.open(os.fspath(images))
+            images, _ = source.read_rows(np.arange(len(source)))
+        given = np.asarray(images)
+        shape = tuple(self.input_shape)
+        array = given[..., None] if given.ndim == len(shape) and shape[-1] == 1 else given
+        if array.shape[1:] != shape:
+            raise ValueError(f"preprocess: images of shape {given.shape}; accepted: (N, {', '.join(map(str, shape))})"
+                             f"{' or (N, ' + ', '.join(map(str, shape[:-1])) + ')' if shape[-1] == 1 else ''}, "
+                             "or a path or URI of data, which is decoded and resized to that shape")
+        return to_float(array)
+
+    def open(self, data: str):
+        """``data`` listed as a :class:`raykit.data.sources.Source` that decodes images to the input shape and
+        colour mode (rows without a label read as -1)."""
+        from raykit.data.sources import ReadOptions, open_source
+
+        shape = tuple(self.input_shape)
+        options = ReadOptions(label_column=self.spec.data.label_column, image_column=self.spec.data.image_column,
+                              color_mode="grayscale" if shape[-1] == 1 else "rgb", resize=shape[:2])
+        data = data if data == "digits" else storage.resolve_storage(data)
+        return open_source(data, self.spec.data.format, options, labels_required=False)
+
+
+def load_model(checkpoint: str, *, use_gpu: bool = False):
+    """The model of ``checkpoint`` (path or URI) ready to predict: a torch ``nn.Module`` in eval mode or a
+    ``keras.Model``, taking float32 NHWC images in [0, 1] and returning logits, the spec's evaluation
+    preprocessing inside. It carries ``preprocess`` (a :class:`Preprocess`: data or arrays -> its input)
+    and ``class_names``. :meth:`raykit.Run.load_model` picks the checkpoint of a run.
+
+    Example::
+
+        model = load_model("runs/exp1/checkpoint_epoch=0015")
+        logits = model(torch.from_numpy(model.preprocess("digits")))
+    """
+    manifest = checkpoint_manifest(checkpoint)
+    spec = load_spec(manifest["spec"])
+    input_shape, num_classes = model_shape(manifest, spec)
+    with tempfile.TemporaryDirectory(prefix="raykit-model-") as work:  # the weights are read into memory
+        model = load_backend(spec.framework).inference_model(spec, _local_checkpoint(checkpoint, work), input_shape,
+                                                             num_classes, use_gpu)
+    model.preprocess = Preprocess(spec, tuple(input_shape))
+    model.class_names = class_names(manifest, num_classes)
+    return model
 
 
 def export(checkpoint: str, formats: list[str] | None = None, out_dir: str | None = None, overrides=(), *,
@@ -118,19 +187,13 @@ def predict(checkpoint: str, data: str, out: str, overrides=(), *, batch_size: i
 
         raykit.predict("s3://bucket/runs/r1/checkpoint_epoch=0015", "s3://bucket/new-images/", "s3://bucket/preds/")
     """
-    from raykit.data.sources import ReadOptions, open_source
-
     if batch_size < 1 or actors < 1:
         raise SpecError([("--batch-size/--actors", f"got {batch_size}/{actors}; accepted: integers >= 1")])
     manifest = checkpoint_manifest(checkpoint)
     spec = load_spec(manifest["spec"], overrides)
     input_shape, num_classes = model_shape(manifest, spec)
-    options = ReadOptions(label_column=spec.data.label_column, image_column=spec.data.image_column,
-                          color_mode="grayscale" if input_shape[-1] == 1 else "rgb",
-                          resize=tuple(input_shape[:2]))
-    data = data if data == "digits" else storage.resolve_storage(data)
-    source = open_source(data, spec.data.format, options, labels_required=False)
-    names = manifest.get("state", {}).get("class_names") or [str(i) for i in range(num_classes)]
+    source = Preprocess(spec, input_shape).open(data)
+    names = class_names(manifest, num_classes)
 
     from raykit.ray import cluster
     from raykit.ray.predict import run_prediction

@@ -17,7 +17,7 @@ import csv
 import dataclasses
 import io
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from raykit.spec import RunSpec, load_spec
 from raykit.spec.search_space import DISTRIBUTIONS, has_grid, search_space_problems, searched_paths
@@ -56,7 +56,19 @@ class TrialRecord:
 
 @dataclasses.dataclass
 class SweepResult:
-    """A finished sweep: every trial, the best one's spec and checkpoint, and where the files are."""
+    """A finished sweep: every trial, the best one's spec and checkpoint, and where the files are.
+
+    Returned by :func:`raykit.tune` and by :meth:`raykit.Run.open` on a sweep directory. ``runs`` holds each
+    trial that started as a :class:`raykit.Run` (its spec, ``metrics_dataframe``, ``checkpoints``,
+    ``load_model()``), in the order of ``trials``; :attr:`best_run` is the best trial's;
+    :attr:`result_grid` is Ray Tune's ``ResultGrid`` of the sweep.
+
+    Example::
+
+        sweep = raykit.Run.open("runs/my-sweep")
+        model = sweep.best_run.load_model()
+        frame = sweep.result_grid.get_dataframe()
+    """
 
     sweep_dir: str
     metric: str
@@ -64,10 +76,28 @@ class SweepResult:
     trials: list[TrialRecord]
     best_trial: TrialRecord | None
     best_spec: RunSpec | None
+    runs: list = dataclasses.field(default_factory=list, repr=False)
+    grid: Any = dataclasses.field(default=None, repr=False)  # Tune's ResultGrid, once known
+    grid_loader: Callable[[], Any] | None = dataclasses.field(default=None, repr=False)  # reads it when asked
 
     @property
     def best_checkpoint(self) -> str | None:
         return self.best_trial.checkpoint if self.best_trial else None
+
+    @property
+    def best_run(self):
+        """The best trial as a :class:`raykit.Run` (None when no trial has a metric)."""
+        if self.best_trial is None:
+            return None
+        return next((run for run in self.runs if run.spec.name == self.best_trial.trial_id), None)
+
+    @property
+    def result_grid(self):
+        """Ray Tune's ``ResultGrid`` of this sweep: the one ``Tuner.fit`` returned, or for a reopened sweep
+        one read from its experiment directory (which imports Ray Tune; no Ray cluster is needed)."""
+        if self.grid is None and self.grid_loader is not None:
+            self.grid = self.grid_loader()
+        return self.grid
 
     def table(self) -> list[dict]:
         """One row per trial: id, status, each searched value, final and best metric, epochs, error."""

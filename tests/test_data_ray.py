@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import raykit
 from raykit.data import plan_data
@@ -162,6 +163,18 @@ def test_s3_storage_train_resume_finetune_and_parquet_data(ray_address, bucket, 
     assert [m["epoch"] for m in resumed.history] == [1, 2, 3]
     assert resumed.history[:2] == first.history  # epochs 1-2 come from the first run, not a retrain
     assert "runs/base/checkpoint_epoch=0003/manifest.json" in objects(bucket, "runs/base/")
+
+    # The finished run reopens from its URI; its best model loads from there and reads the S3 data.
+    opened = raykit.Run.open(f"{runs}/base")
+    assert opened.spec == resumed.spec and opened.test_metrics == resumed.test_metrics
+    assert opened.best_checkpoint == resumed.best_checkpoint
+    assert list(opened.metrics_dataframe["epoch"]) == [1, 2, 3]
+    assert 3 in [c.epoch for c in opened.checkpoints]
+    assert all(c.path.startswith(f"{runs}/base/checkpoint_epoch=") for c in opened.checkpoints)
+    model = opened.load_model()
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(model.preprocess(data_uri))).argmax(1).numpy()
+    assert (predicted == model.preprocess.open(data_uri).labels).mean() > 0.5  # chance: 0.1
 
     # Fine-tuning from that S3 checkpoint is the worker code reading it (a Train run's workers reach S3 as
     # shown above): run here in one process, it saves a third Ray Train run.

@@ -10,10 +10,11 @@ import pyarrow.dataset
 import pytest
 
 import raykit
-from raykit.engine import fit, reference_logits
+from raykit.engine import fit, reference_logits, softmax
 from raykit.data.convert import convert
 from raykit.data.images import encode_png
 from raykit.data.sources import ReadOptions, open_source
+from raykit.inference import load_model
 from raykit.session import WorkerSession
 from tests import data_factory as make
 from tests.backends.test_torch import Recorder, tiny_spec
@@ -56,6 +57,22 @@ def test_predictions_and_probabilities_match_the_checkpoint(ray_address, tmp_pat
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-5)
     assert (probabilities.argmax(1) == out["prediction"]).all()
     assert (out["prediction"] == out["label"]).mean() > 0.5  # labels travel with their rows (chance: 0.1)
+    # raykit.Run.load_model's model (an nn.Module / keras.Model) predicts the same from the same data
+    model = load_model(checkpoint)
+    images = model.preprocess(data)
+    if framework == "torch":
+        import torch
+
+        assert not model.training
+        with torch.no_grad():
+            logits = model(torch.from_numpy(images)).numpy()
+    else:
+        import keras
+
+        assert isinstance(model, keras.Model)
+        logits = np.asarray(model(images, training=False))
+    assert (logits.argmax(1) == out["prediction"]).all()
+    np.testing.assert_allclose(softmax(logits.astype(np.float64)), probabilities, atol=1e-5)
 
 
 def test_predict_command_on_an_unlabelled_image_folder(ray_address, tmp_path):

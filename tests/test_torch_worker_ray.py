@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -152,6 +153,35 @@ def test_best_k_retention_and_the_exported_best_model(straight):
     assert Path(straight.exported_model) == exported
     assert torch.equal(torch.load(exported, weights_only=True)["0.weight"],
                        torch.load(Path(straight.best_checkpoint) / "model.pt", weights_only=True)["0.weight"])
+
+
+def test_the_run_reopens_from_its_directory_and_its_model_predicts_as_raykit_predict(straight, tmp_path):
+    import pandas.testing
+
+    from raykit.engine import softmax
+    from tests.test_predict_ray import read_predictions
+
+    run = raykit.Run.open(straight.run_dir)
+    assert run.spec == straight.spec and run.test_metrics == straight.test_metrics
+    assert run.best_checkpoint == straight.best_checkpoint and run.exported_model == straight.exported_model
+    pandas.testing.assert_frame_equal(run.metrics_dataframe, straight.metrics_dataframe)
+    assert list(run.metrics_dataframe["epoch"]) == [1, 2, 3, 4]
+    kept = sorted(int(p.name.split("=")[1]) for p in Path(straight.run_dir).glob("checkpoint_epoch=*"))
+    assert [c.epoch for c in run.checkpoints] == kept
+    assert [c.metrics["val_acc"] for c in run.checkpoints] == [straight.history[e - 1]["val_acc"] for e in kept]
+
+    raykit.predict(run.best_checkpoint, "digits", str(tmp_path / "preds"), verbose=False)
+    predicted = read_predictions(str(tmp_path / "preds"))
+    model = run.load_model()
+    assert isinstance(model, torch.nn.Module) and not model.training
+    with torch.no_grad():
+        logits = model(torch.from_numpy(model.preprocess("digits"))).numpy()
+    assert logits.shape == (1797, 10) and (logits.argmax(1) == predicted["prediction"]).all()
+    probabilities = np.stack([predicted[f"p_{name}"] for name in model.class_names], axis=1)
+    np.testing.assert_allclose(softmax(logits.astype(np.float64)), probabilities, atol=1e-5)
+    with torch.no_grad():  # the result raykit.train returned loads the same model
+        np.testing.assert_allclose(straight.load_model()(torch.from_numpy(model.preprocess("digits"))).numpy(),
+                                   logits, atol=1e-6)
 
 
 def test_two_workers_reach_the_accuracy_band_of_one(straight, storage):

@@ -37,6 +37,18 @@ def test_asha_sweep_of_single_worker_trials_picks_the_best_and_best_yaml_retrain
     assert (sweep / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     best = load_spec(sweep / "best.yaml")
     assert best.optim.lr == result.best_trial.config["optim.lr"] and best.name is None
+    # Tune's ResultGrid comes with the result and with the sweep reopened from its directory, which gives
+    # each trial back as a Run.
+    assert sorted(Path(r.path).name for r in result.result_grid) == sorted(t.trial_id for t in result.trials)
+    reopened = raykit.Run.open(sweep)
+    assert [run.spec.name for run in reopened.runs] == [t.trial_id for t in result.trials]
+    assert reopened.best_run.spec.name == result.best_run.spec.name == result.best_trial.trial_id
+    assert reopened.best_run.best_checkpoint == result.best_checkpoint
+    assert reopened.best_run.best_metrics[result.metric] == result.best_trial.best_metric
+    assert [c.path for c in reopened.best_run.checkpoints] == [c.path for c in result.best_run.checkpoints]
+    assert len(reopened.best_run.metrics_dataframe) == result.best_trial.epochs
+    assert sorted(r.metrics["trial_id"] for r in reopened.result_grid) == sorted(t.trial_id for t in result.trials)
+    assert reopened.best_run.load_model().class_names == [str(c) for c in range(10)]
     retrained = raykit.train(sweep / "best.yaml", ["train.epochs=1"])
     assert retrained.spec.optim.lr == best.optim.lr and Path(retrained.run_dir).parent == Path(storage)
 

@@ -26,6 +26,7 @@ from raykit.history import read_history_csv
 from raykit.ray.cluster import worker_resources
 from raykit.ray.trainer import build_trainer, set_controller_environment, worker_environment
 from raykit.registry import Registry
+from raykit.run import trial_runs
 from raykit.session import WorkerSession
 from raykit.spec import RunSpec, load_spec
 from raykit.tuning import (DISTRIBUTIONS, SweepResult, TrialRecord, best_spec, pick_best,
@@ -271,7 +272,8 @@ def _collect(spec: RunSpec, sweep_dir: str, grid) -> SweepResult:
     winner = pick_best(trials, spec.tune.mode)
     chosen = best_spec(spec, winner.config) if winner else None
     return SweepResult(sweep_dir=sweep_dir, metric=spec.tune.metric, mode=spec.tune.mode, trials=trials,
-                       best_trial=winner, best_spec=chosen)
+                       best_trial=winner, best_spec=chosen, runs=trial_runs(sweep_dir, trials),
+                       grid=grid)
 
 
 def _history(result, metrics_csv: str) -> list[dict]:
