@@ -45,7 +45,9 @@ def test_asha_sweep_of_single_worker_trials_picks_the_best_and_best_yaml_retrain
     assert reopened.best_run.spec.name == result.best_run.spec.name == result.best_trial.trial_id
     assert reopened.best_run.best_checkpoint == result.best_checkpoint
     assert reopened.best_run.best_metrics[result.metric] == result.best_trial.best_metric
-    assert [c.path for c in reopened.best_run.checkpoints] == [c.path for c in result.best_run.checkpoints]
+    kept = reopened.best_run.checkpoints  # in Tune's trial directory, each with raykit's manifest
+    assert kept and [c.path for c in kept] == [c.path for c in result.best_run.checkpoints]
+    assert result.best_checkpoint in [c.path for c in kept]
     assert len(reopened.best_run.metrics_dataframe) == result.best_trial.epochs
     assert sorted(r.metrics["trial_id"] for r in reopened.result_grid) == sorted(t.trial_id for t in result.trials)
     assert reopened.best_run.load_model().class_names == [str(c) for c in range(10)]
