@@ -18,6 +18,10 @@ Semantics every backend follows (images are float, N samples, H x W pixels, C ch
 * ``normalize`` is deterministic and is the only op also applied at evaluation time.
 * ``mixup`` / ``cutmix`` act on the whole batch and turn the labels into soft targets
   ``lam * onehot(y) + (1 - lam) * onehot(y[perm])``.
+* ``random_resized_crop``, ``color_jitter``, ``randaugment``, ``trivialaugment`` and ``random_erasing`` follow
+  torchvision's transforms of those names (v2, float images) per sample; where they differ it is said in
+  :data:`OP_HELP` and the backends' docstrings. ``color_jitter``, ``randaugment`` and ``trivialaugment`` clamp
+  to [0, 1] and so must come before any ``normalize``; ``random_erasing`` belongs after it.
 """
 
 from __future__ import annotations
@@ -26,9 +30,13 @@ import difflib
 import math
 from typing import Any, Mapping
 
+# The magnitude scale of randaugment and trivialaugment: torchvision's num_magnitude_bins default.
+MAGNITUDE_BINS = 31
+
 # op -> parameter -> (python type, default, rules). ``list`` parameters hold floats. The rules are the
 # bounds each number must meet (for lists: each item), "length"/"min_length" of a list, "ordered" when a
-# 2-list must have lo <= hi, and "text": what is accepted, in words, for error messages and docs.
+# 2-list must have lo <= hi, "words": the strings also accepted besides a number, and "text": what is
+# accepted, in words, for error messages and docs.
 OPS: dict[str, dict[str, tuple[type, Any, dict]]] = {
     "random_crop": {"padding": (int, 4, {"ge": 0, "text": "an integer >= 0"})},
     "hflip": {"p": (float, 0.5, {"ge": 0.0, "le": 1.0, "text": "a number >= 0 and <= 1"})},
@@ -52,6 +60,27 @@ OPS: dict[str, dict[str, tuple[type, Any, dict]]] = {
               "p": (float, 1.0, {"ge": 0.0, "le": 1.0, "text": "a number >= 0 and <= 1"})},
     "cutmix": {"alpha": (float, 1.0, {"gt": 0.0, "text": "a number > 0"}),
                "p": (float, 1.0, {"ge": 0.0, "le": 1.0, "text": "a number >= 0 and <= 1"})},
+    "random_resized_crop": {
+        "scale": (list, [0.08, 1.0], {"length": 2, "gt": 0.0, "le": 1.0, "ordered": True,
+                                      "text": "a list of 2 numbers [lo, hi] with 0 < lo <= hi <= 1"}),
+        "ratio": (list, [0.75, 4 / 3], {"length": 2, "gt": 0.0, "ordered": True,
+                                        "text": "a list of 2 numbers [lo, hi] with 0 < lo <= hi"})},
+    "color_jitter": {"brightness": (float, 0.4, {"ge": 0.0, "text": "a number >= 0"}),
+                     "contrast": (float, 0.4, {"ge": 0.0, "text": "a number >= 0"}),
+                     "saturation": (float, 0.4, {"ge": 0.0, "text": "a number >= 0"}),
+                     "hue": (float, 0.0, {"ge": 0.0, "le": 0.5, "text": "a number >= 0 and <= 0.5"})},
+    "randaugment": {"num_ops": (int, 2, {"ge": 0, "le": 16, "text": "an integer >= 0 and <= 16"}),
+                    "magnitude": (int, 9, {"ge": 0, "le": MAGNITUDE_BINS - 1,
+                                           "text": f"an integer >= 0 and <= {MAGNITUDE_BINS - 1}"})},
+    "trivialaugment": {},
+    "random_erasing": {
+        "p": (float, 0.5, {"ge": 0.0, "le": 1.0, "text": "a number >= 0 and <= 1"}),
+        "scale": (list, [0.02, 0.33], {"length": 2, "gt": 0.0, "le": 1.0, "ordered": True,
+                                       "text": "a list of 2 numbers [lo, hi] with 0 < lo <= hi <= 1"}),
+        "ratio": (list, [0.3, 3.3], {"length": 2, "gt": 0.0, "ordered": True,
+                                     "text": "a list of 2 numbers [lo, hi] with 0 < lo <= hi"}),
+        "value": (float, 0.0, {"words": ["random"], "text": "a number (the fill value) or 'random' (per-pixel "
+                                                             "N(0, 1) noise)"})},
 }
 
 OP_HELP: dict[str, str] = {
@@ -71,6 +100,19 @@ OP_HELP: dict[str, str] = {
              "partner; soft targets.",
     "cutmix": "With probability `p` per batch: paste a box of area (1 - lam) from a permuted partner, "
               "lam ~ Beta(alpha, alpha) corrected to the pasted area; soft targets.",
+    "random_resized_crop": "torchvision's RandomResizedCrop at the input size, per sample: a box of area fraction "
+                           "uniform in `scale` and log-uniform aspect ratio in `ratio` (10 tries, then a centre "
+                           "crop), resized bilinearly.",
+    "color_jitter": "torchvision's ColorJitter per sample, in a random order per sample: brightness, contrast, "
+                    "saturation factors uniform in [max(0, 1 - v), 1 + v], hue shift uniform in [-hue, hue] "
+                    "(RGB only); pixels in [0, 1], before normalize.",
+    "randaugment": "torchvision's RandAugment per sample: `num_ops` ops drawn from the 14 of AUGMENT_POLICY_OPS at "
+                   f"bin `magnitude` of {MAGNITUDE_BINS}, random sign; pixels in [0, 1], before normalize.",
+    "trivialaugment": "torchvision's TrivialAugmentWide per sample: 1 op of the 14 of AUGMENT_POLICY_OPS at a "
+                      f"uniform bin of {MAGNITUDE_BINS}, random sign; pixels in [0, 1], before normalize.",
+    "random_erasing": "torchvision's RandomErasing per sample with probability `p`: a box of area fraction in "
+                      "`scale`, aspect in `ratio` (10 tries, else unchanged) set to `value` or N(0, 1) noise; "
+                      "place it after normalize, as torchvision does.",
 }
 
 # Ops applied at evaluation time too; every other op is training-only.
@@ -79,6 +121,71 @@ DETERMINISTIC_OPS = ("normalize",)
 BATCH_OPS = ("mixup", "cutmix")
 # Ops expressed as one affine map per sample: consecutive ones compose and the images are resampled once.
 MATRIX_OPS = ("rotate", "shift", "shear", "zoom")
+# Ops that need pixels in [0, 1] (they clamp to it, as torchvision's do): refused after a normalize.
+UNIT_RANGE_OPS = ("color_jitter", "randaugment", "trivialaugment")
+
+# The colour kernels' constants, torchvision's: luma weights (rgb_to_grayscale), and which of (v, p, q, t) is
+# r, g, b in each sector floor(6 h) of the hue circle (HSV -> RGB).
+LUMA = (0.2989, 0.587, 0.114)
+HSV_SECTORS = ((0, 2, 1, 1, 3, 0), (3, 0, 0, 2, 1, 1), (1, 1, 3, 0, 0, 2))
+
+# random_resized_crop and random_erasing try this many boxes per sample before their fallback (torchvision's).
+BOX_TRIES = 10
+
+
+def fallback_crop(height: int, width: int, ratio: list[float]) -> tuple[int, int, int, int]:
+    """random_resized_crop's box ``(top, left, height, width)`` when no try fits: torchvision's centre crop,
+    the whole image clipped to the aspect ratio range."""
+    aspect = width / height
+    if aspect < min(ratio):
+        crop_w, crop_h = width, int(round(width / min(ratio)))
+    elif aspect > max(ratio):
+        crop_w, crop_h = int(round(height * max(ratio))), height
+    else:
+        crop_w, crop_h = width, height
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
+# The ops randaugment and trivialaugment choose from, in torchvision's order, each uniformly:
+# name -> (magnitude of bin 0, of the last bin, signed). Translations are in pixels: (fraction of the width or
+# height, or absolute); posterize keeps that many bits; solarize inverts pixels >= its threshold.
+AUGMENT_POLICY_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness",
+                      "color", "contrast", "sharpness", "posterize", "solarize", "autocontrast", "equalize")
+_POLICY_RANGES = {
+    "randaugment": {"shear_x": (0.0, 0.3), "shear_y": (0.0, 0.3), "translate_x": (0.0, 150 / 331),
+                    "translate_y": (0.0, 150 / 331), "rotate": (0.0, 30.0), "brightness": (0.0, 0.9),
+                    "color": (0.0, 0.9), "contrast": (0.0, 0.9), "sharpness": (0.0, 0.9), "posterize": (8, 4),
+                    "solarize": (1.0, 0.0)},
+    "trivialaugment": {"shear_x": (0.0, 0.99), "shear_y": (0.0, 0.99), "translate_x": (0.0, 32.0),
+                       "translate_y": (0.0, 32.0), "rotate": (0.0, 135.0), "brightness": (0.0, 0.99),
+                       "color": (0.0, 0.99), "contrast": (0.0, 0.99), "sharpness": (0.0, 0.99),
+                       "posterize": (8, 2), "solarize": (1.0, 0.0)},
+}
+# Ops whose magnitude gets a random sign (torchvision's ``signed``).
+SIGNED_POLICY_OPS = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color",
+                     "contrast", "sharpness")
+
+
+def policy_magnitudes(policy: str, height: int, width: int) -> list[list[float]]:
+    """The magnitude of every op of :data:`AUGMENT_POLICY_OPS` at each of the :data:`MAGNITUDE_BINS` bins of
+    ``policy`` (``randaugment`` or ``trivialaugment``) for H x W images: torchvision's tables, rows by op.
+
+    Shears are tan(angle); randaugment's translations scale with the image (150/331 of its side at the last
+    bin), trivialaugment's are absolute pixels; ops without a magnitude have 0 in every bin.
+    """
+    last = MAGNITUDE_BINS - 1
+    rows = []
+    for name in AUGMENT_POLICY_OPS:
+        low, high = _POLICY_RANGES[policy].get(name, (0.0, 0.0))
+        if name == "posterize":  # 8 bits at bin 0 down to `high` bits, rounded
+            row = [float(round(8 - k / (last / (low - high)))) for k in range(MAGNITUDE_BINS)]
+        else:
+            row = [low + (high - low) * k / last for k in range(MAGNITUDE_BINS)]
+        if policy == "randaugment" and name in ("translate_x", "translate_y"):
+            side = width if name == "translate_x" else height
+            row = [value * side for value in row]
+        rows.append(row)
+    return rows
 
 PRESETS: dict[str, list[dict]] = {
     "none": [],
@@ -98,8 +205,9 @@ class AugmentError(ValueError):
         super().__init__("invalid augmentation:\n" + "\n".join(f"  {p}: {m}" for p, m in problems))
 
 
-def validate_ops(ops: Any, field: str = "augment.ops") -> list[tuple[str, str]]:
-    """Every problem in a list of ops, as ``(field path, message)`` pairs; empty when all are valid.
+def validate_ops(ops: Any, field: str = "augment.ops", preset: str = "none") -> list[tuple[str, str]]:
+    """Every problem in a list of ops (run after ``preset``'s), as ``(field path, message)`` pairs; empty
+    when all are valid.
 
     Paths look like ``augment.ops[2].degrees``; messages say ``got <value>; accepted: <what>``.
     """
@@ -108,6 +216,22 @@ def validate_ops(ops: Any, field: str = "augment.ops") -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for index, item in enumerate(ops):
         problems += _validate_op(item, f"{field}[{index}]")
+    return problems or _order_problems(ops, field, preset)
+
+
+def _order_problems(ops: list, field: str, preset: str) -> list[tuple[str, str]]:
+    """A [0, 1]-pixel op (:data:`UNIT_RANGE_OPS`) after a normalize, which would clamp normalized pixels."""
+    normalized = f"the preset {preset!r} ends with normalize" if any(
+        op["op"] == "normalize" for op in PRESETS.get(preset, [])) else ""
+    problems = []
+    for index, item in enumerate(ops):
+        if item["op"] == "normalize":
+            normalized = f"augment.ops[{index}] is a normalize"
+        elif item["op"] in UNIT_RANGE_OPS and normalized:
+            problems.append((f"{field}[{index}].op", f"got {item['op']!r} after normalize ({normalized}); accepted: "
+                                                     f"{item['op']} before any normalize, as it works on pixels in "
+                                                     "[0, 1] (with a preset that normalizes: augment.preset none "
+                                                     "and the preset's ops listed, normalize last)"))
     return problems
 
 
@@ -126,7 +250,7 @@ def _validate_op(item: Any, path: str) -> list[tuple[str, str]]:
         if key == "op":
             continue
         if key not in params:
-            accepted = ", ".join(params)
+            accepted = ", ".join(params) or "no parameters"
             problems.append((f"{path}.{key}", f"got {key}={value!r}, an unknown parameter of {name!r}"
                                               f"{_did_you_mean(key, params)}; accepted: {accepted}"))
             continue
@@ -154,6 +278,8 @@ def check_param(op: str, param: str, value: Any) -> str:
         if not (_is_number(value) and float(value).is_integer()):
             return bad
         items = [value]
+    elif value in rules.get("words", ()):
+        return ""
     else:
         if not _is_number(value):
             return bad
@@ -176,7 +302,7 @@ def resolve_ops(preset: str, ops: list) -> list[dict]:
     if not isinstance(preset, str) or preset not in PRESETS:
         raise AugmentError([("augment.preset", f"got {preset!r}{_did_you_mean(preset, PRESETS)}; "
                                                f"accepted: {', '.join(PRESETS)}")])
-    problems = validate_ops(ops)
+    problems = validate_ops(ops, preset=preset)
     if problems:
         raise AugmentError(problems)
     return [_fill(item) for item in [*PRESETS[preset], *ops]]
@@ -189,6 +315,8 @@ def _fill(item: Mapping) -> dict:
         value = item.get(key, default)
         if ptype is list:
             resolved[key] = [float(v) for v in value]
+        elif isinstance(value, str):  # one of the param's "words"
+            resolved[key] = value
         else:
             resolved[key] = ptype(value)
     return resolved

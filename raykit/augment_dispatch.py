@@ -33,6 +33,7 @@ Example (a backend module)::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Callable, Mapping
 
 from raykit.augment import BATCH_OPS, DETERMINISTIC_OPS, MATRIX_OPS, OPS, resolve_ops
@@ -138,3 +139,27 @@ class BaseAugmenter:
             if op["op"] in DETERMINISTIC_OPS:
                 images = self.kernels.kernel(op["op"])(op, images, None)
         return images
+
+
+def jitter_adjustments(color: ModuleType) -> dict[str, tuple[Callable, Callable[[float], tuple[float, float]]]]:
+    """color_jitter's adjustments in their canonical order, ``{name: (adjust, strength -> factor range)}``, with
+    ``color`` a backend's colour module (``adjust_brightness(images, factor)``, ...)."""
+    def around_one(strength: float) -> tuple[float, float]:
+        return max(0.0, 1.0 - strength), 1.0 + strength
+
+    return {"brightness": (color.adjust_brightness, around_one), "contrast": (color.adjust_contrast, around_one),
+            "saturation": (color.adjust_saturation, around_one),
+            "hue": (color.adjust_hue, lambda strength: (-strength, strength))}
+
+
+def policy_pixel_ops(color: ModuleType, magnitude: Any) -> dict[str, Callable[[Any], Any]]:
+    """The non-geometric ops of :data:`~raykit.augment.AUGMENT_POLICY_OPS` as ``images -> images`` at the
+    per-sample ``magnitude`` (a backend tensor), with ``color`` a backend's colour module: torchvision's
+    factor ``1 + magnitude`` for the enhancements, bits for posterize, the threshold for solarize."""
+    return {"brightness": lambda images: color.adjust_brightness(images, 1.0 + magnitude),
+            "color": lambda images: color.adjust_saturation(images, 1.0 + magnitude),
+            "contrast": lambda images: color.adjust_contrast(images, 1.0 + magnitude),
+            "sharpness": lambda images: color.adjust_sharpness(images, 1.0 + magnitude),
+            "posterize": lambda images: color.posterize(images, magnitude),
+            "solarize": lambda images: color.solarize(images, magnitude),
+            "autocontrast": color.autocontrast, "equalize": color.equalize}

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from raykit.augment import BATCH_OPS, MATRIX_OPS, OPS, PRESETS, AugmentError, check_param, resolve_ops, validate_ops
+from raykit.augment import (AUGMENT_POLICY_OPS, BATCH_OPS, MAGNITUDE_BINS, MATRIX_OPS, OPS, PRESETS, UNIT_RANGE_OPS,
+                            AugmentError, check_param, fallback_crop, policy_magnitudes, resolve_ops, validate_ops)
 from raykit.augment_dispatch import op_kind
 from raykit.backends import BUILTIN, load_backend_module
 
@@ -30,6 +31,11 @@ EXPECTED_PARAMS = {
     "normalize": {"mean": [0.5], "std": [0.5]},
     "mixup": {"alpha": 0.2, "p": 1.0},
     "cutmix": {"alpha": 1.0, "p": 1.0},
+    "random_resized_crop": {"scale": [0.08, 1.0], "ratio": [0.75, 4 / 3]},
+    "color_jitter": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.0},
+    "randaugment": {"num_ops": 2, "magnitude": 9},
+    "trivialaugment": {},
+    "random_erasing": {"p": 0.5, "scale": [0.02, 0.33], "ratio": [0.3, 3.3], "value": 0.0},
 }
 
 
@@ -88,12 +94,67 @@ def test_valid_ops_have_no_problems_and_ints_count_as_floats():
     ({"op": "normalize", "mean": []}, "augment.ops[0].mean", ["got []", "one per channel"]),
     ({"op": "mixup", "alpha": 0}, "augment.ops[0].alpha", ["got 0", "accepted: a number > 0"]),
     ({"op": "brightness", "delta": float("nan")}, "augment.ops[0].delta", ["got nan", "a number >= 0"]),
+    ({"op": "random_resized_crop", "scale": [0.5, 1.5]}, "augment.ops[0].scale",
+     ["got [0.5, 1.5]", "0 < lo <= hi <= 1"]),
+    ({"op": "random_resized_crop", "ratio": [2, 1]}, "augment.ops[0].ratio", ["got [2, 1], lo > hi", "0 < lo <= hi"]),
+    ({"op": "color_jitter", "hue": 0.6}, "augment.ops[0].hue", ["got 0.6", "a number >= 0 and <= 0.5"]),
+    ({"op": "color_jitter", "saturation": -0.1}, "augment.ops[0].saturation", ["got -0.1", "a number >= 0"]),
+    ({"op": "color_jitter", "gamma": 1}, "augment.ops[0].gamma",
+     ["unknown parameter of 'color_jitter'", "accepted: brightness, contrast, saturation, hue"]),
+    ({"op": "randaugment", "magnitude": 31}, "augment.ops[0].magnitude", ["got 31", "an integer >= 0 and <= 30"]),
+    ({"op": "randaugment", "num_ops": 1.5}, "augment.ops[0].num_ops", ["got 1.5", "an integer >= 0"]),
+    ({"op": "trivialaugment", "magnitude": 9}, "augment.ops[0].magnitude",
+     ["unknown parameter of 'trivialaugment'", "accepted: no parameters"]),
+    ({"op": "random_erasing", "value": "noise"}, "augment.ops[0].value",
+     ["got 'noise' (str)", "a number (the fill value) or 'random'"]),
+    ({"op": "random_erasing", "scale": [0, 0.3]}, "augment.ops[0].scale", ["got [0, 0.3]", "0 < lo <= hi <= 1"]),
 ])
 def test_validate_ops_names_the_field_path_the_value_and_what_is_accepted(item, path, fragments):
     problems = validate_ops([item])
     assert [p for p, _ in problems] == [path]
     for fragment in fragments:
         assert fragment in problems[0][1]
+
+
+def test_random_erasing_value_takes_a_number_or_the_word_random_and_resolves_either():
+    assert validate_ops([{"op": "random_erasing", "value": "random"}, {"op": "random_erasing", "value": -1.5}]) == []
+    assert resolve_ops("none", [{"op": "random_erasing", "value": "random"}])[0]["value"] == "random"
+    assert resolve_ops("none", [{"op": "random_erasing", "value": 1}])[0]["value"] == 1.0
+
+
+@pytest.mark.parametrize("name", UNIT_RANGE_OPS)
+def test_a_unit_range_op_after_a_normalize_is_refused_in_the_ops_or_after_the_preset(name):
+    ((path, message),) = validate_ops([{"op": "normalize"}, {"op": "hflip"}, {"op": name}])
+    assert path == "augment.ops[2].op" and f"got {name!r} after normalize (augment.ops[0] is a normalize)" in message
+    assert f"accepted: {name} before any normalize" in message
+    ((path, message),) = validate_ops([{"op": name}], preset="standard")
+    assert path == "augment.ops[0].op" and "the preset 'standard' ends with normalize" in message
+    with pytest.raises(AugmentError, match="augment.preset none and the preset's ops listed, normalize last"):
+        resolve_ops("standard", [{"op": name}])
+    assert validate_ops([{"op": name}, {"op": "normalize"}, {"op": "random_erasing"}], preset="light") == []
+
+
+def test_policy_magnitudes_are_torchvisions_tables():
+    # Values from torchvision.transforms.v2.RandAugment / TrivialAugmentWide._AUGMENTATION_SPACE (31 bins).
+    randaugment = dict(zip(AUGMENT_POLICY_OPS, policy_magnitudes("randaugment", 32, 64)))
+    assert randaugment["translate_x"][-1] == pytest.approx(150 / 331 * 64)
+    assert randaugment["translate_y"][-1] == pytest.approx(150 / 331 * 32)
+    assert randaugment["rotate"][9] == pytest.approx(9.0) and randaugment["shear_x"][30] == pytest.approx(0.3)
+    assert randaugment["posterize"][:5] == [8, 8, 8, 8, 7] and randaugment["posterize"][-1] == 4
+    assert randaugment["solarize"][0] == 1.0 and randaugment["solarize"][-1] == 0.0
+    assert randaugment["identity"] == randaugment["equalize"] == [0.0] * MAGNITUDE_BINS
+    trivial = dict(zip(AUGMENT_POLICY_OPS, policy_magnitudes("trivialaugment", 32, 64)))
+    assert trivial["translate_x"][-1] == 32.0 and trivial["rotate"][-1] == 135.0
+    assert trivial["posterize"][-1] == 2 and trivial["brightness"][-1] == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize("height, width, ratio, box", [
+    (10, 10, [0.75, 4 / 3], (0, 0, 10, 10)),   # a square image fits the ratio range: all of it
+    (10, 40, [0.75, 4 / 3], (0, 13, 10, 13)),  # too wide: full height, width 4/3 of it, centred
+    (40, 10, [0.75, 4 / 3], (13, 0, 13, 10)),  # too tall: full width, height 4/3 of it, centred
+])
+def test_fallback_crop_is_torchvisions_centre_crop(height, width, ratio, box):
+    assert fallback_crop(height, width, ratio) == box
 
 
 def test_validate_ops_reports_every_bad_item_at_its_index_under_the_given_field():
@@ -192,3 +253,12 @@ def test_cutmix_box_is_top_bottom_left_right_in_every_backend(backend):
         top, bottom, left, right = (int(v) for v in cutmix_box(4, 40, 0.5, BOX_RNG[backend](index)))
         assert 0 <= top <= bottom <= 4 and 0 <= left <= right <= 40 and right - left >= 14, (index, top, bottom,
                                                                                                left, right)
+
+
+def test_a_spec_with_a_unit_range_op_after_its_presets_normalize_is_refused_before_anything_runs():
+    from raykit.spec import SpecError, load_spec
+    with pytest.raises(SpecError, match=r"augment\.ops\[0\]\.op: got 'randaugment' after normalize \(the preset "
+                                        r"'standard' ends with normalize\)"):
+        load_spec(None, ["augment.preset=standard", "augment.ops=[{op: randaugment}]"])
+    spec = load_spec(None, ["augment.ops=[{op: randaugment}, {op: normalize}, {op: random_erasing, value: random}]"])
+    assert [op["op"] for op in spec.augment.ops] == ["randaugment", "normalize", "random_erasing"]

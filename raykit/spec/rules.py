@@ -42,7 +42,7 @@ def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
         problems.append(("name", f"got {spec.name!r}; accepted: letters, digits, '.', '_', '-' "
                          "(no '/' or spaces), starting with a letter or digit"))
     problems += _backend_problems(spec)
-    problems += validate_ops(spec.augment.ops)
+    problems += validate_ops(spec.augment.ops, preset=spec.augment.preset)
     problems += _tune_problems(spec)
     if spec.train.mlflow_tracking_uri and importlib.util.find_spec("mlflow") is None:
         problems.append(("train.mlflow_tracking_uri", f"got {spec.train.mlflow_tracking_uri!r}, but the mlflow "

@@ -18,7 +18,10 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from raykit.augment_dispatch import BaseAugmenter, Kernels
+from raykit.augment import AUGMENT_POLICY_OPS, MAGNITUDE_BINS, SIGNED_POLICY_OPS, policy_magnitudes
+from raykit.augment_dispatch import BaseAugmenter, Kernels, jitter_adjustments, policy_pixel_ops
+from raykit.backends.tf import augment_color as color
+from raykit.backends.tf.augment_boxes import crop_boxes, erase, erase_boxes, resized_crop
 from raykit.plots import augment_grid_png
 
 
@@ -99,6 +102,13 @@ def shear_matrix(degrees) -> tf.Tensor:
     tan = tf.tan(tf.convert_to_tensor(degrees, tf.float32) * (math.pi / 180))
     one, zero = tf.ones_like(tan), tf.zeros_like(tan)
     return _matrices(one, -tan, zero, one)
+
+
+def vertical_shear_matrix(degrees) -> tf.Tensor:
+    """Maps of the vertical shear y' = y + tan(degrees) * x (x right, from the centre)."""
+    tan = tf.tan(tf.convert_to_tensor(degrees, tf.float32) * (math.pi / 180))
+    one, zero = tf.ones_like(tan), tf.zeros_like(tan)
+    return _matrices(one, zero, -tan, one)
 
 
 def zoom_matrix(scale) -> tf.Tensor:
@@ -245,12 +255,102 @@ def _mix(op: dict, images: tf.Tensor, targets: tf.Tensor, seed, num_classes: int
     return tf.where(fire, mixed, images), tf.where(fire, soft, targets)
 
 
+def _fold(seed, index: int):
+    return tf.random.experimental.stateless_fold_in(seed, index)
+
+
+def _random_resized_crop(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    return resized_crop(images, crop_boxes(seed, images, op["scale"], op["ratio"]))
+
+
+def _random_erasing(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    boxes = erase_boxes(seed, images, op["scale"], op["ratio"])
+    fires = _uniform(seed, tf.shape(images)[0], 0.0, 1.0, 3) < op["p"]
+    if op["value"] == "random":  # torchvision's value="random": standard normal noise per pixel and channel
+        fill = tf.random.stateless_normal(tf.shape(images), _fold(seed, 4))
+    else:
+        fill = op["value"]
+    return erase(images, boxes * tf.cast(fires, tf.int32)[:, None], fill)
+
+
+# color_jitter's adjustments in their canonical order, each with its factor range for a strength.
+JITTER = jitter_adjustments(color)
+
+
+def _color_jitter(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    """As torch's: the non-zero adjustments in a random order per sample."""
+    check_hue_channels(op, images.shape[-1])
+    n = tf.shape(images)[0]
+    active = [(adjust, _uniform(seed, n, *bounds(op[name]), index))
+              for index, (name, (adjust, bounds)) in enumerate(JITTER.items()) if op[name] > 0]
+    order = tf.argsort(tf.random.stateless_uniform([n, len(active)], _fold(seed, 4)), axis=1)
+    for position in range(len(active)):
+        current = images
+        for index, (adjust, factor) in enumerate(active):
+            chosen = (order[:, position] == index)[:, None, None, None]
+            images = tf.where(chosen, adjust(current, factor), images)
+    return images
+
+
+def check_hue_channels(op: dict, channels: int | None) -> None:
+    """A hue jitter on images that are not RGB: refused, naming the op, the parameter and the value."""
+    if op["hue"] > 0 and channels is not None and channels != 3:
+        raise ValueError(f"augment.ops color_jitter.hue: got {op['hue']} for images with {channels} channel(s); "
+                         "accepted: hue 0 unless the images are RGB (3 channels)")
+
+
+def apply_policy_ops(images: tf.Tensor, op_index: tf.Tensor, magnitude: tf.Tensor) -> tf.Tensor:
+    """As torch's: sample n gets op ``AUGMENT_POLICY_OPS[op_index[n]]`` at ``magnitude[n]``."""
+    height, width = images.shape[1], images.shape[2]
+    zero = tf.zeros_like(magnitude)
+    shear = tf.atan(magnitude) * (180 / math.pi)
+    shift = tf.cast(tf.cast(magnitude, tf.int32), tf.float32)  # int(): towards zero, as torchvision
+    maps = tf.stack([shift_fraction_matrix(zero, zero), shear_matrix(shear), vertical_shear_matrix(shear),
+                     shift_fraction_matrix(shift / width, zero), shift_fraction_matrix(zero, shift / height),
+                     rotation_matrix(magnitude)], axis=1)  # the first 6 ops of AUGMENT_POLICY_OPS
+    geometric = (op_index > 0) & (op_index < maps.shape[1])  # 0 is the identity: left exactly as it is
+    chosen_maps = tf.gather(maps, tf.minimum(op_index, maps.shape[1] - 1), batch_dims=1)
+    images = tf.where(geometric[:, None, None, None], warp(images, chosen_maps), images)
+    pixel_ops = policy_pixel_ops(color, magnitude)
+    current = images
+    for name, adjust in pixel_ops.items():
+        chosen = (op_index == AUGMENT_POLICY_OPS.index(name))[:, None, None, None]
+        images = tf.where(chosen, adjust(current), images)
+    return images
+
+
+def _policy_draw(seed, images: tf.Tensor, policy: str, bins) -> tuple[tf.Tensor, tf.Tensor]:
+    """As torch's: a uniform op per sample at ``bins`` (None: a uniform bin), signed ops negated half the time."""
+    n = tf.shape(images)[0]
+    table = tf.constant(policy_magnitudes(policy, images.shape[1], images.shape[2]), tf.float32)
+    op_index = tf.random.stateless_uniform([n], _fold(seed, 0), 0, len(AUGMENT_POLICY_OPS), tf.int32)
+    if bins is None:
+        bins = tf.random.stateless_uniform([n], _fold(seed, 1), 0, MAGNITUDE_BINS, tf.int32)
+    negate = tf.random.stateless_uniform([n], _fold(seed, 2)) <= 0.5
+    signed = tf.gather(tf.constant([name in SIGNED_POLICY_OPS for name in AUGMENT_POLICY_OPS]), op_index)
+    magnitude = tf.gather_nd(table, tf.stack([op_index, bins], axis=1))
+    return op_index, tf.where(negate & signed, -magnitude, magnitude)
+
+
+def _randaugment(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    bins = tf.fill([tf.shape(images)[0]], op["magnitude"])
+    for round_index in range(op["num_ops"]):
+        images = apply_policy_ops(images, *_policy_draw(_fold(seed, round_index), images, "randaugment", bins))
+    return images
+
+
+def _trivialaugment(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
+    return apply_policy_ops(images, *_policy_draw(seed, images, "trivialaugment", None))
+
+
 # The TensorFlow implementation of every op of the catalogue; the op at index i of a batch draws from
 # the batch's stateless seed folded with i, so the ops trace inside a tf.function and replay on resume.
 KERNELS = Kernels(
     "tf", matrix={"rotate": _rotate, "shift": _shift, "shear": _shear, "zoom": _zoom},
     pixel={"random_crop": _random_crop, "hflip": _flips(2), "vflip": _flips(1), "brightness": _brightness,
-           "contrast": _contrast, "normalize": _normalize},
+           "contrast": _contrast, "normalize": _normalize, "random_resized_crop": _random_resized_crop,
+           "color_jitter": _color_jitter, "randaugment": _randaugment, "trivialaugment": _trivialaugment,
+           "random_erasing": _random_erasing},
     batch={"mixup": _mix, "cutmix": _mix}, warp=warp,
     op_rng=lambda seed, index: tf.random.experimental.stateless_fold_in(seed, index))
 

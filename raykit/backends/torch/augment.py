@@ -24,7 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raykit.augment_dispatch import BaseAugmenter, Kernels
+from raykit.augment import AUGMENT_POLICY_OPS, MAGNITUDE_BINS, SIGNED_POLICY_OPS, policy_magnitudes
+from raykit.augment_dispatch import BaseAugmenter, Kernels, jitter_adjustments, policy_pixel_ops
+from raykit.backends.torch import augment_color as color
+from raykit.backends.torch.augment_boxes import crop_boxes, erase, erase_boxes, resized_crop
 from raykit.plots import augment_grid_png
 
 
@@ -118,6 +121,13 @@ def shear_matrix(degrees: torch.Tensor) -> torch.Tensor:
     tan = torch.tan(torch.deg2rad(degrees))
     one, zero = torch.ones_like(tan), torch.zeros_like(tan)
     return _matrices([[one, -tan], [zero, one]])
+
+
+def vertical_shear_matrix(degrees: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) maps of the vertical shear y' = y + tan(degrees) * x (x right, from the centre)."""
+    tan = torch.tan(torch.deg2rad(degrees))
+    one, zero = torch.ones_like(tan), torch.zeros_like(tan)
+    return _matrices([[one, zero], [-tan, one]])
 
 
 def zoom_matrix(scale: torch.Tensor) -> torch.Tensor:
@@ -275,11 +285,98 @@ def _mix(op: dict, images: torch.Tensor, targets: torch.Tensor, generator: torch
     return mixed, lam * soft + (1 - lam) * soft[perm]
 
 
+def _random_resized_crop(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return resized_crop(images, crop_boxes(generator, images, op["scale"], op["ratio"]))
+
+
+def _random_erasing(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    boxes = erase_boxes(generator, images, op["scale"], op["ratio"])
+    fires = (_draw(torch.rand, generator, len(images)) < op["p"]).to(images.device)
+    if op["value"] == "random":  # torchvision's value="random": standard normal noise per pixel and channel
+        fill = _draw(torch.randn, generator, images.shape).to(images.device, images.dtype)
+    else:
+        fill = op["value"]
+    return erase(images, boxes * fires[:, None], fill)
+
+
+# color_jitter's adjustments in their canonical order, each with its factor range for a strength.
+JITTER = jitter_adjustments(color)
+
+
+def check_hue_channels(op: dict, channels: int) -> None:
+    """A hue jitter on images that are not RGB: refused, naming the op, the parameter and the value."""
+    if op["hue"] > 0 and channels != 3:
+        raise ValueError(f"augment.ops color_jitter.hue: got {op['hue']} for images with {channels} channel(s); "
+                         "accepted: hue 0 unless the images are RGB (3 channels)")
+
+
+def _color_jitter(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The non-zero adjustments, each with its own factor per sample, in a random order per sample: at each
+    position every adjustment is computed and each sample keeps the one its order puts there."""
+    check_hue_channels(op, images.shape[1])
+    active = [(adjust, _uniform(generator, images, *bounds(op[name])))
+              for name, (adjust, bounds) in JITTER.items() if op[name] > 0]
+    order = _draw(torch.rand, generator, (len(images), len(active))).argsort(dim=1).to(images.device)
+    for position in range(len(active)):
+        current = images
+        for index, (adjust, factor) in enumerate(active):
+            chosen = (order[:, position] == index)[:, None, None, None]
+            images = torch.where(chosen, adjust(current, factor), images)
+    return images
+
+
+def apply_policy_ops(images: torch.Tensor, op_index: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """Sample n gets op ``AUGMENT_POLICY_OPS[op_index[n]]`` at ``magnitude[n]``: the geometric ones (shears,
+    translations, rotation) as one warp, every colour op computed for the batch and kept where chosen."""
+    zero = torch.zeros_like(magnitude)
+    shear = torch.rad2deg(torch.atan(magnitude))
+    maps = torch.stack([shift_matrix(zero, zero), shear_matrix(shear), vertical_shear_matrix(shear),
+                        shift_matrix(magnitude.trunc(), zero), shift_matrix(zero, magnitude.trunc()),
+                        rotation_matrix(magnitude)], dim=1)  # the first 6 ops of AUGMENT_POLICY_OPS
+    geometric = (op_index > 0) & (op_index < maps.shape[1])  # 0 is the identity: left exactly as it is
+    chosen_maps = maps[torch.arange(len(images), device=images.device), op_index.clamp(max=maps.shape[1] - 1)]
+    images = torch.where(geometric[:, None, None, None], warp(images, chosen_maps), images)
+    pixel_ops = policy_pixel_ops(color, magnitude)
+    current = images
+    for name, adjust in pixel_ops.items():
+        chosen = (op_index == AUGMENT_POLICY_OPS.index(name))[:, None, None, None]
+        images = torch.where(chosen, adjust(current), images)
+    return images
+
+
+def _policy_draw(generator: torch.Generator, images: torch.Tensor, policy: str, bins: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One op per sample, uniform over AUGMENT_POLICY_OPS, at ``bins`` (None: a uniform bin per sample), its
+    magnitude negated with probability 1/2 where the op is signed."""
+    n, device = len(images), images.device
+    table = torch.tensor(policy_magnitudes(policy, *images.shape[-2:]), device=device)  # (ops, bins)
+    op_index = _draw(torch.randint, generator, 0, len(AUGMENT_POLICY_OPS), (n,)).to(device)
+    if bins is None:
+        bins = _draw(torch.randint, generator, 0, MAGNITUDE_BINS, (n,)).to(device)
+    negate = (_draw(torch.rand, generator, n) <= 0.5).to(device)
+    signed = torch.tensor([name in SIGNED_POLICY_OPS for name in AUGMENT_POLICY_OPS], device=device)[op_index]
+    magnitude = table[op_index, bins]
+    return op_index, torch.where(negate & signed, -magnitude, magnitude)
+
+
+def _randaugment(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    bins = torch.full((len(images),), op["magnitude"], device=images.device)
+    for _ in range(op["num_ops"]):
+        images = apply_policy_ops(images, *_policy_draw(generator, images, "randaugment", bins))
+    return images
+
+
+def _trivialaugment(op: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return apply_policy_ops(images, *_policy_draw(generator, images, "trivialaugment", None))
+
+
 # The torch implementation of every op of the catalogue; one stateful generator feeds the ops in turn.
 KERNELS = Kernels(
     "torch", matrix={"rotate": _rotate, "shift": _shift, "shear": _shear, "zoom": _zoom},
     pixel={"random_crop": _random_crop, "hflip": _flips(-1), "vflip": _flips(-2), "brightness": _brightness,
-           "contrast": _contrast, "normalize": _normalize},
+           "contrast": _contrast, "normalize": _normalize, "random_resized_crop": _random_resized_crop,
+           "color_jitter": _color_jitter, "randaugment": _randaugment, "trivialaugment": _trivialaugment,
+           "random_erasing": _random_erasing},
     batch={"mixup": _mix, "cutmix": _mix}, warp=warp,
     op_rng=lambda generator, index: generator)
 
