@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the working dir's raykit
 
-from raykit.cli import add_run_arguments, guarded, overrides_of  # noqa: E402
+from raykit.cli import add_run_arguments, config_of, guarded, overrides_of  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         from raykit.api import train
 
-        train(args.config, overrides_of(args), address=args.address or "auto")
+        train(config_of(args), overrides_of(args), address=args.address or "auto")
         return 0
 
     return guarded(run, debug=args.debug)

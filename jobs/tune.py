@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the working dir's raykit
 
-from raykit.cli import EXIT_FAILED, EXIT_OK, add_run_arguments, guarded, overrides_of  # noqa: E402
+from raykit.cli import EXIT_FAILED, EXIT_OK, add_run_arguments, config_of, guarded, overrides_of  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         from raykit.api import tune
 
-        result = tune(args.config, overrides=overrides_of(args), address=args.address or "auto")
+        result = tune(config_of(args), overrides=overrides_of(args), address=args.address or "auto")
         return EXIT_OK if result.best_trial is not None else EXIT_FAILED
 
     return guarded(run, debug=args.debug)

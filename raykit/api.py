@@ -26,13 +26,15 @@ _RESUMABLE_CHANGES = {"name", "storage", "train.epochs", "scaling"}
 TrainResult = Run
 
 
-def train(spec: "RunSpec | dict | str | None" = None, overrides=(), *, address: str | None = None,
+def train(spec: "RunSpec | dict | str | list | None" = None, overrides=(), *, address: str | None = None,
           verbose: bool = True) -> TrainResult:
     """Train a model as ``spec`` describes, on Ray Train workers.
 
     Args:
-        spec: a ``RunSpec``, a dict, a YAML path, or None for the default job (digits CNN, 2 workers).
-        overrides: dotted ``"key=value"`` strings or a ``{key: value}`` dict applied on top.
+        spec: a ``RunSpec``, a dict, a YAML path, or None for the default job (digits CNN, 2 workers); or a
+            list of YAML paths (or dicts) merged left to right (``["base.yaml", "exp.yaml"]``).
+        overrides: dotted ``"key=value"`` strings or a ``{key: value}`` dict applied on top, in order
+            (``"augment.ops.0.degrees=20"`` indexes a list, ``"augment.ops+={op: hflip}"`` appends).
         address: Ray address to join; default: the current ``ray.init()``, else ``RAY_ADDRESS``, else a
             new local Ray.
         verbose: print the summary at the end (epoch lines come from the rank-0 worker either way).
@@ -206,13 +208,14 @@ def _write_result_json(result: TrainResult) -> None:
                        json.dumps(result.result_record(), indent=2, default=str))
 
 
-def tune(spec: "RunSpec | dict | str | None" = None, search_space: dict | None = None, overrides=(), *,
+def tune(spec: "RunSpec | dict | str | list | None" = None, search_space: dict | None = None, overrides=(), *,
          address: str | None = None, verbose: bool = True):
     """Sweep hyperparameters over the spec with Ray Tune; every trial runs the same worker code as
     :func:`train`.
 
     Args:
-        spec: a ``RunSpec``, dict, YAML path or None; its ``tune`` section says how to search.
+        spec: a ``RunSpec``, dict, YAML path, a list of paths merged left to right, or None; its ``tune``
+            section says how to search.
         search_space: dotted spec paths to distributions (see :mod:`raykit.tuning`); replaces
             ``tune.search_space`` when given.
         overrides: dotted ``"key=value"`` strings or a mapping, as for :func:`train`.
@@ -233,7 +236,7 @@ def tune(spec: "RunSpec | dict | str | None" = None, search_space: dict | None =
 
     if search_space is not None:
         overrides = [*_as_list(overrides), {"tune.search_space": search_space}]
-    sweep_spec = _resolve_sweep(load_spec(spec, _merge_overrides(overrides)))
+    sweep_spec = _resolve_sweep(load_spec(spec, _as_list(overrides)))
     require_installed(sweep_spec)
     sweep_dir = storage.join(sweep_spec.storage, sweep_spec.name)
     plan = plan_data(sweep_spec.data, sweep_spec.model.num_classes)  # bad data fails before Ray starts
@@ -267,20 +270,6 @@ def _as_list(overrides) -> list:
     return list(overrides)
 
 
-def _merge_overrides(overrides) -> dict:
-    """Strings and mappings, in order, as one mapping of dotted keys."""
-    from raykit.spec import parse_override
-
-    merged: dict = {}
-    for item in _as_list(overrides):
-        if isinstance(item, dict):
-            merged.update(item)
-        else:
-            key, value = parse_override(item)
-            merged[key] = value
-    return merged
-
-
 def _resolve_sweep(spec: RunSpec) -> RunSpec:
     name = spec.name or f"sweep-{spec.model.name.replace(':', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     return dataclasses.replace(spec, name=name, storage=storage.resolve_storage(spec.storage),
@@ -303,7 +292,7 @@ def evaluate(checkpoint: str, split: str = "test", overrides=(), *, out_dir: str
         raise SpecError([("--split", f"got {split!r}; accepted: train, val, test")])
     from raykit.inference import checkpoint_manifest
 
-    spec = load_spec(checkpoint_manifest(checkpoint)["spec"], _merge_overrides(overrides))
+    spec = load_spec(checkpoint_manifest(checkpoint)["spec"], _as_list(overrides))
 
     from raykit.ray import cluster, remote
 

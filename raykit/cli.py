@@ -21,8 +21,11 @@ examples:
   raykit train jobs/configs/digits_cnn_torch.yaml --set train.epochs=5 --set optim.lr=3e-3
   raykit train my.yaml --set scaling.num_workers=1 --set name=my-run   # same name again resumes
   RAY_ADDRESS=auto raykit train my.yaml                # join a cluster started with `ray start`
+  raykit train base.yaml exp.yaml --set augment.ops.0.degrees=20 --set 'augment.ops+={op: hflip}'
 
-Every spec field can be set with --set DOTTED.KEY=VALUE (values are YAML: 0.01, true, [32, 64], {a: 1}).
+Every spec field can be set with --set DOTTED.KEY=VALUE (values are YAML: 0.01, true, [32, 64], {a: 1});
+a number after a list field indexes it (augment.ops.0.degrees, model.filters.-1), KEY+=VALUE appends to it.
+Several config files merge left to right: mappings key by key, a later list or value replaces the earlier.
 """
 
 
@@ -77,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Validate CONFIG with its --set overrides and print the full spec "
                                            "as YAML, without starting anything.",
                                epilog="examples:\n  raykit spec jobs/configs/digits_cnn_torch.yaml --set optim.lr=0.01"
+                                      "\n  raykit spec base.yaml exp.yaml    # the two files merged, validated"
                                       "\n  raykit spec --reference    # every field, its default and meaning",
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(spec)
@@ -156,8 +160,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """CONFIG, --set and --address: shared by the CLI and the scripts in jobs/."""
-    parser.add_argument("config", nargs="?", default=None,
-                        help="run spec YAML (default: the built-in default job)")
+    parser.add_argument("config", nargs="*", default=[], metavar="CONFIG",
+                        help="run spec YAML files, merged left to right: mappings key by key, a later list or "
+                             "value replaces the earlier one (default: the built-in default job)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a spec field by its dotted path, e.g. optim.lr=0.01 (repeatable)")
     parser.add_argument("--address", default=None,
@@ -190,6 +195,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def config_of(args: argparse.Namespace) -> "str | list[str] | None":
+    """The CONFIG files: None (the default job), one path, or a list of paths to merge."""
+    return None if not args.config else args.config[0] if len(args.config) == 1 else list(args.config)
+
+
 def overrides_of(args: argparse.Namespace) -> list[str]:
     """The --set overrides, with --smoke-test's (applied last, so they win)."""
     smoke = ["train.epochs=1", f"train.max_steps_per_epoch={SMOKE_STEPS}"] if args.smoke_test else []
@@ -201,21 +211,21 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
 def run_train(args: argparse.Namespace) -> int:
     from raykit.api import train
 
-    train(args.config, overrides_of(args), address=args.address)
+    train(config_of(args), overrides_of(args), address=args.address)
     return EXIT_OK
 
 
 def run_tune(args: argparse.Namespace) -> int:
     from raykit.api import tune
 
-    result = tune(args.config, overrides=overrides_of(args), address=args.address)
+    result = tune(config_of(args), overrides=overrides_of(args), address=args.address)
     return EXIT_OK if result.best_trial is not None else EXIT_FAILED
 
 
 def run_spec(args: argparse.Namespace) -> int:
     from raykit.spec import load_spec, reference_page
 
-    print(reference_page() if args.reference else load_spec(args.config, overrides_of(args)).to_yaml(), end="")
+    print(reference_page() if args.reference else load_spec(config_of(args), overrides_of(args)).to_yaml(), end="")
     return EXIT_OK
 
 
@@ -228,7 +238,7 @@ def run_augment_preview(args: argparse.Namespace) -> int:
     from raykit.spec import load_spec
     from raykit.spec.rules import require_installed
 
-    spec = load_spec(args.config, overrides_of(args))
+    spec = load_spec(config_of(args), overrides_of(args))
     require_installed(spec)  # it imports the framework here, in this process
     images = load_splits(spec.data).train.x[: max(args.rows, 1)]
     backend = load_backend(spec.framework)

@@ -35,14 +35,18 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_YamlLoader)
 
 
-def load_spec(source: "RunSpec | Mapping | str | os.PathLike | None" = None,
-              overrides: Iterable[str] | Mapping[str, Any] = ()) -> RunSpec:
+def load_spec(source: "RunSpec | Mapping | str | os.PathLike | list | None" = None,
+              overrides: Iterable[str | Mapping[str, Any]] | Mapping[str, Any] = ()) -> RunSpec:
     """Build a validated :class:`RunSpec`.
 
     Args:
-        source: a ``RunSpec``, a nested dict, a path to a YAML file, or None for the defaults.
-        overrides: ``"dotted.key=value"`` strings (values parsed as YAML) or a ``{dotted.key: value}``
-            mapping, applied on top of the source.
+        source: a ``RunSpec``, a nested dict, a path to a YAML file, or None for the defaults; or a list of
+            them, merged left to right: mappings merge key by key, a later value (a list too) replaces an
+            earlier one. A problem found in a value that one of several sources set names that source.
+        overrides: ``"dotted.key=value"`` strings (values parsed as YAML) or ``{dotted.key: value}``
+            mappings (one, or several mixed with strings in a list), applied in order on top of the source.
+            A key may index a list field (``augment.ops.0.degrees``, ``model.filters.-1``); a key ending in
+            ``+`` appends its value to one (``augment.ops+={op: hflip}``).
 
     Raises:
         SpecError: naming every invalid field, its value and what is accepted.
@@ -50,21 +54,81 @@ def load_spec(source: "RunSpec | Mapping | str | os.PathLike | None" = None,
     Example::
 
         load_spec("jobs/configs/digits_cnn_torch.yaml", ["train.epochs=2"]).train.epochs  # 2
+        load_spec(["base.yaml", "exp.yaml"], ["augment.ops+={op: hflip}"])
     """
-    raw = _raw_dict(source)
+    raw, origins = _merged_sources(source)
     problems: list[tuple[str, str]] = []
     for path, value in _parse_overrides(overrides):
         try:
             set_dotted(raw, path, value)
         except SpecError as exc:
             problems.extend(exc.problems)
+        origins.set(_field_part(path), None)
     try:
         spec = _build(RunSpec, raw, "")
     except SpecError as exc:
         problems.extend(exc.problems)
     if problems:
-        raise SpecError(problems)
+        raise SpecError([(path, origins.name_source(path, message)) for path, message in problems])
     return spec
+
+
+def _merged_sources(source: Any) -> "tuple[dict, Origins]":
+    """The raw dict of one source, or of several merged left to right, with where each value came from."""
+    if not isinstance(source, (list, tuple)):
+        return _raw_dict(source), Origins()
+    merged: dict = {}
+    origins = Origins()
+    for number, item in enumerate(source, 1):
+        raw = _raw_dict(item)
+        label = str(item) if isinstance(item, (str, os.PathLike)) else f"source {number}"
+        _merge_into(merged, raw, label, origins, "")
+    if len(source) < 2:
+        origins = Origins()  # one source: every value came from it
+    return merged, origins
+
+
+def _merge_into(base: dict, update: Mapping, label: str, origins: "Origins", prefix: str) -> None:
+    for key, value in update.items():
+        path = join(prefix, str(key))
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge_into(base[key], value, label, origins, path)
+        elif isinstance(value, Mapping):
+            base[key] = {}
+            origins.set(path, label)
+            _merge_into(base[key], value, label, origins, path)
+        else:
+            base[key] = _deep_copy(value)
+            origins.set(path, label)
+
+
+def _field_part(path: str) -> str:
+    """``augment.ops`` of ``augment.ops.0.degrees`` or ``augment.ops+``: the path up to a list index."""
+    parts = path.removesuffix("+").split(".")
+    numbered = [i for i, part in enumerate(parts) if re.fullmatch(r"-?\d+", part)]
+    return ".".join(parts[: numbered[0]] if numbered else parts)
+
+
+class Origins:
+    """Which source (a file, or None for an override) last set each dotted path, to name it in a problem."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[str, str | None] = {}
+
+    def set(self, path: str, label: str | None) -> None:
+        for known in [known for known in self.by_path if known.startswith(path + ".")]:
+            del self.by_path[known]  # replaced with the value at path
+        self.by_path[path] = label
+
+    def name_source(self, path: str, message: str) -> str:
+        """``message`` plus ``(set in FILE)`` when a source set ``path`` or a value above it."""
+        parts = re.sub(r"\[(\d+)\]", r".\1", path).split(".")  # augment.ops[2].p -> augment.ops.2.p
+        for depth in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:depth])
+            if prefix in self.by_path:
+                label = self.by_path[prefix]
+                return f"{message} (set in {label})" if label else message
+        return message
 
 
 def _raw_dict(source: Any) -> dict:
@@ -114,12 +178,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     return path, value
 
 
-def _parse_overrides(overrides: Iterable[str] | Mapping[str, Any]) -> list[tuple[str, Any]]:
-    if isinstance(overrides, Mapping):
-        return list(overrides.items())
-    if isinstance(overrides, str):
+def _parse_overrides(overrides: Iterable[str | Mapping[str, Any]] | Mapping[str, Any]) -> list[tuple[str, Any]]:
+    if isinstance(overrides, (Mapping, str)):
         overrides = [overrides]
-    return [parse_override(item) for item in overrides]
+    pairs: list[tuple[str, Any]] = []
+    for item in overrides:
+        pairs.extend(item.items() if isinstance(item, Mapping) else [parse_override(item)])
+    return pairs
 
 
 # --------------------------------------------------------------------------------------------------
