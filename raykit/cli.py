@@ -81,11 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
                                            "as YAML, without starting anything.",
                                epilog="examples:\n  raykit spec jobs/configs/digits_cnn_torch.yaml --set optim.lr=0.01"
                                       "\n  raykit spec base.yaml exp.yaml    # the two files merged, validated"
-                                      "\n  raykit spec --reference    # every field, its default and meaning",
+                                      "\n  raykit spec --reference    # every field, its default and meaning"
+                                      "\n  raykit spec --json-schema jobs/configs/raykit.schema.json   # for editors",
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(spec)
     spec.add_argument("--reference", action="store_true",
                       help="print the spec reference (Markdown: docs/spec-reference.md)")
+    spec.add_argument("--json-schema", nargs="?", const="-", default=None, metavar="FILE",
+                      help="write the spec's JSON Schema (draft-07) to FILE, or print it; editors check and "
+                           "complete a config whose first line is '# yaml-language-server: $schema=FILE'")
     preview = commands.add_parser(
         "augment-preview", help="write a PNG grid of original vs augmented training images",
         description="Apply the spec's augmentation (augment.preset + augment.ops) to a few training images "
@@ -225,7 +229,23 @@ def run_tune(args: argparse.Namespace) -> int:
 def run_spec(args: argparse.Namespace) -> int:
     from raykit.spec import load_spec, reference_page
 
+    if args.json_schema:
+        return write_json_schema(args.json_schema)
     print(reference_page() if args.reference else load_spec(config_of(args), overrides_of(args)).to_yaml(), end="")
+    return EXIT_OK
+
+
+def write_json_schema(target: str) -> int:
+    """``raykit spec --json-schema [FILE]``: the schema to FILE, or to stdout for ``-``."""
+    from pathlib import Path
+
+    from raykit.spec.json_schema import json_schema_text
+
+    if target == "-":
+        print(json_schema_text(), end="")
+    else:
+        Path(target).write_text(json_schema_text())
+        print(f"wrote {target}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -23,7 +23,8 @@ The package, each module importing only those listed before it:
 * :mod:`~raykit.spec.search_space` — the ``tune.search_space`` language;
 * :mod:`~raykit.spec.rules` — rules that read several fields, and what the chosen backend accepts;
 * :mod:`~raykit.spec.loading` — :func:`load_spec`, overrides, coercion;
-* :mod:`~raykit.spec.reference` — the field reference (``docs/spec-reference.md``).
+* :mod:`~raykit.spec.reference` — the field reference (``docs/spec-reference.md``);
+* :mod:`~raykit.spec.json_schema` — the spec as JSON Schema for editors (``raykit spec --json-schema``).
 """
 
 from raykit.spec.fields import USER_FACTORY

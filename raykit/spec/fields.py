@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 # A user's model factory: "package.module:function".
 USER_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# YAML 1.1 reads the words on and off as true and false: a field whose choices hold the word takes it back.
+SWITCH_WORDS = {True: "on", False: "off"}
 
 
 def spec_field(default: Any = dataclasses.MISSING, *, help: str, **rules: Any) -> Any:

@@ -12,8 +12,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from raykit.spec.fields import (check_rules, choices_of, field_types, is_optional, join, origin, strip_optional,
-                                type_name, unknown_key_message)
+from raykit.spec.fields import (SWITCH_WORDS, check_rules, choices_of, field_types, is_optional, join, origin,
+                                strip_optional, type_name, unknown_key_message)
 from raykit.spec.paths import set_dotted
 from raykit.spec.rules import cross_field_problems
 from raykit.spec.schema import RunSpec, SpecError
@@ -225,25 +225,43 @@ def _build_fields(cls: type, raw: Mapping, prefix: str, problems: list) -> dict:
             except SpecError as exc:
                 problems.extend(exc.problems)
             continue
-        ok, value, message = _coerce(_switch_word(raw[name], f.metadata), ftype)
-        if not ok:
+        ok, value, message = _field_value(raw[name], ftype, f.metadata)
+        if ok:
+            kwargs[name] = value
+        else:
             problems.append((path, message))
-            continue
-        rule_problem = check_rules(value, f.metadata)
-        if rule_problem:
-            problems.append((path, rule_problem))
-            continue
-        kwargs[name] = value
     return kwargs
+
+
+def _field_value(value: Any, ftype: Any, meta: Mapping) -> tuple[bool, Any, str]:
+    """One field's own checks: ``value`` coerced to the annotation, then the rules in its metadata."""
+    ok, value, message = _coerce(_switch_word(value, meta), ftype)
+    if not ok:
+        return False, None, message
+    rule_problem = check_rules(value, meta)
+    return (False, None, rule_problem) if rule_problem else (True, value, "")
+
+
+def field_at(path: str) -> tuple[Any, Mapping]:
+    """The annotation and the metadata of the field at ``path`` (``optim.lr``)."""
+    *sections, name = path.split(".")
+    cls: Any = RunSpec
+    for section in sections:
+        cls = field_types(cls)[section]
+    return field_types(cls)[name], {f.name: f for f in dataclasses.fields(cls)}[name].metadata
+
+
+def field_problem(path: str, value: Any) -> str:
+    """What the checks of the one field at ``path`` (``optim.lr``) say against ``value``, or '' when it
+    passes them (the rules over several fields, :mod:`raykit.spec.rules`, are not run)."""
+    return _field_value(value, *field_at(path))[2]
 
 
 def _switch_word(value: Any, meta: Mapping) -> Any:
     """YAML 1.1 reads ``on`` and ``off`` as true and false: give a field whose choices are those words the
     word back (``train.channels_last: off``)."""
-    if isinstance(value, bool):
-        word = "on" if value else "off"
-        if word in (choices_of(meta) or ()):
-            return word
+    if isinstance(value, bool) and SWITCH_WORDS[value] in (choices_of(meta) or ()):
+        return SWITCH_WORDS[value]
     return value
 
 
