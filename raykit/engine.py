@@ -60,10 +60,14 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
         feeds = _feeds(backend, spec, session, splits)
     run = _Run(spec, session, backend, info, progress, feeds)
     with watch.phase("epochs_s"):
-        for epoch in range(progress.epoch + 1, spec.train.epochs + 1):
-            if progress.stopped_early:
-                break
-            run.epoch(epoch)
+        try:
+            for epoch in range(progress.epoch + 1, spec.train.epochs + 1):
+                if progress.stopped_early:
+                    break
+                run.epoch(epoch)
+        except BaseException:
+            run.close(succeeded=False)  # the tracking runs end as failed (a resume continues them)
+            raise
         run.close()
     checkpoint = spec.checkpoint
     return {"history": progress.history, "best_metric": progress.best_metric,
@@ -174,9 +178,9 @@ class _Run:
         self._report(metrics)
         faults.inject("after_report", epoch=epoch, rank=session.rank)
 
-    def close(self) -> None:
+    def close(self, succeeded: bool = True) -> None:
         if self.sinks:
-            self.sinks.close()
+            self.sinks.close(succeeded)
 
     def _on_batch(self, bar, epoch: int) -> Callable[[int, int], None]:
         middle, rank = self.planned // 2, self.session.rank
@@ -204,7 +208,7 @@ class _Run:
 
     def _report(self, metrics: dict) -> None:
         """Report this epoch's metrics on every rank, with a checkpoint from rank 0 when one is due; rank 0
-        also writes them to metrics.csv and the sinks (TensorBoard, MLflow)."""
+        also writes them to metrics.csv and the sinks (TensorBoard, MLflow, W&B)."""
         spec, session, progress = self.spec, self.session, self.progress
         due = progress.checkpoint_due(spec.checkpoint.every_n_epochs, spec.train.epochs)
         if due:

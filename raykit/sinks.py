@@ -1,4 +1,5 @@
-"""Where each epoch's metrics go besides ``metrics.csv``: TensorBoard event files and, optionally, MLflow.
+"""Where each epoch's metrics go besides ``metrics.csv``: TensorBoard event files and, optionally, MLflow
+and Weights & Biases (the trackers: each gets every column of metrics.csv at step = the epoch).
 
 Rank 0 opens one :class:`MetricSinks` per run attempt and writes every epoch through it. TensorBoard
 files go to ``<run_dir>/tensorboard/``; when the run directory is a URI (s3://, gs://, ...) they are
@@ -9,6 +10,10 @@ TensorBoard to drop the points it is about to write again.
 Events are written through tensorboardX's synchronous ``EventsWriter`` (the writer under its
 ``SummaryWriter``): ``SummaryWriter`` hands events to a background thread and its ``flush()`` does not
 wait for them, so a file read or uploaded right after an epoch could lack that epoch.
+
+A tracker's run is named by the run directory (``<storage>/<name>``, or a sweep trial's id) and recorded
+in it (``mlflow_run_id``, ``wandb_run_id``), so that a resumed run continues the same tracked run. A
+sweep's trials are grouped: :func:`open_sweep_tracking`.
 
 Example::
 
@@ -24,20 +29,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from raykit import storage
+from raykit.history import COLUMNS
 
-# Epoch metric -> TensorBoard tag. MLflow gets the same metrics under their raykit names (metrics.csv's).
+# Epoch metric -> TensorBoard tag.
 TAGS = {"train_loss": "train/loss", "train_acc": "train/acc", "val_loss": "val/loss", "val_acc": "val/acc",
         "lr": "lr", "samples_per_s": "throughput/samples_per_s", "epoch_time_s": "time/epoch_s",
         "peak_rss_mb": "memory/peak_rss_mb"}
+# What MLflow and W&B get every epoch, under these names, at step = the epoch: metrics.csv's columns.
+TRACKED = tuple(column for column in COLUMNS if column != "epoch")
 TENSORBOARD_DIR = "tensorboard"
-MLFLOW_RUN_FILE = "mlflow_run_id"  # in the run directory: the MLflow run a resumed run continues
 
 
 class EventFile:
@@ -69,14 +77,23 @@ class EventFile:
 
 
 @dataclass
+class Tracker:
+    """The open run of one tracking service (MLflow or W&B) on rank 0: :func:`open_tracker` makes one."""
+
+    service: str  # "mlflow" or "wandb"
+    run_id: str
+    log: Callable[[dict, int], None]  # (metrics, step)
+    finish: Callable[[bool], None]  # (succeeded): FINISHED or FAILED
+
+
+@dataclass
 class MetricSinks:
     """The open sinks of one run attempt (on rank 0). Build it with :meth:`open`."""
 
     run_dir: str
     tensorboard: EventFile | None = None
     local_dir: str | None = None  # the event file's directory when run_dir is a URI (uploaded every epoch)
-    mlflow: Any = None  # the mlflow module with this run active, or None
-    mlflow_run_id: str | None = None
+    trackers: list[Tracker] = field(default_factory=list)  # MLflow and W&B runs, each logging every epoch
     closed: bool = False
 
     @classmethod
@@ -88,21 +105,26 @@ class MetricSinks:
             sinks.local_dir = tempfile.mkdtemp(prefix="raykit-tb-") if storage.is_uri(run_dir) else None
             logdir = sinks.local_dir or storage.join(run_dir, TENSORBOARD_DIR)
             sinks.tensorboard = EventFile(logdir, first_step=resumed_after + 1)
-        if spec.train.mlflow_tracking_uri:
-            sinks.mlflow, sinks.mlflow_run_id = _open_mlflow(spec, run_dir, resumed_after)
+        sinks.trackers = open_trackers(spec, run_dir, continue_previous=resumed_after > 0)
         return sinks
 
-    def write(self, metrics: dict, step: int) -> None:
-        """Record one epoch's metrics (those of :data:`TAGS` that are present) at ``step`` (the epoch)."""
-        present = {key: float(metrics[key]) for key in TAGS if metrics.get(key) is not None}
-        if self.tensorboard is not None:
-            self.tensorboard.write_scalars({TAGS[key]: value for key, value in present.items()}, step)
-            self._upload()
-        if self.mlflow is not None:
-            self.mlflow.log_metrics(present, step=step)
+    def run_id(self, service: str) -> str | None:
+        """The run id of the open ``service`` ("mlflow", "wandb") tracker, or None."""
+        return next((tracker.run_id for tracker in self.trackers if tracker.service == service), None)
 
-    def close(self) -> None:
-        """Flush and close everything (once); ends the MLflow run as finished."""
+    def write(self, metrics: dict, step: int) -> None:
+        """Record one epoch's metrics at ``step`` (the epoch): TensorBoard gets those of :data:`TAGS`, the
+        trackers every column of metrics.csv (:data:`TRACKED`); absent ones are left out."""
+        if self.tensorboard is not None:
+            present = {TAGS[key]: float(metrics[key]) for key in TAGS if metrics.get(key) is not None}
+            self.tensorboard.write_scalars(present, step)
+            self._upload()
+        tracked = {key: float(metrics[key]) for key in TRACKED if metrics.get(key) is not None}
+        for tracker in self.trackers:
+            tracker.log(tracked, step)
+
+    def close(self, succeeded: bool = True) -> None:
+        """Flush and close everything (once); ends the tracking runs as finished (or failed)."""
         if self.closed:
             return
         self.closed = True
@@ -111,9 +133,8 @@ class MetricSinks:
             self._upload()
             if self.local_dir:
                 shutil.rmtree(self.local_dir, ignore_errors=True)
-        if self.mlflow is not None:
-            self.mlflow.end_run()
-            _ACTIVE_MLFLOW_RUNS.discard(self.mlflow_run_id)
+        for tracker in self.trackers:
+            tracker.finish(succeeded)
 
     def _upload(self) -> None:
         """Copy each local event file whole to ``<run_dir>/tensorboard/`` (only when run_dir is a URI)."""
@@ -124,58 +145,132 @@ class MetricSinks:
                 storage.write_bytes(storage.join(self.run_dir, TENSORBOARD_DIR, name), handle.read())
 
 
-_ACTIVE_MLFLOW_RUNS: set[str] = set()  # runs this process started and has not ended
+def open_trackers(spec, run_dir: str, continue_previous: bool = False) -> list[Tracker]:
+    """A run in every tracking service ``spec.train`` names, each recorded in ``<run_dir>/<service>_run_id``."""
+    wanted = [("mlflow", spec.train.mlflow_tracking_uri), ("wandb", spec.train.wandb_project)]
+    return [open_tracker(service, spec, run_dir, continue_previous) for service, on in wanted if on]
 
 
-def _open_mlflow(spec, run_dir: str, resumed_after: int):
-    """``(mlflow module, run id)`` with a run active: a new one that logs the flattened spec as params,
-    or, when resuming, the run the earlier attempt recorded in ``<run_dir>/mlflow_run_id``."""
-    import mlflow
+_OPEN: dict[str, Tracker] = {}  # trackers this process opened and has not finished, by run id
 
-    stale = mlflow.active_run()
-    if stale is not None and stale.info.run_id in _ACTIVE_MLFLOW_RUNS:  # an attempt here that died
-        mlflow.end_run("FAILED")
-        _ACTIVE_MLFLOW_RUNS.discard(stale.info.run_id)
-    previous = _previous_mlflow_run(run_dir) if resumed_after else None
+
+def open_tracker(service: str, spec, run_dir: str, continue_previous: bool) -> Tracker:
+    """Start ``service``'s run for ``run_dir``, named by the directory (the run's name, a trial's id): a
+    new one that records the flattened spec as its config, or, with ``continue_previous``, the run an
+    earlier attempt recorded in ``<run_dir>/<service>_run_id``. A run this process left open (an attempt
+    that died without closing its sinks) is ended as failed first."""
+    for stale in [tracker for tracker in _OPEN.values() if tracker.service == service]:
+        stale.finish(False)
+    previous = _recorded_run(run_dir, service) if continue_previous else None
+    start = _start_mlflow if service == "mlflow" else _start_wandb
+    tracker = start(spec.train, _run_name(run_dir), previous, None if previous else spec_params(spec))
+    _OPEN[tracker.run_id] = tracker
+    storage.write_text(storage.join(run_dir, f"{service}_run_id"), tracker.run_id)
+    return tracker
+
+
+def _run_name(run_dir: str) -> str:
+    return os.path.basename(run_dir.rstrip("/"))
+
+
+def _recorded_run(run_dir: str, service: str) -> str | None:
+    """The ``service`` run id an earlier attempt recorded in ``run_dir``, or None."""
+    location = storage.join(run_dir, f"{service}_run_id")
+    return (storage.read_text(location).strip() or None) if storage.exists(location) else None
+
+
+def open_sweep_tracking(spec, sweep_dir: str) -> tuple[Any, Tracker | None]:
+    """``(the spec a sweep's trials start from, the sweep's own MLflow run or None)``. Each trial is one
+    run in every tracking service, grouped by the sweep: W&B's group is the sweep's name (unless
+    ``train.wandb_group`` says otherwise); MLflow's runs go to the sweep's experiment (the sweep's name
+    unless ``train.mlflow_experiment`` is set), nested under a run of the sweep itself that holds the
+    sweep spec as params. A resumed sweep continues that run; the caller finishes it."""
+    train, name = spec.train, _run_name(sweep_dir)
+    experiment = train.mlflow_experiment or name
+    sweep_run = _mlflow_sweep_run(spec, sweep_dir, experiment) if train.mlflow_tracking_uri else None
+    trials = dataclasses.replace(train, wandb_group=train.wandb_group or name, mlflow_experiment=experiment,
+                                 mlflow_parent_run_id=sweep_run.run_id if sweep_run else train.mlflow_parent_run_id)
+    return dataclasses.replace(spec, train=trials), sweep_run
+
+
+def _mlflow_sweep_run(spec, sweep_dir: str, experiment: str) -> Tracker:
+    """The sweep's MLflow run (the one recorded in ``<sweep_dir>/mlflow_run_id``, or a new one), made
+    through the client API: it is not made the active run of the driver, which is the user's process."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=spec.train.mlflow_tracking_uri)
+    run_id = _recorded_run(sweep_dir, "mlflow")
+    if run_id:
+        client.update_run(run_id, status="RUNNING")
+    else:
+        found = client.get_experiment_by_name(experiment)
+        parent = spec.train.mlflow_parent_run_id
+        run_id = client.create_run(found.experiment_id if found else client.create_experiment(experiment),
+                                   run_name=_run_name(sweep_dir),
+                                   tags={"mlflow.parentRunId": parent} if parent else None).info.run_id
+        client.log_batch(run_id, params=[Param(key, str(value)) for key, value in spec_params(spec).items()])
+        storage.write_text(storage.join(sweep_dir, "mlflow_run_id"), run_id)
+    return Tracker("mlflow", run_id, log=lambda metrics, step: None,  # epochs are the trials' to log
+                   finish=lambda succeeded: client.set_terminated(run_id, "FINISHED" if succeeded else "FAILED"))
+
+
+def _start_mlflow(train, name: str, previous: str | None, config: dict | None) -> Tracker:
     if previous:
         os.environ["MLFLOW_RUN_ID"] = previous  # mlflow.start_run continues it (and removes the variable)
-    name = spec.name or os.path.basename(run_dir.rstrip("/"))
-    module = _ray_setup_mlflow(config=None if previous else spec_params(spec),
-                               tracking_uri=spec.train.mlflow_tracking_uri,
-                               experiment_name=spec.train.mlflow_experiment or name, run_name=name)
+    tags = {"mlflow.parentRunId": train.mlflow_parent_run_id} if train.mlflow_parent_run_id else None
+    module = _ray_setup("mlflow", config=config, tracking_uri=train.mlflow_tracking_uri,
+                        experiment_name=train.mlflow_experiment or name, run_name=name, tags=tags,
+                        create_experiment_if_not_exists=True)
     run_id = module.active_run().info.run_id
-    _ACTIVE_MLFLOW_RUNS.add(run_id)
-    storage.write_text(storage.join(run_dir, MLFLOW_RUN_FILE), run_id)
-    return module, run_id
+
+    def finish(succeeded: bool) -> None:
+        module.end_run("FINISHED" if succeeded else "FAILED")
+        _OPEN.pop(run_id, None)
+
+    return Tracker("mlflow", run_id, lambda metrics, step: module.log_metrics(metrics, step=step), finish)
 
 
-def _ray_setup_mlflow(**kwargs):
-    """Ray's MLflow setup (tracking URI, experiment created if missing, run started, params logged).
+def _start_wandb(train, name: str, previous: str | None, config: dict | None) -> Tracker:
+    # A resumed run continues the W&B run by id ("allow"); an epoch W&B already has (a resume from an
+    # older checkpoint) keeps W&B's first value, as W&B steps only move forward.
+    run = _ray_setup("wandb", config=config, trial_id=previous or secrets.token_hex(6), trial_name=name,
+                     project=train.wandb_project, group=train.wandb_group, resume="allow",
+                     reinit="create_new")
 
-    Only raykit/ray/ uses Ray Train or Tune. ``ray.air.integrations.mlflow`` is neither's API (though it
-    imports parts of Tune itself); importing it here, lazily and only when MLflow is asked for, keeps
-    MLflow on rank 0 inside the backend loop, which is where the metrics are."""
-    from ray.air.integrations.mlflow import setup_mlflow
+    def finish(succeeded: bool) -> None:
+        run.finish(exit_code=0 if succeeded else 1)
+        _OPEN.pop(run.id, None)
 
+    return Tracker("wandb", run.id, lambda metrics, step: run.log(metrics, step=step), finish)
+
+
+def _ray_setup(service: str, **kwargs):
+    """Ray's MLflow or W&B setup (``setup_mlflow``: tracking URI, experiment, run started, params logged;
+    ``setup_wandb``: ``wandb.init`` with the config).
+
+    Only raykit/ray/ uses Ray Train or Tune. ``ray.air.integrations`` is neither's API (though it imports
+    parts of Tune itself); importing it here, lazily and only when a tracker is asked for, keeps the
+    tracking on rank 0 inside the backend loop, which is where the metrics are."""
+    if service == "mlflow":
+        from ray.air.integrations.mlflow import setup_mlflow as setup
+    else:
+        from ray.air.integrations.wandb import setup_wandb as setup
     # rank_zero_only=False: the caller already runs on rank 0 alone.
-    return setup_mlflow(**kwargs, create_experiment_if_not_exists=True, rank_zero_only=False)
-
-
-def _previous_mlflow_run(run_dir: str) -> str | None:
-    location = storage.join(run_dir, MLFLOW_RUN_FILE)
-    if not storage.exists(location):
-        return None
-    return storage.read_text(location).strip() or None
+    return setup(**kwargs, rank_zero_only=False)
 
 
 def spec_params(spec) -> dict:
     """The spec as ``{dotted field path: value}`` (``optim.lr: 0.001``); lists and mappings become JSON
-    text, so that they stay one parameter each."""
+    text, so that they stay one parameter each. ``scaling.env_vars`` gives its names only: values may be
+    secrets, and the trackers' params are shown to everyone who can see the run."""
     params = {}
 
     def walk(node, prefix: str) -> None:
         for item in dataclasses.fields(node):
             value, path = getattr(node, item.name), f"{prefix}{item.name}"
+            if path == "scaling.env_vars":
+                value = sorted(value)
             if dataclasses.is_dataclass(value):
                 walk(value, path + ".")
             else:

@@ -73,9 +73,10 @@ def test_only_raykit_ray_imports_ray_train_and_tune():
 
     package = Path(__file__).resolve().parents[1] / "raykit"
     offenders = []
-    # One exception: raykit/sinks.py sets up MLflow on rank 0 through Ray's MLflow integration (neither
+    # One exception: raykit/sinks.py sets up MLflow and W&B on rank 0 through Ray's integrations (neither
     # Train nor Tune's API; imported lazily inside one function).
-    ray_import = re.compile(r"^\s*(import ray\b|from ray\b(?!\.air\.integrations\.mlflow import))", re.MULTILINE)
+    ray_import = re.compile(r"^\s*(import ray\b|from ray\b(?!\.air\.integrations\.(mlflow|wandb) import))",
+                            re.MULTILINE)
     for path in package.rglob("*.py"):
         if path.relative_to(package).parts[0] == "ray":
             continue

@@ -11,9 +11,9 @@ from raykit.spec import RunSpec, load_spec
 
 
 def _task_options(spec: RunSpec) -> dict:
-    """One training worker's resources, and the driver's storage settings (credentials, S3 endpoint)."""
+    """One training worker's resources, and the environment Train workers get (worker_environment)."""
     options = {"num_cpus": 1, "num_gpus": 1 if spec.scaling.use_gpu else 0}
-    environment = worker_environment()
+    environment = worker_environment(spec)
     if environment:
         options["runtime_env"] = environment
     return options

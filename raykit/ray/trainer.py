@@ -11,6 +11,7 @@ import ray.train
 from raykit import storage
 from raykit.backends import backend_info
 from raykit.data import DataPlan, plan_data
+from raykit.environment import forwarded_environment
 from raykit.ray.cluster import single_fixed_node
 from raykit.ray.worker import train_loop_per_worker
 from raykit.spec import RunSpec
@@ -49,7 +50,7 @@ def run_config(spec: RunSpec) -> ray.train.RunConfig:
         ),
         # raykit prints its own per-epoch line; Ray's per-report INFO lines would drown it.
         logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-        worker_runtime_env=_forwarded_environment(),
+        worker_runtime_env=worker_environment(spec) or None,
     )
 
 
@@ -62,20 +63,13 @@ def _storage_arguments(location: str) -> dict:
     return {"storage_path": path, "storage_filesystem": filesystem}
 
 
-def _forwarded_environment() -> dict | None:
-    """The driver's RAYKIT_* settings and cloud-storage settings (AWS_*: credentials, region, the endpoint
-    of an S3-compatible store) for the workers: Ray copies only its own RAY_TRAIN_* variables, and raykit's
-    own files (metrics, placement, resume) are read and written from the workers."""
-    return worker_environment() or None
-
-
-def worker_environment() -> dict:
-    """``{"env_vars": {...}}`` of what workers and tasks need from the driver's environment, or {}."""
-    env_vars = {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_PREFIXES)}
+def worker_environment(spec: RunSpec) -> dict:
+    """``{"env_vars": {...}}`` for Train workers, Tune trials and raykit's Ray tasks, or {}: the driver's
+    variables that :data:`raykit.environment.FORWARDED` lists (Ray copies only its own RAY_TRAIN_*
+    settings; raykit's files, the trackers and the model caches are all used from the workers), with
+    ``scaling.env_vars`` set over them."""
+    env_vars = forwarded_environment(spec.scaling.env_vars)
     return {"env_vars": env_vars} if env_vars else {}
-
-
-FORWARDED_PREFIXES = ("RAYKIT_", "AWS_", "GOOGLE_APPLICATION_CREDENTIALS")
 
 
 def build_trainer(spec: RunSpec, run_dir: str, *, callbacks: list | None = None, resume_from: str | None = None,

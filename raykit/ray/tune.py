@@ -28,6 +28,7 @@ from raykit.ray.trainer import build_trainer, set_controller_environment, worker
 from raykit.registry import Registry
 from raykit.run import trial_runs
 from raykit.session import WorkerSession
+from raykit.sinks import open_sweep_tracking
 from raykit.spec import RunSpec, load_spec
 from raykit.tuning import (DISTRIBUTIONS, SweepResult, TrialRecord, best_spec, pick_best,
                            searched_paths, trial_spec)
@@ -137,9 +138,10 @@ def concurrency_cap(spec: RunSpec) -> int:
 
 def run_sweep(spec: RunSpec, sweep_dir: str) -> SweepResult:
     """Run (or resume) the sweep ``spec.tune`` describes; files go to ``sweep_dir``."""
-    forwarded = worker_environment().get("env_vars", {})  # as for Train workers
+    forwarded = worker_environment(spec).get("env_vars", {})  # as for Train workers
+    base, sweep_run = open_sweep_tracking(spec, sweep_dir)  # trials: one MLflow / W&B run each, grouped
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(_trial, base=spec.to_dict(), trials_dir=storage.join(sweep_dir, "trials"),
+        ray.tune.with_parameters(_trial, base=base.to_dict(), trials_dir=storage.join(sweep_dir, "trials"),
                                  env=forwarded),
         trial_resources(spec))
     if ray.tune.Tuner.can_restore(sweep_dir):
@@ -148,7 +150,14 @@ def run_sweep(spec: RunSpec, sweep_dir: str) -> SweepResult:
     else:
         tuner = ray.tune.Tuner(trainable, param_space=to_tune_space(spec.tune.search_space),
                                tune_config=_tune_config(spec), run_config=_run_config(spec))
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    except BaseException:
+        if sweep_run:
+            sweep_run.finish(False)
+        raise
+    if sweep_run:
+        sweep_run.finish(True)
     return _collect(spec, sweep_dir, grid)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from raykit.augment import validate_ops
 from raykit.backends import backend_info, backend_names
 from raykit.backends.base import GPU, GRAD_ACCUM
+from raykit.environment import env_var_problems
 from raykit.spec.fields import USER_FACTORY, field_types
 from raykit.spec.schema import EPOCH_METRICS, RunSpec, ScalingSpec, SpecError
 from raykit.spec.search_space import has_grid, search_space_problems
@@ -44,9 +45,24 @@ def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
     problems += _backend_problems(spec)
     problems += validate_ops(spec.augment.ops, preset=spec.augment.preset)
     problems += _tune_problems(spec)
-    if spec.train.mlflow_tracking_uri and importlib.util.find_spec("mlflow") is None:
-        problems.append(("train.mlflow_tracking_uri", f"got {spec.train.mlflow_tracking_uri!r}, but the mlflow "
-                         "package is not installed; accepted: null, or a tracking URI after `pip install mlflow`"))
+    problems += _tracking_problems(spec.train)
+    problems += env_var_problems(spec.scaling.env_vars)
+    return problems
+
+
+# Tracking field -> the package it needs (and the raykit extra that installs it).
+TRACKING_PACKAGES = {"mlflow_tracking_uri": "mlflow", "wandb_project": "wandb"}
+
+
+def _tracking_problems(train) -> list[tuple[str, str]]:
+    """A tracking service asked for without its package: refused before Ray starts."""
+    problems = []
+    for name, package in TRACKING_PACKAGES.items():
+        value = getattr(train, name)
+        if value and importlib.util.find_spec(package) is None:
+            problems.append((f"train.{name}", f"got {value!r}, which needs {package}: pip install "
+                                              f"'raykit[{package}]' (or pip install {package}); accepted without "
+                                              f"it: null"))
     return problems
 
 

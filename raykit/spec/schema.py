@@ -197,7 +197,16 @@ class TrainSpec:
                                                         "tracking URI (http://host:5000, sqlite:///mlflow.db, "
                                                         "databricks; pip install mlflow); null = no MLflow.")
     mlflow_experiment: str | None = _field(None, help="MLflow experiment (created when missing); null = the run "
-                                                      "name.")
+                                                      "name (a sweep's trials: the sweep's name).")
+    mlflow_parent_run_id: str | None = _field(None, help="MLflow run to nest this run's run under (tag "
+                                                         "mlflow.parentRunId); a sweep sets it for its trials to "
+                                                         "the sweep's own run. null = a top-level run.")
+    wandb_project: str | None = _field(None, help="Also log params and per-epoch metrics to this Weights & Biases "
+                                                  "project (through Ray's setup_wandb; pip install "
+                                                  "'raykit[wandb]'; entity, API key and WANDB_MODE=offline come "
+                                                  "from the WANDB_* environment); null = no W&B.")
+    wandb_group: str | None = _field(None, help="W&B group of the run; null = none (a sweep's trials: the sweep's "
+                                                "name).")
 
 
 @dataclass
@@ -220,6 +229,10 @@ class ScalingSpec:
                                      choices=PLACEMENT_STRATEGIES)
     max_failures: int = _field(0, help="Worker-group failures to recover from the last checkpoint; -1 = "
                                        "unlimited.", ge=-1)
+    env_vars: dict = _field({}, help="Environment variables for the Ray workers, sweep trials and raykit's Ray "
+                                     "tasks, {NAME: 'value'}, set over those raykit forwards from the driver "
+                                     "(RAYKIT_*, AWS_*, MLFLOW_*, WANDB_*, HF_*, ...: see the README). Saved "
+                                     "with the run: keep secrets in the driver's environment.")
 
 
 @dataclass
