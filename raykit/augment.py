@@ -22,13 +22,23 @@ Semantics every backend follows (images are float, N samples, H x W pixels, C ch
   torchvision's transforms of those names (v2, float images) per sample; where they differ it is said in
   :data:`OP_HELP` and the backends' docstrings. ``color_jitter``, ``randaugment`` and ``trivialaugment`` clamp
   to [0, 1] and so must come before any ``normalize``; ``random_erasing`` belongs after it.
+* A user op ``{op: "package.module:function", **params}`` is called as ``function(images, rng, **params)``
+  on every training batch, ``rng`` being the op's random source (see :func:`user_op_problems`); it is
+  validated (imported, its signature checked) with the spec, before anything runs.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
+import importlib
+import inspect
 import math
-from typing import Any, Mapping
+import re
+from typing import Any, Callable, Mapping
+
+# A user op's name: "package.module:function" (the spec's USER_FACTORY pattern; raykit.spec imports this module).
+USER_OP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 # The magnitude scale of randaugment and trivialaugment: torchvision's num_magnitude_bins default.
 MAGNITUDE_BINS = 31
@@ -242,8 +252,11 @@ def _validate_op(item: Any, path: str) -> list[tuple[str, str]]:
     if "op" not in item:
         return [(f"{path}.op", f"missing in {dict(item)!r}; accepted: one of {', '.join(OPS)}")]
     name = item["op"]
+    if is_user_op(name):
+        return user_op_problems(item, path)
     if not isinstance(name, str) or name not in OPS:
-        return [(f"{path}.op", f"got {name!r}{_did_you_mean(name, OPS)}; accepted: one of {', '.join(OPS)}")]
+        return [(f"{path}.op", f"got {name!r}{_did_you_mean(name, OPS)}; accepted: one of {', '.join(OPS)}, "
+                               "or a user op 'package.module:function'")]
     params = OPS[name]
     problems = []
     for key, value in item.items():
@@ -258,6 +271,52 @@ def _validate_op(item: Any, path: str) -> list[tuple[str, str]]:
         if message:
             problems.append((f"{path}.{key}", message))
     return problems
+
+
+def is_user_op(name: Any) -> bool:
+    """Whether op ``name`` is a user op, ``"package.module:function"`` (see :func:`user_op_problems`)."""
+    return isinstance(name, str) and USER_OP.match(name) is not None
+
+
+def import_user_op(name: str) -> Callable:
+    """The function of user op ``name`` (``"package.module:function"``), imported.
+
+    Raises:
+        ImportError: the module cannot be imported or has no such callable, naming both.
+    """
+    module_name, _, attr = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # not only ImportError: the user's module may fail while it runs
+        raise ImportError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise ImportError(f"module {module_name!r} has no callable {attr!r}")
+    return function
+
+
+def user_op_problems(item: Mapping, path: str) -> list[tuple[str, str]]:
+    """Why a user op ``{op: "package.module:function", **params}`` cannot run: its function cannot be imported,
+    or cannot be called as ``function(images, rng, **params)``; empty when it can.
+
+    ``images`` is the batch as it reaches the op (torch: float NCHW on the device; tf: float NHWC), ``rng``
+    the op's random source (torch: a ``torch.Generator`` on the device; tf: a stateless seed, 2 int32), so
+    that a resumed run replays the same draws; the function returns the images, same shape.
+    """
+    accepted = "accepted: a function callable as function(images, rng, **params)"
+    try:
+        function = import_user_op(item["op"])
+    except ImportError as exc:
+        return [(f"{path}.op", f"got {item['op']!r}: {exc}; {accepted}")]
+    params = {key: value for key, value in item.items() if key != "op"}
+    try:
+        inspect.signature(function).bind(None, None, **params)
+    except TypeError as exc:
+        return [(f"{path}.op", f"got {item['op']!r} with parameters {sorted(params)}, which its signature "
+                               f"{inspect.signature(function)} refuses ({exc}); {accepted}")]
+    except ValueError:  # a builtin without a signature: let the first batch tell
+        pass
+    return []
 
 
 def check_param(op: str, param: str, value: Any) -> str:
@@ -310,6 +369,8 @@ def resolve_ops(preset: str, ops: list) -> list[dict]:
 
 def _fill(item: Mapping) -> dict:
     name = item["op"]
+    if is_user_op(name):  # its parameters are the function's: passed as they are
+        return copy.deepcopy(dict(item))
     resolved: dict[str, Any] = {"op": name}
     for key, (ptype, default, _) in OPS[name].items():
         value = item.get(key, default)

@@ -9,7 +9,8 @@ same in every backend:
   (N, 3, 3) output->input map per sample; the maps compose (``earlier @ later``) and the images are
   resampled once, before the next other op or at the end;
 * batch ops (:data:`~raykit.augment.BATCH_OPS`: mixup, cutmix) mix the whole batch and its targets;
-* every other op is a pixel op and changes the images;
+* every other op is a pixel op and changes the images; a user op (``package.module:function``) is one too,
+  its function called as ``function(images, rng, **params)`` with the op's random source;
 * at evaluation only :data:`~raykit.augment.DETERMINISTIC_OPS` (normalize) run, in order, without randomness.
 
 Kernel signatures (tensors are the backend's own; ``rng`` is ``op_rng(batch_rng, index)`` for the op
@@ -36,13 +37,16 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Mapping
 
-from raykit.augment import BATCH_OPS, DETERMINISTIC_OPS, MATRIX_OPS, OPS, resolve_ops
+from raykit.augment import BATCH_OPS, DETERMINISTIC_OPS, MATRIX_OPS, OPS, import_user_op, is_user_op, resolve_ops
 
 KINDS = ("matrix", "pixel", "batch")
 
 
 def op_kind(name: str) -> str:
-    """Which kernel table implements op ``name``: ``matrix``, ``batch`` or (every other op) ``pixel``."""
+    """Which kernel table implements op ``name``: ``matrix``, ``batch``, ``user`` (a ``package.module:function``
+    op, run as a pixel op) or (every other op) ``pixel``."""
+    if is_user_op(name):
+        return "user"
     if name in MATRIX_OPS:
         return "matrix"
     return "batch" if name in BATCH_OPS else "pixel"
@@ -74,6 +78,20 @@ class Kernels:
         """The catalogue's ops that have no kernel in the table of their kind (empty when complete)."""
         return [name for name in OPS if name not in getattr(self, op_kind(name))]
 
+    def user_kernel(self, op: dict) -> Callable:
+        """The pixel kernel of user op ``op`` (see :func:`raykit.augment.user_op_problems`): its function called
+        as ``function(images, rng, **params)``, the op's own random source as ``rng``.
+
+        Raises:
+            ImportError: the function cannot be imported (validation reports it before a run starts).
+        """
+        function = import_user_op(op["op"])
+        params = {key: value for key, value in op.items() if key != "op"}
+
+        def kernel(_: dict, images: Any, rng: Any) -> Any:
+            return function(images, rng, **params)
+        return kernel
+
     def kernel(self, name: str) -> Callable:
         """The kernel of op ``name``.
 
@@ -104,8 +122,12 @@ class BaseAugmenter:
         self.ops = resolve_ops("none", ops)  # idempotent on resolved ops; fills partial ones
         self.num_classes = num_classes
         self.kernels = kernels
+        # user ops' kernels by index; every other op's kernel looked up now, to refuse a missing one early
+        self.user_kernels = {index: kernels.user_kernel(op) for index, op in enumerate(self.ops)
+                             if is_user_op(op["op"])}
         for op in self.ops:
-            kernels.kernel(op["op"])  # refuse now, not at the first batch
+            if not is_user_op(op["op"]):
+                kernels.kernel(op["op"])
 
     @property
     def is_identity(self) -> bool:
@@ -116,8 +138,8 @@ class BaseAugmenter:
         """Every op in order on a training batch; ``targets`` change only where a batch op fires."""
         kernels, pending = self.kernels, None  # pending: composed maps of the matrix ops not applied yet
         for index, op in enumerate(self.ops):
-            name = op["op"]
-            kernel, kind = kernels.kernel(name), op_kind(name)
+            name, kind = op["op"], op_kind(op["op"])
+            kernel = self.user_kernels[index] if kind == "user" else kernels.kernel(name)
             op_rng = kernels.op_rng(rng, index)
             if kind == "matrix":
                 maps = kernel(op, images, op_rng)

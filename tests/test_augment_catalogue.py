@@ -262,3 +262,38 @@ def test_a_spec_with_a_unit_range_op_after_its_presets_normalize_is_refused_befo
         load_spec(None, ["augment.preset=standard", "augment.ops=[{op: randaugment}]"])
     spec = load_spec(None, ["augment.ops=[{op: randaugment}, {op: normalize}, {op: random_erasing, value: random}]"])
     assert [op["op"] for op in spec.augment.ops] == ["randaugment", "normalize", "random_erasing"]
+
+
+
+# ---- user ops: {op: "package.module:function", **params}
+
+
+def test_a_user_op_is_valid_when_its_function_imports_and_takes_images_rng_and_its_params():
+    assert validate_ops([{"op": "tests.backends.user_augment:tag", "label": "x"},
+                         {"op": "tests.backends.user_augment:tag"}]) == []
+    resolved = resolve_ops("none", [{"op": "tests.backends.user_augment:tag", "label": ["a"]}])
+    assert resolved == [{"op": "tests.backends.user_augment:tag", "label": ["a"]}]
+
+
+@pytest.mark.parametrize("item, fragments", [
+    ({"op": "tests.backends.no_such_module:tag"},
+     ["got 'tests.backends.no_such_module:tag': cannot import module 'tests.backends.no_such_module'",
+      "ModuleNotFoundError", "accepted: a function callable as function(images, rng, **params)"]),
+    ({"op": "tests.backends.user_augment:missing"},
+     ["module 'tests.backends.user_augment' has no callable 'missing'"]),
+    ({"op": "tests.backends.user_augment:only_images"},
+     ["with parameters [], which its signature (images) refuses", "function(images, rng, **params)"]),
+    ({"op": "tests.backends.user_augment:tag", "colour": 1},
+     ["with parameters ['colour'], which its signature (images, rng, label='user') refuses"]),
+])
+def test_a_user_op_that_cannot_be_imported_or_called_is_refused_naming_it_and_why(item, fragments):
+    ((path, message),) = validate_ops([{"op": "hflip"}, item])
+    assert path == "augment.ops[1].op"
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_a_spec_with_a_user_op_that_cannot_be_imported_is_refused_before_anything_runs():
+    from raykit.spec import SpecError, load_spec
+    with pytest.raises(SpecError, match=r"augment\.ops\[0\]\.op: got 'nowhere:fn': cannot import module 'nowhere'"):
+        load_spec(None, ["augment.ops=[{op: 'nowhere:fn'}]"])

@@ -103,3 +103,11 @@ def test_an_op_that_skipped_validation_is_refused_at_dispatch_naming_the_op_and_
                                          "random_crop, hflip"):
         aug.augment([], "labels", "seed")
     assert calls == [("hflip", "seed/0")]
+
+
+def test_a_user_op_runs_as_a_pixel_op_with_its_params_and_its_own_rng_and_only_in_training():
+    aug, calls = augmenter([{"op": "rotate"}, {"op": "tests.backends.user_augment:tag", "label": "mine"},
+                            {"op": "hflip"}])
+    images, _ = aug.augment([], "labels", "seed")
+    assert images == ["warp rotate", "mine seed/1", "hflip"]  # pending maps applied first
+    assert aug.eval_batch([]) == []

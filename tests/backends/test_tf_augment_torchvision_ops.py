@@ -140,3 +140,18 @@ def test_random_erasing_erases_one_box_per_sample_of_the_expected_area():
                      np.ones((8, 12, 12, 3), np.float32)) == 0
     assert np.all(square.reshape(8, -1).sum(1) == 36 * 3)  # a 6 x 6 box in every channel
     np.testing.assert_array_equal(run_ops([{"op": "random_erasing", "p": 0.0}], images[:4]), images[:4])
+
+
+# ---- a user op
+
+
+def test_a_user_op_gets_its_params_and_a_stateless_seed_that_replays_per_step():
+    # The op's seed is a function of (train.seed, epoch, rank, step, op index): a resumed run replays it.
+    images = np.zeros((8, 4, 4, 1), np.float32)
+    op = [{"op": "tests.backends.user_augment:stateless_offsets", "amount": 0.3}]
+    out = run_ops(op, images)
+    offsets = out[:, 0, 0, 0]
+    assert np.all(out == offsets[:, None, None, None]) and np.all(np.abs(offsets) <= 0.3)
+    assert len(np.unique(offsets)) == 8
+    np.testing.assert_array_equal(run_ops(op, images), out)
+    assert not np.array_equal(run_ops(op, images, step=1), out)
