@@ -295,25 +295,48 @@ def import_user_op(name: str) -> Callable:
     return function
 
 
+USER_OP_FORMS = ("a function callable as function(images, rng, **params), or a factory function(**params) "
+                 "returning a transform (torch: a callable on the batch, e.g. a torchvision.transforms.v2 "
+                 "pipeline; tf: a Keras layer)")
+
+
+def user_op_form(function: Callable, params: Mapping) -> str:
+    """``"function"`` when ``function(images, rng, **params)`` binds, ``"factory"`` when ``function(**params)``
+    does (a function taking both is a function).
+
+    Raises:
+        TypeError: neither binds.
+    """
+    signature = inspect.signature(function)
+    try:
+        signature.bind(None, None, **params)
+        return "function"
+    except TypeError:
+        signature.bind(**params)
+        return "factory"
+
+
 def user_op_problems(item: Mapping, path: str) -> list[tuple[str, str]]:
     """Why a user op ``{op: "package.module:function", **params}`` cannot run: its function cannot be imported,
-    or cannot be called as ``function(images, rng, **params)``; empty when it can.
+    or called in either form of :data:`USER_OP_FORMS`; empty when it can.
 
-    ``images`` is the batch as it reaches the op (torch: float NCHW on the device; tf: float NHWC), ``rng``
-    the op's random source (torch: a ``torch.Generator`` on the device; tf: a stateless seed, 2 int32), so
-    that a resumed run replays the same draws; the function returns the images, same shape.
+    A function is called on every training batch as ``function(images, rng, **params)``: ``images`` is the
+    batch as it reaches the op (torch: float NCHW on the device; tf: float NHWC), ``rng`` the op's random
+    source (torch: a ``torch.Generator`` on the device; tf: a stateless seed, 2 int32); it returns the images.
+    A factory is called once, ``function(**params)``, and its transform on every batch with its randomness
+    seeded from ``rng`` (torch: the global RNG, forked; tf: the layer's seed generators). Either way a resumed
+    run replays the same draws.
     """
-    accepted = "accepted: a function callable as function(images, rng, **params)"
     try:
         function = import_user_op(item["op"])
     except ImportError as exc:
-        return [(f"{path}.op", f"got {item['op']!r}: {exc}; {accepted}")]
+        return [(f"{path}.op", f"got {item['op']!r}: {exc}; accepted: {USER_OP_FORMS}")]
     params = {key: value for key, value in item.items() if key != "op"}
     try:
-        inspect.signature(function).bind(None, None, **params)
+        user_op_form(function, params)
     except TypeError as exc:
         return [(f"{path}.op", f"got {item['op']!r} with parameters {sorted(params)}, which its signature "
-                               f"{inspect.signature(function)} refuses ({exc}); {accepted}")]
+                               f"{inspect.signature(function)} refuses ({exc}); accepted: {USER_OP_FORMS}")]
     except ValueError:  # a builtin without a signature: let the first batch tell
         pass
     return []

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Mapping
 
-from raykit.augment import BATCH_OPS, DETERMINISTIC_OPS, MATRIX_OPS, OPS, import_user_op, is_user_op, resolve_ops
+from raykit.augment import (BATCH_OPS, DETERMINISTIC_OPS, MATRIX_OPS, OPS, import_user_op, is_user_op,
+                            resolve_ops, user_op_form)
 
 KINDS = ("matrix", "pixel", "batch")
 
@@ -61,6 +62,8 @@ class Kernels:
         matrix, pixel, batch: ``{op: kernel}`` for the ops of each kind (see the module docstring).
         warp: ``(images, maps) -> images``, resampling with the composed (N, 3, 3) output->input maps.
         op_rng: ``(batch_rng, index) -> rng``, the random source of the op at ``index``.
+        run_transform: ``(transform, op name) -> kernel`` for a user factory's transform: the kernel runs it on
+            the images with its randomness seeded from the op's random source.
     """
 
     backend: str
@@ -69,6 +72,7 @@ class Kernels:
     batch: Mapping[str, Callable]
     warp: Callable[[Any, Any], Any]
     op_rng: Callable[[Any, int], Any]
+    run_transform: Callable[[Any, str], Callable]
 
     def names(self) -> dict[str, list[str]]:
         """``{kind: [op, ...]}``: the ops this backend has a kernel for, by table."""
@@ -80,13 +84,17 @@ class Kernels:
 
     def user_kernel(self, op: dict) -> Callable:
         """The pixel kernel of user op ``op`` (see :func:`raykit.augment.user_op_problems`): its function called
-        as ``function(images, rng, **params)``, the op's own random source as ``rng``.
+        as ``function(images, rng, **params)`` with the op's own random source, or its factory's transform
+        (``function(**params)``, called now) run by :attr:`run_transform`.
 
         Raises:
             ImportError: the function cannot be imported (validation reports it before a run starts).
+            TypeError: neither form binds, or (from ``run_transform``) the factory made no usable transform.
         """
         function = import_user_op(op["op"])
         params = {key: value for key, value in op.items() if key != "op"}
+        if user_op_form(function, params) == "factory":
+            return self.run_transform(function(**params), op["op"])
 
         def kernel(_: dict, images: Any, rng: Any) -> Any:
             return function(images, rng, **params)

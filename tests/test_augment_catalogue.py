@@ -268,9 +268,10 @@ def test_a_spec_with_a_unit_range_op_after_its_presets_normalize_is_refused_befo
 # ---- user ops: {op: "package.module:function", **params}
 
 
-def test_a_user_op_is_valid_when_its_function_imports_and_takes_images_rng_and_its_params():
+def test_a_user_op_is_valid_when_its_function_imports_and_takes_images_rng_and_its_params_or_just_its_params():
     assert validate_ops([{"op": "tests.backends.user_augment:tag", "label": "x"},
-                         {"op": "tests.backends.user_augment:tag"}]) == []
+                         {"op": "tests.backends.user_augment:tag"},
+                         {"op": "tests.backends.user_augment:tagger", "label": "x"}]) == []  # a factory
     resolved = resolve_ops("none", [{"op": "tests.backends.user_augment:tag", "label": ["a"]}])
     assert resolved == [{"op": "tests.backends.user_augment:tag", "label": ["a"]}]
 

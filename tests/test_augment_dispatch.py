@@ -38,7 +38,8 @@ def recording_kernels(calls: list) -> Kernels:
                    pixel={name: pixel for name in OPS if op_kind(name) == "pixel"},
                    batch=dict.fromkeys(BATCH_OPS, batch),
                    warp=lambda images, maps: images + ["warp " + "@".join(maps.names)],
-                   op_rng=lambda rng, index: f"{rng}/{index}")
+                   op_rng=lambda rng, index: f"{rng}/{index}",
+                   run_transform=lambda transform, name: lambda op, images, rng: transform(images + [f"seeded {rng}"]))
 
 
 def augmenter(ops: list[dict]) -> tuple[BaseAugmenter, list]:
@@ -111,3 +112,9 @@ def test_a_user_op_runs_as_a_pixel_op_with_its_params_and_its_own_rng_and_only_i
     images, _ = aug.augment([], "labels", "seed")
     assert images == ["warp rotate", "mine seed/1", "hflip"]  # pending maps applied first
     assert aug.eval_batch([]) == []
+
+
+def test_a_user_factorys_transform_is_made_once_and_run_by_the_backends_run_transform():
+    aug, _ = augmenter([{"op": "hflip"}, {"op": "tests.backends.user_augment:tagger", "label": "made"}])
+    images, _ = aug.augment([], "labels", "seed")
+    assert images == ["hflip", "seeded seed/1", "made"]

@@ -155,3 +155,12 @@ def test_a_user_op_gets_its_params_and_a_stateless_seed_that_replays_per_step():
     assert len(np.unique(offsets)) == 8
     np.testing.assert_array_equal(run_ops(op, images), out)
     assert not np.array_equal(run_ops(op, images, step=1), out)
+
+
+def test_a_user_factorys_keras_layer_draws_from_its_seed_generators_set_from_the_ops_seed():
+    images = np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32)
+    op = [{"op": "tests.backends.user_augment:keras_rotation", "factor": 0.3}]
+    out = run_ops(op, images)
+    assert len({o.tobytes() for o in out}) == 8 and not np.array_equal(out, images)
+    np.testing.assert_array_equal(run_ops(op, images), out)  # a new layer, the same step: the same draws
+    assert not np.array_equal(run_ops(op, images, step=1), out)

@@ -33,3 +33,34 @@ def stateless_offsets(images, seed, amount=0.1):
 
     offsets = tf.random.stateless_uniform([tf.shape(images)[0]], seed, -amount, amount)
     return images + offsets[:, None, None, None]
+
+
+def tagger(label="user"):
+    """A factory (no images, no rng): its transform appends ``label``, for the dispatch tests."""
+    return lambda images: images + [label]
+
+
+class RecordingOffsets:
+    """torch: add one offset per sample drawn from torch's global RNG (as torchvision.transforms.v2 draw)."""
+
+    def __init__(self, amount: float):
+        self.amount = amount
+
+    def __call__(self, images):
+        import torch
+
+        offsets = (torch.rand(len(images)) * 2 - 1) * self.amount
+        DRAWS.append(offsets.clone())
+        return images + offsets.to(images.device, images.dtype)[:, None, None, None]
+
+
+def global_offsets(amount=0.1):
+    """torch: a factory of RecordingOffsets."""
+    return RecordingOffsets(amount)
+
+
+def keras_rotation(factor=0.2):
+    """tf: a factory of a Keras pipeline with seed generators."""
+    import keras
+
+    return keras.Sequential([keras.layers.RandomRotation(factor), keras.layers.RandomContrast(0.3)])

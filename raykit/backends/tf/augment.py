@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -343,6 +344,41 @@ def _trivialaugment(op: dict, images: tf.Tensor, seed) -> tf.Tensor:
     return apply_policy_ops(images, *_policy_draw(seed, images, "trivialaugment", None))
 
 
+def seed_generators(layer) -> list:
+    """The ``keras.random.SeedGenerator`` objects of ``layer`` and of the layers inside it."""
+    found: list = []
+
+    def walk(value) -> None:
+        if isinstance(value, keras.random.SeedGenerator):
+            if not any(value is seen for seen in found):
+                found.append(value)
+        elif isinstance(value, keras.layers.Layer):
+            for attribute in vars(value).values():
+                walk(attribute)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk(layer)
+    return found
+
+
+def run_transform(layer, name: str):
+    """The kernel of a user factory's Keras ``layer``: called with ``training=True`` after each of its seed
+    generators is set from the op's stateless seed, so its draws are a function of (seed, epoch, rank, step)
+    and replay on resume."""
+    if not isinstance(layer, keras.layers.Layer):
+        raise TypeError(f"augment.ops {name}: the factory returned {type(layer).__name__}; accepted: a Keras "
+                        "layer (e.g. keras.layers.RandomRotation or a keras.Sequential of them)")
+    generators = seed_generators(layer)
+
+    def kernel(_: dict, images: tf.Tensor, seed) -> tf.Tensor:
+        for index, generator in enumerate(generators):
+            generator.state.assign(tf.cast(_fold(seed, index), generator.state.dtype))
+        return layer(images, training=True)
+    return kernel
+
+
 # The TensorFlow implementation of every op of the catalogue; the op at index i of a batch draws from
 # the batch's stateless seed folded with i, so the ops trace inside a tf.function and replay on resume.
 KERNELS = Kernels(
@@ -352,7 +388,7 @@ KERNELS = Kernels(
            "color_jitter": _color_jitter, "randaugment": _randaugment, "trivialaugment": _trivialaugment,
            "random_erasing": _random_erasing},
     batch={"mixup": _mix, "cutmix": _mix}, warp=warp,
-    op_rng=lambda seed, index: tf.random.experimental.stateless_fold_in(seed, index))
+    op_rng=lambda seed, index: tf.random.experimental.stateless_fold_in(seed, index), run_transform=run_transform)
 
 
 def preview_png(images_nhwc: np.ndarray, ops: list[dict], seed: int, rows: int = 4) -> bytes:

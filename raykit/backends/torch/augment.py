@@ -370,6 +370,22 @@ def _trivialaugment(op: dict, images: torch.Tensor, generator: torch.Generator) 
     return apply_policy_ops(images, *_policy_draw(generator, images, "trivialaugment", None))
 
 
+def run_transform(transform, name: str):
+    """The kernel of a user factory's ``transform`` (a callable on the batch: a torchvision.transforms.v2 or
+    kornia pipeline, an nn.Module): run with torch's global RNG forked and seeded by one draw from the op's
+    generator, so its draws replay on resume and leave the global RNG as it was."""
+    if not callable(transform):
+        raise TypeError(f"augment.ops {name}: the factory returned {type(transform).__name__}; accepted: a "
+                        "callable on the batch (e.g. a torchvision.transforms.v2 pipeline)")
+
+    def kernel(_: dict, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        seed = int(_draw(torch.randint, generator, 0, 2**62, (1,)).item())
+        with torch.random.fork_rng(devices=[images.device] if images.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            return transform(images)
+    return kernel
+
+
 # The torch implementation of every op of the catalogue; one stateful generator feeds the ops in turn.
 KERNELS = Kernels(
     "torch", matrix={"rotate": _rotate, "shift": _shift, "shear": _shear, "zoom": _zoom},
@@ -378,7 +394,7 @@ KERNELS = Kernels(
            "color_jitter": _color_jitter, "randaugment": _randaugment, "trivialaugment": _trivialaugment,
            "random_erasing": _random_erasing},
     batch={"mixup": _mix, "cutmix": _mix}, warp=warp,
-    op_rng=lambda generator, index: generator)
+    op_rng=lambda generator, index: generator, run_transform=run_transform)
 
 
 # --------------------------------------------------------------------------------------------------
