@@ -8,11 +8,11 @@ import typing
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft7Validator
 
-from raykit.augment import OPS, validate_ops
+from raykit.augment import OPS, is_user_op, validate_ops
 from raykit.spec import SpecError, field_reference, load_spec, yaml_load
 from raykit.spec.fields import BOUNDS, SWITCH_WORDS, choices_of, is_optional, strip_optional
 from raykit.spec.json_schema import json_schema, json_schema_text
@@ -179,7 +179,18 @@ OP_ITEM = (st.builds(lambda op, rest: {"op": op, **rest}, st.sampled_from([*OPS,
 @settings(max_examples=400, deadline=None)
 @given(OP_ITEM)
 def test_an_augment_op_passes_the_schema_exactly_when_the_validator_takes_it(item):
+    # A user op's name of the right form passes the schema whether or not it imports: only the validator
+    # imports it (test_a_user_op_passes_the_schema_by_the_form_of_its_name).
+    assume(not (isinstance(item, dict) and is_user_op(item.get("op"))))
     assert schema_accepts("augment.ops", [item]) == checks_accept("augment.ops", [item]), item
+
+
+def test_a_user_op_passes_the_schema_by_the_form_of_its_name():
+    user_op = {"op": "tests.backends.user_augment:random_offsets", "amount": 0.2}
+    assert schema_accepts("augment.ops", [user_op]) and checks_accept("augment.ops", [user_op])
+    for name in ("tests.backends.user_augment", "user augment:jitter", ":jitter", "pkg.mod:"):
+        assert not schema_accepts("augment.ops", [{"op": name}]), name
+        assert not checks_accept("augment.ops", [{"op": name}]), name
 
 
 @pytest.mark.parametrize("op", OPS)

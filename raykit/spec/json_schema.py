@@ -18,7 +18,7 @@ import json
 import typing
 from typing import Any, Mapping
 
-from raykit.augment import OP_HELP, OPS
+from raykit.augment import OP_HELP, OPS, USER_OP, USER_OP_FORMS
 from raykit.spec.fields import SWITCH_WORDS, USER_FACTORY, choices_of, field_types, is_optional, strip_optional
 from raykit.spec.reference import accepted_text
 from raykit.spec.schema import RunSpec
@@ -103,7 +103,15 @@ def _bounds(rules: Mapping) -> dict:
 def augment_op_schemas() -> dict:
     """One item of ``augment.ops``: ``{op: NAME, ...params}``, each op's parameters typed and bounded as
     :data:`raykit.augment.OPS` says (``ordered`` ranges, lo <= hi, are left to the validator)."""
-    return {"oneOf": [_op_schema(name, params) for name, params in OPS.items()]}
+    return {"oneOf": [*(_op_schema(name, params) for name, params in OPS.items()), _user_op_schema()]}
+
+
+def _user_op_schema() -> dict:
+    """A user op, ``{op: "package.module:function", ...its own parameters}``: the schema checks the name's
+    form; that it imports and has a fitting signature is the validator's check."""
+    text = f"Your own op: 'package.module:function', {USER_OP_FORMS}; the other keys are its parameters."
+    return {"type": "object", "description": text, "required": ["op"],
+            "properties": {"op": {"type": "string", "pattern": USER_OP.pattern, "description": text}}}
 
 
 def _op_schema(name: str, params: Mapping[str, tuple]) -> dict:
