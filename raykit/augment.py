@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib
 import inspect
 import math
 import re
 from typing import Any, Callable, Mapping
+
+from raykit.user_code import import_factory
 
 # A user op's name: "package.module:function" (the spec's USER_FACTORY pattern; raykit.spec imports this module).
 USER_OP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -284,15 +285,7 @@ def import_user_op(name: str) -> Callable:
     Raises:
         ImportError: the module cannot be imported or has no such callable, naming both.
     """
-    module_name, _, attr = name.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # not only ImportError: the user's module may fail while it runs
-        raise ImportError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
-    function = getattr(module, attr, None)
-    if not callable(function):
-        raise ImportError(f"module {module_name!r} has no callable {attr!r}")
-    return function
+    return import_factory(name)
 
 
 USER_OP_FORMS = ("a function callable as function(images, rng, **params), or a factory function(**params) "

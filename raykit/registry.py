@@ -8,10 +8,10 @@ from that explicit string.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 from raykit.spec import USER_FACTORY
+from raykit.user_code import import_factory
 
 
 class Registry:
@@ -47,17 +47,3 @@ class Registry:
             return import_factory(name, self.field)
         factory = ", or a factory 'package.module:function'" if self.user_factories else ""
         raise KeyError(f"{self.field}: got {name!r}; accepted: {', '.join(self._factories)}{factory}")
-
-
-def import_factory(text: str, field: str) -> Callable[..., Any]:
-    """Import ``"package.module:function"`` and return the callable, with errors naming ``field``."""
-    module_name, _, attr = text.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # not only ImportError: the user's module may fail while it runs
-        raise ImportError(f"{field}: cannot import module {module_name!r} from {text!r}: "
-                          f"{type(exc).__name__}: {exc}") from exc
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ImportError(f"{field}: {module_name!r} has no callable {attr!r} (from {text!r})")
-    return factory

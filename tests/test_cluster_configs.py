@@ -388,9 +388,7 @@ def dockerfile_instructions(text: str) -> list[str]:
 
 
 def dockerfile_problems(text: str) -> list[str]:
-    pins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    pin = {re.split(r"[=<>\[]", p)[0]: p for p in pins}
-    tf_series = re.fullmatch(r"tensorflow-cpu==(\d+\.\d+)\.\*", pin["tensorflow-cpu"]).group(1)
+    """The image's base, layout and safety; how it installs (extras, constraints) is tests/test_image_install.py's."""
     lines = dockerfile_instructions(text)
     runs = " && ".join(l[4:] for l in lines if l.startswith("RUN "))
     problems = []
@@ -398,18 +396,12 @@ def dockerfile_problems(text: str) -> list[str]:
     m = re.fullmatch(r"FROM rayproject/ray:(\d+\.\d+\.\d+)-py311-(gpu|cu\d+)", base)
     if not m or m.group(1) != ray_version():
         problems.append(f"base image {base!r} is not Ray {ray_version()}'s py311 GPU image")
-    torch_install = next((c for c in runs.split("&&") if "torch" in c and "pip install" in c), "")
-    for name in ("torch", "torchvision"):
-        if pin[name] not in torch_install.split():
-            problems.append(f"{pin[name]} (pyproject's pin) is not installed")
-    if "download.pytorch.org/whl/cu" not in torch_install:
-        problems.append("torch does not come from PyTorch's CUDA index")
-    if f'"tensorflow[and-cuda]=={tf_series}.*"' not in runs:
-        problems.append(f"no tensorflow[and-cuda]=={tf_series}.* (the CUDA build of pyproject's TF)")
+    if "--no-deps" in runs:
+        problems.append("an install skips dependencies (--no-deps): they would not be checked against the extras")
     if "tensorflow-cpu" in runs:
         problems.append("installs tensorflow-cpu")
-    if not re.search(r"pip install (--\S+ )*--no-deps (--\S+ )*-e (\.|/home/ray/raykit)(?=\s|$)", runs):
-        problems.append("raykit is not installed with --no-deps (pyproject would add tensorflow-cpu)")
+    if "torch.version.cuda is None" not in runs or "tf.test.is_built_with_cuda()" not in runs:
+        problems.append("the build does not fail on a CPU-only torch or TensorFlow")
     if f"WORKDIR {IMAGE_WORKDIR}" not in lines:
         problems.append(f"WORKDIR is not {IMAGE_WORKDIR}")
     env = dict(w.split("=", 1) for l in lines if l.startswith("ENV ") for w in shlex.split(l)[1:])
@@ -426,9 +418,11 @@ def test_dockerfile_builds_the_gpu_image():
     ignored = (CLUSTER / "Dockerfile.dockerignore").read_text().split()
     assert {".venv/", "runs/", ".git/"} <= set(ignored)
     for old, new in (("-py311-gpu", "-py311-cpu"), ("2.60.0-py311", "2.59.0-py311"),
-                     ('"tensorflow[and-cuda]', '"tensorflow-cpu'), ("whl/cu128", "whl/cpu"),
-                     ("--no-deps ", ""), ("RAY_AUTH_MODE=token", "RAY_AUTH_MODE=disabled"),
-                     ("torch==2.14.1 ", "torch ")):
+                     ('pip install --no-cache-dir -c', 'pip install --no-deps --no-cache-dir -c'),
+                     ('--extra-index-url "${TORCH_INDEX}" -e', '--extra-index-url "${TORCH_INDEX}" tensorflow-cpu -e'),
+                     ("torch.version.cuda is None", "torch.version.hip is None"),
+                     ("RAY_AUTH_MODE=token", "RAY_AUTH_MODE=disabled"),
+                     ("WORKDIR /home/ray/raykit", "WORKDIR /home/ray")):
         assert old in text, old
         assert dockerfile_problems(text.replace(old, new)), f"accepted the Dockerfile with {new!r}"
 

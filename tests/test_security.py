@@ -204,7 +204,7 @@ ALWAYS_CODE = {  # these run code from their input whatever the arguments
 SAFE_YAML_LOADERS = {"yaml.SafeLoader", "yaml.CSafeLoader", "yaml.BaseLoader", "yaml.CBaseLoader"}
 # Where raykit imports a module by a computed name, and why that is safe.
 DYNAMIC_IMPORTS = {
-    ("raykit/registry.py", "import_factory"),           # model.name's explicit 'package.module:function'
+    ("raykit/user_code.py", "import_factory"),          # model.name's / an augment op's 'package.module:function'
     ("raykit/backends/__init__.py", "load_backend_module"),  # raykit.backends.<registered>.<module>
     ("raykit/backends/__init__.py", "_ensure_builtins"),  # the BUILTIN package names, constants in code
     ("raykit/backends/base.py", "load"),  # a registered BackendInfo's implementation, set by code, never by a spec
