@@ -59,12 +59,12 @@ def write_dataset(root: str, rows: int, rows_per_file: int = 10_000) -> float:
 LOADERS = {"stream": ("stream", "on"), "stream, decoded every epoch": ("stream", "off"), "memory": ("memory", "auto")}
 
 
-def run(uri: str, loader: str, storage: str, name: str, epochs: int) -> dict:
+def run(uri: str, loader: str, storage: str, name: str, epochs: int, workers: int) -> dict:
     kind, cache = LOADERS[loader]
     result = raykit.train(None, {
         "data.uri": uri, "data.loader": kind, "data.stream_cache": cache, "data.read_cpus": 0.5,
         "data.val_fraction": 0.02, "data.test_fraction": 0.01, "model.name": "mlp", "model.hidden": [64],
-        "train.epochs": epochs, "train.batch_size": 512, "scaling.num_workers": 2,
+        "train.epochs": epochs, "train.batch_size": 512, "scaling.num_workers": workers,
         "scaling.resources_per_worker": {"CPU": 0.5}, "storage": storage, "name": name,
         "checkpoint.every_n_epochs": epochs}, verbose=False)
     steady = result.history[1:] or result.history
@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--small-rows", type=int, default=16_000)
     parser.add_argument("--large-rows", type=int, default=130_000, help="0: no large set (a smoke test)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers per run (0.5 CPU each)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (samples/s: median of epochs 2+)")
     parser.add_argument("--skip-large-memory", action="store_true",
                         help="do not load the large set in memory (it needs ~4x its decoded size in RAM)")
@@ -93,11 +94,13 @@ def main() -> None:
     for repeat in range(args.repeats):  # alternate, so drift on a shared machine hits both
         for index, loader in enumerate(LOADERS):
             runs.setdefault(("small", loader), []).append(
-                run(f"{work}/small", loader, f"{work}/runs", f"small-{index}-{repeat}", args.epochs))
+                run(f"{work}/small", loader, f"{work}/runs", f"small-{index}-{repeat}", args.epochs,
+                    args.workers))
     if "large" in sets:
         for index, loader in enumerate(LOADERS):
             if loader != "memory" or not args.skip_large_memory:
-                runs[("large", loader)] = [run(f"{work}/large", loader, f"{work}/runs", f"large-{index}", args.epochs)]
+                runs[("large", loader)] = [run(f"{work}/large", loader, f"{work}/runs", f"large-{index}", args.epochs,
+                                                  args.workers)]
     ray.shutdown()
     table = render(runs, sets, args)
     print(table)
@@ -107,7 +110,7 @@ def main() -> None:
 def render(runs: dict, sets: dict, args) -> str:
     decoded = {name: rows * int(np.prod(IMAGE)) * 4 / 2**20 for name, rows in sets.items()}
     lines = [SECTION, "", machine_line() + f" Synthetic {IMAGE[0]}x{IMAGE[1]} RGB PNGs in Parquet (row groups of "
-             f"1,000), {args.epochs} epochs of a small MLP with 2 workers (0.5 CPU each; Ray Data read tasks get 0.5 CPU), "
+             f"1,000), {args.epochs} epochs of a small MLP with {args.workers} workers (0.5 CPU each; Ray Data read tasks get 0.5 CPU), "
              f"{args.repeats} repeats on the small set alternating the loaders"
              f"{', one run on the large set' if 'large' in sets else ''}. Peak RSS is "
              "rank 0's whole process (Python, torch and Ray included; pages of the object store it read count "

@@ -31,7 +31,7 @@ def test_data_streaming_benchmark_runs_at_tiny_size(tmp_path, ray_address):
     results = tmp_path / "RESULTS.md"
     # The large set only adds a bigger streamed run (the same code path); --large-rows 0 leaves it out.
     out = run_cli(["benchmarks/data_streaming.py", "--small-rows", "600", "--large-rows", "0", "--repeats", "1",
-                   "--epochs", "1", "--results", str(results)], env_extra=shared(ray_address))
+                   "--epochs", "1", "--workers", "1", "--results", str(results)], env_extra=shared(ray_address))
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## Streamed Parquet vs in-memory data" in text and "Throughput ratio stream / memory" in text
