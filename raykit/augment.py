@@ -46,7 +46,7 @@ MAGNITUDE_BINS = 31
 
 # op -> parameter -> (python type, default, rules). ``list`` parameters hold floats. The rules are the
 # bounds each number must meet (for lists: each item), "length"/"min_length" of a list, "ordered" when a
-# 2-list must have lo <= hi, "words": the strings also accepted besides a number, and "text": what is
+# 2-list must have lo <= hi, "words": the strings also accepted besides a number or list, and "text": what is
 # accepted, in words, for error messages and docs.
 OPS: dict[str, dict[str, tuple[type, Any, dict]]] = {
     "random_crop": {"padding": (int, 4, {"ge": 0, "text": "an integer >= 0"})},
@@ -62,11 +62,13 @@ OPS: dict[str, dict[str, tuple[type, Any, dict]]] = {
     "brightness": {"delta": (float, 0.2, {"ge": 0.0, "text": "a number >= 0"})},
     "contrast": {"range": (list, [0.8, 1.2], {"length": 2, "ge": 0.0, "ordered": True,
                                               "text": "a list of 2 numbers [lo, hi] with 0 <= lo <= hi"})},
-    "normalize": {"mean": (list, [0.5], {"min_length": 1,
-                                         "text": "a list of numbers: one (for every channel) or one per channel"}),
-                  "std": (list, [0.5], {"min_length": 1, "gt": 0.0,
+    "normalize": {"mean": (list, [0.5], {"min_length": 1, "words": ["imagenet"],
+                                         "text": "a list of numbers: one (for every channel) or one per channel; "
+                                                 "or imagenet (ImageNet's RGB mean, and its std too unless std "
+                                                 "is given)"}),
+                  "std": (list, [0.5], {"min_length": 1, "gt": 0.0, "words": ["imagenet"],
                                         "text": "a list of numbers > 0: one (for every channel) or one per "
-                                                "channel"})},
+                                                "channel; or imagenet (ImageNet's RGB std)"})},
     "mixup": {"alpha": (float, 0.2, {"gt": 0.0, "text": "a number > 0"}),
               "p": (float, 1.0, {"ge": 0.0, "le": 1.0, "text": "a number >= 0 and <= 1"})},
     "cutmix": {"alpha": (float, 1.0, {"gt": 0.0, "text": "a number > 0"}),
@@ -106,7 +108,9 @@ OP_HELP: dict[str, str] = {
     "zoom": "Scale by a factor uniform in `range` per sample (> 1 zooms in).",
     "brightness": "Add a value uniform in [-delta, delta] per sample.",
     "contrast": "x -> (x - mean) * f + mean with the per-image mean and f uniform in `range` per sample.",
-    "normalize": "x -> (x - mean) / std per channel; deterministic, also applied at evaluation.",
+    "normalize": "x -> (x - mean) / std per channel; deterministic, also applied at evaluation. mean: imagenet "
+                 "(with std left out or imagenet) normalizes by ImageNet's statistics, as pretrained models "
+                 "from torchvision and timm expect.",
     "mixup": "With probability `p` per batch: lam ~ Beta(alpha, alpha), mix every sample with a permuted "
              "partner; soft targets.",
     "cutmix": "With probability `p` per batch: paste a box of area (1 - lam) from a permuted partner, "
@@ -197,6 +201,11 @@ def policy_magnitudes(policy: str, height: int, width: int) -> list[list[float]]
             row = [value * side for value in row]
         rows.append(row)
     return rows
+
+# Named statistics for normalize's mean and std: ImageNet's per-channel RGB mean and std (torchvision's).
+NORMALIZE_STATS: dict[str, dict[str, list[float]]] = {
+    "imagenet": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+}
 
 PRESETS: dict[str, list[dict]] = {
     "none": [],
@@ -339,6 +348,8 @@ def check_param(op: str, param: str, value: Any) -> str:
     """Why ``value`` is not a valid ``param`` of ``op`` (``got ...; accepted: ...``), or '' when it is."""
     ptype, _, rules = OPS[op][param]
     bad = f"got {value!r} ({type(value).__name__}); accepted: {rules['text']}"
+    if isinstance(value, str) and value in rules.get("words", ()):
+        return ""
     if ptype is list:
         if not isinstance(value, (list, tuple)) or not all(_is_number(v) for v in value):
             return bad
@@ -353,8 +364,6 @@ def check_param(op: str, param: str, value: Any) -> str:
         if not (_is_number(value) and float(value).is_integer()):
             return bad
         items = [value]
-    elif value in rules.get("words", ()):
-        return ""
     else:
         if not _is_number(value):
             return bad
@@ -390,6 +399,8 @@ def _fill(item: Mapping) -> dict:
     resolved: dict[str, Any] = {"op": name}
     for key, (ptype, default, _) in OPS[name].items():
         value = item.get(key, default)
+        if name == "normalize":
+            value = _named_statistic(item, key, value)
         if ptype is list:
             resolved[key] = [float(v) for v in value]
         elif isinstance(value, str):  # one of the param's "words"
@@ -397,6 +408,14 @@ def _fill(item: Mapping) -> dict:
         else:
             resolved[key] = ptype(value)
     return resolved
+
+
+def _named_statistic(item: Mapping, key: str, value: Any) -> Any:
+    """normalize's ``mean``/``std`` as numbers: a name of :data:`NORMALIZE_STATS` is looked up, and a ``std``
+    left out beside a named ``mean`` is that name's std."""
+    if key == "std" and key not in item and item.get("mean") in NORMALIZE_STATS:
+        value = item["mean"]
+    return NORMALIZE_STATS[value][key] if isinstance(value, str) and value in NORMALIZE_STATS else value
 
 
 def _is_number(value: Any) -> bool:

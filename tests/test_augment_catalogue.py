@@ -190,6 +190,21 @@ def test_resolve_ops_is_idempotent_and_does_not_share_lists_with_its_input():
     assert user[0]["mean"] == [0.1] and PRESETS["standard"][-1]["mean"] == [0.5]
 
 
+def test_normalize_by_imagenet_resolves_to_imagenets_mean_and_std():
+    imagenet_mean, imagenet_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    assert resolve_ops("none", [{"op": "normalize", "mean": "imagenet"},
+                                {"op": "normalize", "mean": "imagenet", "std": "imagenet"},
+                                {"op": "normalize", "mean": "imagenet", "std": [1]},
+                                {"op": "normalize", "mean": [0], "std": "imagenet"}]) == [
+        {"op": "normalize", "mean": imagenet_mean, "std": imagenet_std},
+        {"op": "normalize", "mean": imagenet_mean, "std": imagenet_std},
+        {"op": "normalize", "mean": imagenet_mean, "std": [1.0]},
+        {"op": "normalize", "mean": [0.0], "std": imagenet_std}]
+    ((path, message),) = validate_ops([{"op": "normalize", "mean": "imagnet"}])
+    assert path == "augment.ops[0].mean" and message.startswith("got 'imagnet' (str); accepted: a list of numbers")
+    assert "or imagenet (ImageNet's RGB mean" in message
+
+
 def test_resolve_ops_refuses_an_unknown_preset_naming_augment_preset():
     with pytest.raises(ValueError) as info:
         resolve_ops("standrad", [])

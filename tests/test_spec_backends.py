@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import subprocess
+import sys
 
 import pytest
 
@@ -125,3 +127,41 @@ def test_the_reference_lists_model_names_per_backend():
     torch_models, tf_models = (", ".join(backend_info(name).model_names) for name in ("torch", "tf"))
     assert f"one of {torch_models} (torch); {tf_models} (tf), or 'package.module:function'" in table
     assert "one of adam, adamw, sgd, rmsprop |" in table
+
+
+def test_keras_zoo_names_kwargs_and_weights_are_checked_in_the_driver_without_tensorflow(tmp_path):
+    """keras:<name> is listed, not built: a typo gets the close name, another framework is refused, raykit's
+    own constructor arguments are refused in model.kwargs, and a missing weights file is named with its
+    directory and a command that fetches it once; TensorFlow is never imported."""
+    code = f"""
+import os, sys
+os.environ["KERAS_HOME"] = {str(tmp_path)!r}
+from raykit.spec import SpecError, load_spec
+
+def problems(overrides):
+    try:
+        load_spec(None, ["framework=tf", *overrides])
+    except SpecError as error:
+        return dict(error.problems)
+    return {{}}
+
+print(repr(problems(["model.name=keras:ResNet5"])))
+print(repr(problems(["model.name=keras:ResNet50", "framework=torch"])))
+print(repr(problems(["model.name=keras:ResNet50", "model.kwargs={{include_top: true, pooling: avg}}"])))
+print(repr(problems(["model.name=keras:EfficientNetB0", "model.pretrained=imagenet"])))
+os.makedirs(os.path.join(os.environ["KERAS_HOME"], "models"))
+open(os.path.join(os.environ["KERAS_HOME"], "models", "efficientnetb0_notop.h5"), "wb").close()
+print(repr(problems(["model.name=keras:EfficientNetB0", "model.pretrained=imagenet", "model.kwargs={{pooling: avg}}"])))
+print(sorted(m for m in ("tensorflow", "keras", "torch") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    typo, other_framework, reserved, missing, found, imported = (eval(line) for line in out.strip().splitlines())
+    assert typo["model.name"].startswith("got 'keras:ResNet5' (did you mean 'keras:ResNet50'?)")
+    assert "keras:<name> with <name> one of ConvNeXtBase" in typo["model.name"] and "Xception" in typo["model.name"]
+    assert list(typo) == ["model.name"]  # not also model.pretrained
+    assert "a keras: model, with framework torch; accepted: framework tf" in other_framework["model.name"]
+    assert list(reserved) == ["model.kwargs.include_top"] and "raykit sets itself" in reserved["model.kwargs.include_top"]
+    message = missing["model.pretrained"]
+    assert f"efficientnetb0_notop.h5 is not in {tmp_path / 'models'}" in message and "never downloads" in message
+    assert "keras.applications.EfficientNetB0(weights='imagenet', include_top=False)" in message
+    assert found == {} and imported == []

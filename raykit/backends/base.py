@@ -51,6 +51,9 @@ class BackendInfo:
         model_names: names its model registry builds (a ``package.module:function`` factory also works).
         optimizer_names: names its optimizer registry builds.
         imagenet_files: model name -> file names of ImageNet weights in its cache.
+        imagenet_fetch: ``imagenet_fetch(model_name)`` -> a command that downloads those weights once.
+        model_zoos: zoo prefix (``"keras:"``) -> ``names()``, its ``model.name`` values, listed without
+            building a model or importing the framework; a zoo name is never a ``module:function`` factory.
         weights_cache: where its library keeps downloaded weights (computed from the environment).
         export_formats: ``raykit export`` formats, the first ones being the default.
         capabilities: optional features it has (:data:`GRAD_ACCUM`, :data:`GPU`).
@@ -68,6 +71,8 @@ class BackendInfo:
     optimizer_names: tuple[str, ...] = ()
     imagenet_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
     weights_cache: Callable[[], Path] | None = None
+    imagenet_fetch: Callable[[str], str] | None = None
+    model_zoos: dict[str, Callable[[], tuple[str, ...]]] = field(default_factory=dict)
     export_formats: tuple[str, ...] = ()
     capabilities: frozenset[str] = frozenset()
     refusals: Callable[[Any], Problems] | None = None

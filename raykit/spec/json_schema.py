@@ -123,6 +123,8 @@ def _op_schema(name: str, params: Mapping[str, tuple]) -> dict:
                 schema["minItems"] = rules.get("length", rules.get("min_length"))
             if "length" in rules:
                 schema["maxItems"] = rules["length"]
+            if "words" in rules:  # a list or one of these names (normalize's mean: imagenet)
+                schema = {"anyOf": [schema, {"enum": list(rules["words"])}]}
         else:
             schema = {"type": "integer" if ptype is int else "number", **_bounds(rules)}
             if "words" in rules:  # a number or one of these strings (random_erasing's value: 0 or "random")

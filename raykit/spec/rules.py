@@ -272,6 +272,9 @@ def _backend_fact_problems(spec: RunSpec, info) -> list[tuple[str, str]]:
         value, have = _value_at(spec, path), getattr(info, meta["backend_fact"])
         if value in have:
             continue
+        if meta.get("allow_factory") and _zoo_prefix(value):
+            problems += _zoo_problems(path, value, info)
+            continue
         if meta.get("allow_factory") and USER_FACTORY.match(value):
             problems += _factory_module_problems(path, value)
             continue
@@ -279,6 +282,30 @@ def _backend_fact_problems(spec: RunSpec, info) -> list[tuple[str, str]]:
         problems.append((path, f"got {value!r}, which framework {info.name} does not have; accepted with "
                                f"{info.name}: {', '.join(have)}{factory}"))
     return problems
+
+
+def _zoo_prefix(value) -> str | None:
+    """The model-zoo prefix (``keras:``) of any registered backend that ``value`` starts with, or None."""
+    prefixes = {prefix for name in backend_names() for prefix in backend_info(name).model_zoos}
+    return next((p for p in prefixes if isinstance(value, str) and value.startswith(p)), None)
+
+
+def _zoo_problems(path: str, value: str, info) -> list[tuple[str, str]]:
+    """A zoo name: its zoo must be the chosen backend's, and the name one of the zoo's (listed, not built)."""
+    prefix = _zoo_prefix(value)
+    if prefix not in info.model_zoos:
+        owners = [name for name in backend_names() if prefix in backend_info(name).model_zoos]
+        return [(path, f"got {value!r}, a {prefix} model, with framework {info.name}; accepted: framework "
+                       f"{' or '.join(owners)} for {prefix} models, or with {info.name}: "
+                       f"{', '.join(info.model_names)}{''.join(', ' + p + '<name>' for p in info.model_zoos)}")]
+    names = info.model_zoos[prefix]()
+    if value in names:
+        return []
+    from raykit.spec.fields import did_you_mean
+
+    bare = [n[len(prefix):] for n in names]
+    return [(path, f"got {value!r}{did_you_mean(value, names)}, which is not in the {prefix} zoo; accepted: "
+                   f"{prefix}<name> with <name> one of {', '.join(bare)}")]
 
 
 def _fields_with(wanted, cls: type = RunSpec, prefix: str = "") -> list[tuple[str, dict]]:
@@ -303,6 +330,8 @@ def _value_at(spec: RunSpec, path: str):
 def _pretrained_problems(spec: RunSpec) -> list[tuple[str, str]]:
     info = backend_info(spec.framework)
     available = list(info.imagenet_files)
+    if spec.model.name not in available and _zoo_prefix(spec.model.name):
+        return []  # an unknown zoo name: model.name's own problem says so
     if spec.model.name not in available:
         return [("model.pretrained", f"got 'imagenet' for model.name={spec.model.name!r} on {spec.framework}; "
                                      f"accepted with: {', '.join(available) or 'none of its models'}")]
@@ -313,9 +342,10 @@ def _pretrained_problems(spec: RunSpec) -> list[tuple[str, str]]:
         # The cache function's first docstring line says where the directory comes from ($TORCH_HOME...).
         where = (f"{info.weights_cache()} ({_first_line(info.weights_cache.__doc__)})" if info.weights_cache
                  else f"{info.name}'s weights cache")
+        fetch = (f"; fetch it once with {info.imagenet_fetch(spec.model.name)}" if info.imagenet_fetch else "")
         return [("model.pretrained", f"got 'imagenet' but {names} is not in {where} and raykit never downloads; "
-                                     "copy the file there, or set finetune.init_from to a weights file and "
-                                     "model.pretrained=none")]
+                                     f"copy the file there{fetch}, or set finetune.init_from to a weights file "
+                                     "and model.pretrained=none")]
     return []
 
 

@@ -95,7 +95,9 @@ class DataSpec:
 
 @dataclass
 class ModelSpec:
-    name: str = _field("cnn", help="Registered model name (which ones depends on the framework), or a user "
+    name: str = _field("cnn", help="Registered model name (which ones depends on the framework), a zoo model "
+                                   "(tf: 'keras:<name>', a keras.applications model, e.g. keras:ResNet50, without "
+                                   "its top, under raykit's head: flatten -> hidden -> dropout -> dense), or a user "
                                    "factory 'package.module:function'.",
                        choices=backend_choices("model_names"), backend_fact="model_names", allow_factory=True)
     num_classes: int | None = _field(None, help="Output classes; null takes them from the data.", ge=2)
@@ -108,10 +110,11 @@ class ModelSpec:
     stem: str = _field("auto", help="resnet stem: 'imagenet' (7x7 stride 2 + max-pool), 'small' (3x3 stride 1, "
                                     "no pool, for 8x8-32x32 images), 'auto' (small below 64 px).",
                        choices=("auto", "imagenet", "small"))
-    pretrained: str = _field("none", help="resnet weights: 'none', or 'imagenet' from the framework's local cache "
-                                          "(torch: $TORCH_HOME/hub/checkpoints, tf: $KERAS_HOME/models; nothing "
-                                          "is downloaded).",
+    pretrained: str = _field("none", help="resnet and zoo weights: 'none', or 'imagenet' from the framework's "
+                                          "local cache (torch: $TORCH_HOME/hub/checkpoints, tf: $KERAS_HOME/models, "
+                                          "the no-top file keras.applications names; nothing is downloaded).",
                              choices=("none", "imagenet"))
+    kwargs: dict = _field({}, help="Keyword arguments for the model's constructor or factory (zoo models and module:function factories).")
 
 
 @dataclass

@@ -70,6 +70,34 @@ def test_resnet50_builds_for_32px_and_refuses_8px_clearly():
         build_model(load_spec(None, ["model.name=resnet50"]).model, (8, 8, 1), 10)
 
 
+def test_the_keras_zoo_lists_every_classification_model_of_keras_applications():
+    import keras
+
+    from raykit.backends.tf.zoo import KERAS_APPLICATIONS
+
+    constructors = {name for name in dir(keras.applications) if name[0].isupper()
+                    and callable(getattr(keras.applications, name))}
+    assert set(KERAS_APPLICATIONS) == constructors
+
+
+def test_a_keras_zoo_model_takes_its_kwargs_gets_raykits_head_and_loads_only_from_the_cache(tmp_path, monkeypatch):
+    from raykit.backends.tf.models import application_base, cache_only_downloads
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    spec = load_spec(None, ["framework=tf", "model.name=keras:MobileNet", "model.kwargs={alpha: 0.25, pooling: avg}",
+                            "model.hidden=[16]", "model.dropout=0"]).model
+    model = build_model(spec, (32, 32, 3), 5)
+    assert model.layers[1].name == "mobilenet_0.25_32" and model.layers[1].output.shape == (None, 256)  # pooled
+    assert [tuple(layer.kernel.shape) for layer in model.layers[2:] if layer.weights] == [(256, 16), (16, 5)]
+    assert model(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 5)
+    # The file Keras names for these arguments (alpha 0.25, 128 px), where it was looked for, how to fetch it.
+    with pytest.raises(FileNotFoundError) as caught, cache_only_downloads(spec.name):
+        application_base(spec, (128, 128, 3), weights="imagenet")
+    message = str(caught.value)
+    assert f"keras:MobileNet needs mobilenet_2_5_128_tf_no_top.h5 in {tmp_path / 'models'}" in message
+    assert "never downloads" in message and "keras.applications.MobileNet(weights='imagenet'" in message
+
+
 # ---- augmentation: the same op with the same parameters gives the same images as in torch
 
 

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from raykit.backends.base import GPU, BackendInfo
+from raykit.backends.tf import zoo
 
 # Before TensorFlow is imported anywhere in this process: Keras on TensorFlow, and quieter C++ logs.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -32,10 +33,13 @@ def weights_cache() -> Path:
 
 def refusals(spec) -> list[tuple[str, str]]:
     """Option combinations the TF backend cannot run."""
+    problems = []
     if spec.train.precision == "fp16" and spec.finetune.backbone_lr_mult != 1.0:
-        return [("finetune.backbone_lr_mult", "got a multiplier with train.precision=fp16 on tf; the loss "
-                                              "scaler needs one optimizer: accepted: 1.0, or bf16")]
-    return []
+        problems.append(("finetune.backbone_lr_mult", "got a multiplier with train.precision=fp16 on tf; the loss "
+                                                      "scaler needs one optimizer: accepted: 1.0, or bf16"))
+    if spec.model.name.startswith(zoo.PREFIX):
+        problems += zoo.kwargs_problems(spec.model.kwargs)
+    return problems
 
 
 INFO = BackendInfo(
@@ -45,9 +49,11 @@ INFO = BackendInfo(
     description="TensorFlow + Keras 3, MultiWorkerMirroredStrategy under Ray Train's TensorflowTrainer",
     model_names=("mlp", "cnn", "resnet50"),
     optimizer_names=("adam", "adamw", "sgd", "rmsprop"),
-    # keras.applications' no-top ResNet50 file, as keras.utils.get_file names it in its cache.
-    imagenet_files={"resnet50": ("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",)},
+    # keras.applications' no-top files, as keras.utils.get_file names them in its cache.
+    imagenet_files={"resnet50": ("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",), **zoo.imagenet_files()},
     weights_cache=weights_cache,
+    imagenet_fetch=zoo.fetch_command,
+    model_zoos={zoo.PREFIX: zoo.model_names},
     export_formats=("keras", "saved_model"),
     capabilities=frozenset({GPU}),
     refusals=refusals,

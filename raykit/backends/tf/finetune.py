@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from raykit import storage
-from raykit.backends.tf import INFO
+from raykit.backends.tf import INFO, zoo
 from raykit.checkpoint import MANIFEST, UnsafeFileError, read_manifest
 from raykit.spec import FinetuneSpec, RunSpec, load_spec
 
@@ -177,6 +177,8 @@ def copy_matching(source: keras.Model, target: keras.Model, location: str) -> Lo
 
 
 def _load_keras_imagenet(spec: RunSpec, model: keras.Model) -> LoadReport:
+    if spec.model.name.startswith(zoo.PREFIX):
+        return _load_zoo_imagenet(spec, model)
     path = INFO.imagenet_weights_file(spec.model.name)
     if path is None:
         raise FileNotFoundError("model.pretrained: Keras's ImageNet weights are not in this node's cache")
@@ -184,3 +186,18 @@ def _load_keras_imagenet(spec: RunSpec, model: keras.Model) -> LoadReport:
     backbone.load_weights(path)
     return LoadReport(source=str(path), loaded=[layer.name for layer in parameterised_layers(backbone)],
                       mismatched=[parameterised_layers(model)[-1].name])
+
+
+def _load_zoo_imagenet(spec: RunSpec, model: keras.Model) -> LoadReport:
+    """A keras: model's ImageNet weights, loaded by Keras's own code: the same base is built again with
+    ``weights="imagenet"`` (the file keras.applications names for these arguments, from the local cache
+    only), and its weights are copied into the model's base; the head stays new."""
+    from raykit.backends.tf.models import application_base, cache_only_downloads
+
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    with cache_only_downloads(spec.model.name) as cache:
+        reference = application_base(spec.model, tuple(model.input_shape[1:]), weights="imagenet")
+    backbone.set_weights(reference.get_weights())
+    head = [layer.name for layer in parameterised_layers(model)[len(parameterised_layers(backbone)):]]
+    return LoadReport(source=", ".join(cache.found) or "keras.applications",
+                      loaded=[layer.name for layer in parameterised_layers(backbone)], mismatched=head)

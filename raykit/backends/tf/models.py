@@ -15,6 +15,7 @@ import math
 
 import keras
 
+from raykit.backends.tf import zoo
 from raykit.registry import Registry
 from raykit.spec import ModelSpec
 
@@ -23,7 +24,8 @@ MODELS = Registry("model.name", user_factories=True)
 
 def build_model(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     """Build ``spec.name`` for images of ``input_shape`` (H, W, C) and ``num_classes`` logits."""
-    model = MODELS.get(spec.name)(spec, input_shape, num_classes)
+    factory = keras_application if spec.name.startswith(zoo.PREFIX) else MODELS.get(spec.name)
+    model = factory(spec, input_shape, num_classes)
     if not isinstance(model, keras.Model):
         raise TypeError(f"model.name: factory {spec.name!r} returned {type(model).__name__}; "
                         "accepted: a keras.Model")
@@ -96,6 +98,56 @@ def resnet50(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: in
     inputs = keras.Input(input_shape)
     x = keras.layers.Dropout(spec.dropout)(backbone(inputs))
     return keras.Model(inputs, dense(x, num_classes, name="head"), name="resnet50")
+
+
+def keras_application(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """``keras:<name>``: the keras.applications model without its top (random weights; ``model.pretrained``
+    loads ImageNet's in finetune), called with ``model.kwargs``, nested as the first layer of a model that
+    adds raykit's head, as the seed's fine-tuning does: flatten -> dense + ReLU for each of ``model.hidden``
+    -> dropout -> dense head (logits). ``model.kwargs: {pooling: avg}`` pools instead of flattening the
+    feature map (Flatten then keeps the pooled vector)."""
+    inputs = keras.Input(input_shape)
+    features = application_base(spec, input_shape)(inputs)
+    name = spec.name.removeprefix(zoo.PREFIX).lower()
+    return keras.Model(inputs, _dense_head(features, spec, num_classes), name=f"{name}_raykit")
+
+
+def application_base(spec: ModelSpec, input_shape: tuple[int, int, int], weights: str | None = None) -> keras.Model:
+    """The keras.applications constructor of ``keras:<name>`` called with ``include_top=False``, ``weights``
+    and ``model.kwargs`` (inside :class:`cache_only_downloads` when ``weights`` is ``"imagenet"``)."""
+    constructor = getattr(keras.applications, spec.name.removeprefix(zoo.PREFIX))
+    return constructor(include_top=False, weights=weights, input_shape=input_shape, **spec.kwargs)
+
+
+class cache_only_downloads:
+    """Within it, ``keras.utils.get_file`` (as keras.applications calls it) returns the file from Keras's
+    cache, ``$KERAS_HOME/models``, or raises FileNotFoundError naming the file, the directory and how to
+    fetch it once: raykit never downloads."""
+
+    def __init__(self, model_name: str):
+        self.model_name = model_name
+        self.found: list[str] = []  # the files it handed out
+
+    def __enter__(self):
+        from keras.src.utils import file_utils  # what every keras.applications module calls get_file through
+
+        self.module, self.original = file_utils, file_utils.get_file
+        file_utils.get_file = self._cached
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.module.get_file = self.original
+
+    def _cached(self, fname, origin=None, *args, cache_subdir="models", **kwargs) -> str:
+        from raykit.backends.tf import weights_cache
+
+        path = weights_cache().parent / cache_subdir / fname
+        if path.is_file():
+            self.found.append(str(path))
+            return str(path)
+        raise FileNotFoundError(f"model.pretrained: {self.model_name} needs {fname} in {path.parent} (Keras's cache, "
+                                f"$KERAS_HOME/models; KERAS_HOME default ~/.keras) and raykit never downloads; "
+                                f"fetch it once with {zoo.fetch_command(self.model_name)}, or from {origin}")
 
 
 def trainable_parameter_count(model: keras.Model) -> int:
