@@ -270,7 +270,7 @@ def _backend_fact_problems(spec: RunSpec, info) -> list[tuple[str, str]]:
     problems = []
     for path, meta in _fields_with(lambda meta: "backend_fact" in meta):
         value, have = _value_at(spec, path), getattr(info, meta["backend_fact"])
-        if value in have:
+        if value in have or (path == "model.name" and info.is_zoo_name(value)):  # zoo names: info.refusals
             continue
         if meta.get("allow_factory") and USER_FACTORY.match(value):
             problems += _factory_module_problems(path, value)
@@ -302,12 +302,13 @@ def _value_at(spec: RunSpec, path: str):
 
 def _pretrained_problems(spec: RunSpec) -> list[tuple[str, str]]:
     info = backend_info(spec.framework)
+    if info.is_zoo_name(spec.model.name):  # the backend's refusals find the zoo's weights
+        return []
     available = list(info.imagenet_files)
     if spec.model.name not in available:
+        zoos = f", or a zoo name ({', '.join(f'{zoo}:<name>' for zoo in info.zoos)})" if info.zoos else ""
         return [("model.pretrained", f"got 'imagenet' for model.name={spec.model.name!r} on {spec.framework}; "
-                                     f"accepted with: {', '.join(available) or 'none of its models'}")]
-    if spec.finetune.init_from != "scratch":
-        return [("model.pretrained", "got 'imagenet' together with finetune.init_from; accepted: one of the two")]
+                                     f"accepted with: {', '.join(available) or 'none of its models'}{zoos}")]
     if info.imagenet_weights_file(spec.model.name) is None:
         names = " or ".join(info.imagenet_files[spec.model.name])
         # The cache function's first docstring line says where the directory comes from ($TORCH_HOME...).

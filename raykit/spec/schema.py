@@ -95,8 +95,10 @@ class DataSpec:
 
 @dataclass
 class ModelSpec:
-    name: str = _field("cnn", help="Registered model name (which ones depends on the framework), or a user "
-                                   "factory 'package.module:function'.",
+    name: str = _field("cnn", help="Registered model name (which ones depends on the framework), a zoo name "
+                                   "(torch: 'timm:<name>' of timm.list_models(), 'torchvision:<name>' of "
+                                   "torchvision's classification models), or a user factory "
+                                   "'package.module:function'.",
                        choices=backend_choices("model_names"), backend_fact="model_names", allow_factory=True)
     num_classes: int | None = _field(None, help="Output classes; null takes them from the data.", ge=2)
     filters: list[int] = _field([32, 64, 128], help="cnn: filters of each conv 3x3 -> BN -> max-pool block.",
@@ -108,10 +110,16 @@ class ModelSpec:
     stem: str = _field("auto", help="resnet stem: 'imagenet' (7x7 stride 2 + max-pool), 'small' (3x3 stride 1, "
                                     "no pool, for 8x8-32x32 images), 'auto' (small below 64 px).",
                        choices=("auto", "imagenet", "small"))
-    pretrained: str = _field("none", help="resnet weights: 'none', or 'imagenet' from the framework's local cache "
-                                          "(torch: $TORCH_HOME/hub/checkpoints, tf: $KERAS_HOME/models; nothing "
-                                          "is downloaded).",
+    pretrained: str = _field("none", help="'none', or 'imagenet': the model's ImageNet weights from its library's "
+                                          "cache (torch: resnet18/34/50 and torchvision: names from "
+                                          "$TORCH_HOME/hub/checkpoints, timm: names from the Hugging Face cache "
+                                          "$HF_HOME/hub; tf: $KERAS_HOME/models). resnet18/34/50 are never "
+                                          "downloaded; a zoo model's file is fetched once before Ray starts "
+                                          "unless HF_HUB_OFFLINE=1.",
                              choices=("none", "imagenet"))
+    kwargs: dict = _field({}, help="Keyword arguments for the model's constructor or factory (a zoo model's, "
+                                   "resnet18/34/50's, a user factory's); a key raykit also passes (num_classes, "
+                                   "timm's in_chans) takes the value given here.")
 
 
 @dataclass
@@ -126,7 +134,8 @@ class AugmentSpec:
 @dataclass
 class FinetuneSpec:
     init_from: str = _field("scratch", help="'scratch', a raykit checkpoint directory, or a state-dict file "
-                                            "(.pt/.pth, torchvision format); local path or URI.")
+                                            "(.pt/.pth, torchvision format, or .safetensors); local path or URI. "
+                                            "With model.pretrained it is loaded after the pretrained weights.")
     key_prefix_map: dict = _field({}, help="Rename weight-key prefixes before loading, {old.: new.}; 'module.' "
                                            "and '_orig_mod.' are always stripped.")
     freeze_first_n: int = _field(0, help="Freeze the first N layers that own parameters (conv, batch norm, "
