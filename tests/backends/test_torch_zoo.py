@@ -4,6 +4,7 @@ and the driver's check that a weights file fits the model. Without Ray."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -11,7 +12,7 @@ from safetensors.torch import save_file
 from raykit.backends.torch import finetune, zoo
 from raykit.backends.torch.models import build_model
 from raykit.backends.torch.weights_fit import driver_problems, fit_problems
-from raykit.engine import fit
+from raykit.engine import fit, reference_logits
 from raykit.session import WorkerSession
 from raykit.spec import SpecError, load_spec
 from tests.backends.test_torch import Recorder, tiny_spec
@@ -228,3 +229,6 @@ def test_a_zoo_model_trains_an_epoch_in_process(name, kwargs, tmp_path):
     weights = torch.load(recorder.checkpoints[-1] / "model.pt", weights_only=True)
     head = [k for k in weights if k.endswith("weight") and weights[k].ndim == 2][-1]
     assert weights[head].shape[0] == 10  # digits: 10 classes
+    logits = reference_logits(spec, str(recorder.checkpoints[-1]), np.random.rand(3, 8, 8, 1).astype(np.float32),
+                              (8, 8, 1), 10)  # the checkpoint's model for evaluation, export and prediction
+    assert logits.shape == (3, 10) and np.isfinite(logits).all()
