@@ -120,6 +120,19 @@ def test_pretrained_weights_are_looked_up_in_the_chosen_backends_cache(tmp_path,
         backend_info("tf").imagenet_files["resnet50"][0] and spec.model.pretrained == "imagenet"
 
 
+def test_pretrained_with_init_from_is_refused_only_where_the_backend_cannot_load_one_after_the_other(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"")
+    both = ["model.name=resnet50", "model.pretrained=imagenet", f"finetune.init_from={weights}"]
+    message = problems(["framework=tf", *both])["model.pretrained"]
+    assert "with framework tf, which does not support it" in message and "or framework torch" in message
+    torch_message = problems(["framework=torch", *both])["model.pretrained"]  # resnet50's file is missing here
+    assert "resnet50-" in torch_message and "does not support" not in torch_message
+
+
 def test_the_reference_lists_model_names_per_backend():
     table = reference_markdown()
     torch_models, tf_models = (", ".join(backend_info(name).model_names) for name in ("torch", "tf"))

@@ -34,6 +34,7 @@ import numpy as np
 # Capabilities a backend may declare (BackendInfo.capabilities).
 GRAD_ACCUM = "grad_accum"  # train.grad_accum_steps > 1
 GPU = "gpu"  # scaling.use_gpu
+PRETRAINED_THEN_INIT = "pretrained_then_init_from"  # model.pretrained and finetune.init_from together
 Problems = list[tuple[str, str]]  # (spec field path, message), as SpecError takes them
 
 
@@ -55,7 +56,7 @@ class BackendInfo:
         imagenet_files: model name -> file names of ImageNet weights in its cache.
         weights_cache: where its library keeps downloaded weights (computed from the environment).
         export_formats: ``raykit export`` formats, the first ones being the default.
-        capabilities: optional features it has (:data:`GRAD_ACCUM`, :data:`GPU`).
+        capabilities: optional features it has (:data:`GRAD_ACCUM`, :data:`GPU`, :data:`PRETRAINED_THEN_INIT`).
         refusals: ``refusals(spec) -> [(field, message)]``: option combinations it cannot run, and why.
         weights_check: ``weights_check(spec, input_shape, num_classes) -> [(field, message)]``: the starting
             weights (``model.pretrained`` there, ``finetune.init_from`` fitting the

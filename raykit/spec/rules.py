@@ -15,7 +15,7 @@ from pathlib import Path
 
 from raykit.augment import validate_ops
 from raykit.backends import backend_info, backend_names
-from raykit.backends.base import GPU, GRAD_ACCUM
+from raykit.backends.base import GPU, GRAD_ACCUM, PRETRAINED_THEN_INIT
 from raykit.environment import env_var_problems
 from raykit.spec.fields import USER_FACTORY, field_types
 from raykit.spec.schema import EPOCH_METRICS, RunSpec, ScalingSpec, SpecError
@@ -209,6 +209,9 @@ CAPABILITY_FIELDS = (
     (GRAD_ACCUM, "train.grad_accum_steps", lambda spec: spec.train.grad_accum_steps > 1,
      "1 (raise train.batch_size instead)"),
     (GPU, "scaling.use_gpu", lambda spec: spec.scaling.use_gpu, "false"),
+    (PRETRAINED_THEN_INIT, "model.pretrained",
+     lambda spec: spec.model.pretrained == "imagenet" and spec.finetune.init_from != "scratch",
+     "none together with finetune.init_from (one of the two)"),
 )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from raykit.backends.base import GPU, GRAD_ACCUM, BackendInfo
+from raykit.backends.base import GPU, GRAD_ACCUM, PRETRAINED_THEN_INIT, BackendInfo
 
 
 def weights_cache() -> Path:
@@ -46,7 +46,7 @@ INFO = BackendInfo(
                     "resnet50": ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")},
     weights_cache=weights_cache,
     export_formats=("torchscript", "onnx"),
-    capabilities=frozenset({GRAD_ACCUM, GPU}),
+    capabilities=frozenset({GRAD_ACCUM, GPU, PRETRAINED_THEN_INIT}),  # init_from loads after pretrained
     refusals=_refusals,
     weights_check=_weights_check,
     required_modules=("torch", "torchvision"),
