@@ -10,6 +10,7 @@ import secrets
 import time
 
 from raykit import storage
+from raykit.backends import backend_info
 from raykit.data import DataPlan, plan_data
 from raykit.data.catalog import is_named_dataset
 from raykit.history import history_csv, read_history_csv
@@ -59,6 +60,7 @@ def train(spec: "RunSpec | dict | str | list | None" = None, overrides=(), *, ad
         run_dir = storage.join(run_spec.storage, run_spec.name)
         _check_continuation(run_spec, run_dir)
         plan = plan_data(run_spec.data, run_spec.model.num_classes)  # bad data fails here, before Ray starts
+        _check_initial_weights(run_spec, plan)
     if verbose:
         print(describe_plan(plan), flush=True)
 
@@ -87,6 +89,16 @@ def train(spec: "RunSpec | dict | str | list | None" = None, overrides=(), *, ad
     if verbose:
         print(result.summary(), flush=True)
     return result
+
+
+def _check_initial_weights(spec: RunSpec, plan: DataPlan) -> None:
+    """The starting weights must be there (a zoo model's pretrained file, fetched now if allowed) and
+    ``finetune.init_from`` must fit the model built for this data (the backend reads the file's tensor
+    names and shapes); raised before Ray starts."""
+    problems = backend_info(spec.framework).weights_problems(spec, plan.info.input_shape,
+                                                             spec.model.num_classes or plan.info.num_classes)
+    if problems:
+        raise SpecError(problems)
 
 
 def _test_metrics(spec: RunSpec, outcome, watch: Stopwatch) -> dict:

@@ -43,7 +43,7 @@ def test_the_library_states_ranges_and_no_framework():
 
 def test_each_framework_and_integration_is_an_extra_and_all_holds_what_a_cpu_machine_needs():
     names = {extra: {normalised(Requirement(text).name) for text in texts} for extra, texts in EXTRAS.items()}
-    assert names["torch"] == {"torch", "torchvision"} and names["tf"] == {"tensorflow-cpu", "keras"}
+    assert names["torch"] == {"torch", "torchvision", "timm", "safetensors", "huggingface-hub"} and names["tf"] == {"tensorflow-cpu", "keras"}
     assert names["tf-gpu"] == {"tensorflow", "keras"} and "and-cuda" in Requirement(EXTRAS["tf-gpu"][0]).extras
     assert names["mlflow"] == {"mlflow-skinny"} and names["wandb"] == {"wandb"}
     everything = Requirement(EXTRAS["all"][0])

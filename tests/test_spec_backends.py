@@ -122,6 +122,19 @@ def test_pretrained_weights_are_looked_up_in_the_chosen_backends_cache(tmp_path,
         backend_info("tf").imagenet_files["resnet50"][0] and spec.model.pretrained == "imagenet"
 
 
+def test_pretrained_with_init_from_is_refused_only_where_the_backend_cannot_load_one_after_the_other(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"")
+    both = ["model.name=resnet50", "model.pretrained=imagenet", f"finetune.init_from={weights}"]
+    message = problems(["framework=tf", *both])["model.pretrained"]
+    assert "with framework tf, which does not support it" in message and "or framework torch" in message
+    torch_message = problems(["framework=torch", *both])["model.pretrained"]  # resnet50's file is missing here
+    assert "resnet50-" in torch_message and "does not support" not in torch_message
+
+
 def test_the_reference_lists_model_names_per_backend():
     table = reference_markdown()
     torch_models, tf_models = (", ".join(backend_info(name).model_names) for name in ("torch", "tf"))
@@ -165,3 +178,14 @@ print(sorted(m for m in ("tensorflow", "keras", "torch") if m in sys.modules))
     assert f"efficientnetb0_notop.h5 is not in {tmp_path / 'models'}" in message and "never downloads" in message
     assert "keras.applications.EfficientNetB0(weights='imagenet', include_top=False)" in message
     assert found == {} and imported == []
+
+
+@pytest.mark.parametrize("name", ["timm:resnet18", "torchvision:resnet18"])
+def test_a_torch_zoo_name_on_tf_is_refused_naming_the_framework_that_has_it(name):
+    # Not taken for a 'module:function' factory (module timm, function resnet18) that fails on the workers.
+    with pytest.raises(SpecError) as caught:
+        load_spec(None, [f"model.name={name}", "framework=tf"])
+    ((field, message),) = [(f, m) for f, m in caught.value.problems if f == "model.name"]
+    zoo = name.split(":")[0]
+    assert f"a {zoo}: model, with framework tf; accepted: framework torch for {zoo}: models" in message
+    assert "keras:<name>" in message

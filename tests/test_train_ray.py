@@ -51,6 +51,18 @@ def test_tied_epochs_rank_zero_evaluates_ray_s_pick_and_a_reused_name_is_refused
     assert info.value.fields == ["name"] and "model.name" in str(info.value)
 
 
+def test_a_timm_zoo_model_with_kwargs_trains_an_epoch_on_two_workers(ray_address, storage):
+    result = raykit.train(None, ["train.epochs=1", f"storage={storage}", "name=zoo", "scaling.num_workers=2",
+                                 "model.name=timm:test_resnet", "model.kwargs={drop_rate: 0.1}",
+                                 "train.max_steps_per_epoch=4"])
+    assert [row["epoch"] for row in result.history] == [1] and result.history[0]["train_loss"] > 0
+    assert load_spec(Path(result.run_dir) / "spec.yaml").model.kwargs == {"drop_rate": 0.1}
+    import torch
+
+    weights = torch.load(Path(result.best_checkpoint) / "model.pt", weights_only=True)
+    assert weights["fc.weight"].shape[0] == 10 and weights["conv1.0.weight"].shape[1] == 1  # digits: 10 classes, gray
+
+
 def test_asking_for_more_than_the_cluster_has_fails_before_launch(ray_address, storage):
     from raykit.ray.cluster import ResourceError
 

@@ -34,6 +34,7 @@ import numpy as np
 # Capabilities a backend may declare (BackendInfo.capabilities).
 GRAD_ACCUM = "grad_accum"  # train.grad_accum_steps > 1
 GPU = "gpu"  # scaling.use_gpu
+PRETRAINED_THEN_INIT = "pretrained_then_init_from"  # model.pretrained and finetune.init_from together
 Problems = list[tuple[str, str]]  # (spec field path, message), as SpecError takes them
 
 
@@ -49,6 +50,8 @@ class BackendInfo:
             plain DataParallelTrainer).
         description: one line for the spec reference.
         model_names: names its model registry builds (a ``package.module:function`` factory also works).
+        zoos: prefixes of model names it takes from a library's zoo (``"timm"``: ``timm:resnet50``); its
+            ``refusals`` check those names (and their pretrained weights) instead of ``model_names``.
         optimizer_names: names its optimizer registry builds.
         imagenet_files: model name -> file names of ImageNet weights in its cache.
         imagenet_fetch: ``imagenet_fetch(model_name)`` -> a command that downloads those weights once.
@@ -56,8 +59,12 @@ class BackendInfo:
             building a model or importing the framework; a zoo name is never a ``module:function`` factory.
         weights_cache: where its library keeps downloaded weights (computed from the environment).
         export_formats: ``raykit export`` formats, the first ones being the default.
-        capabilities: optional features it has (:data:`GRAD_ACCUM`, :data:`GPU`).
+        capabilities: optional features it has (:data:`GRAD_ACCUM`, :data:`GPU`, :data:`PRETRAINED_THEN_INIT`).
         refusals: ``refusals(spec) -> [(field, message)]``: option combinations it cannot run, and why.
+        weights_check: ``weights_check(spec, input_shape, num_classes) -> [(field, message)]``: the starting
+            weights (``model.pretrained`` there, ``finetune.init_from`` fitting the
+            model), run once the data is planned, before Ray starts (it may import the framework, and fetch
+            pretrained weights).
         required_modules: Python modules it needs installed (located before a run starts, never imported).
         install_name: what those modules are, for people (``"TensorFlow"``).
         install_extra: the raykit extra that installs them (``"tf"``: ``pip install 'raykit[tf]'``).
@@ -68,6 +75,7 @@ class BackendInfo:
     trainer: str
     description: str = ""
     model_names: tuple[str, ...] = ()
+    zoos: tuple[str, ...] = ()
     optimizer_names: tuple[str, ...] = ()
     imagenet_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
     weights_cache: Callable[[], Path] | None = None
@@ -76,6 +84,7 @@ class BackendInfo:
     export_formats: tuple[str, ...] = ()
     capabilities: frozenset[str] = frozenset()
     refusals: Callable[[Any], Problems] | None = None
+    weights_check: Callable[[Any, tuple, int], Problems] | None = None
     required_modules: tuple[str, ...] = ()
     install_name: str = ""
     install_extra: str = ""
@@ -84,6 +93,15 @@ class BackendInfo:
         """The :class:`Backend` class (imports the framework)."""
         module_name, _, attribute = self.implementation.partition(":")
         return getattr(importlib.import_module(module_name), attribute)
+
+    def weights_problems(self, spec, input_shape, num_classes: int) -> Problems:
+        """:attr:`weights_check`'s problems of ``spec`` for this data (none when it has no check)."""
+        return self.weights_check(spec, tuple(input_shape), num_classes) if self.weights_check else []
+
+    def is_zoo_name(self, model_name: str) -> bool:
+        """``model_name`` is ``<zoo>:<name>`` for one of :attr:`zoos`."""
+        zoo, colon, _ = model_name.partition(":")
+        return bool(colon) and zoo in self.zoos
 
     def imagenet_weights_file(self, model_name: str) -> Path | None:
         """The cached ImageNet weights of ``model_name`` on this machine, or None."""

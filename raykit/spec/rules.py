@@ -15,7 +15,7 @@ from pathlib import Path
 
 from raykit.augment import validate_ops
 from raykit.backends import backend_info, backend_names
-from raykit.backends.base import GPU, GRAD_ACCUM
+from raykit.backends.base import GPU, GRAD_ACCUM, PRETRAINED_THEN_INIT
 from raykit.environment import env_var_problems
 from raykit.spec.fields import USER_FACTORY, field_types
 from raykit.spec.schema import EPOCH_METRICS, RunSpec, ScalingSpec, SpecError
@@ -209,6 +209,9 @@ CAPABILITY_FIELDS = (
     (GRAD_ACCUM, "train.grad_accum_steps", lambda spec: spec.train.grad_accum_steps > 1,
      "1 (raise train.batch_size instead)"),
     (GPU, "scaling.use_gpu", lambda spec: spec.scaling.use_gpu, "false"),
+    (PRETRAINED_THEN_INIT, "model.pretrained",
+     lambda spec: spec.model.pretrained == "imagenet" and spec.finetune.init_from != "scratch",
+     "none together with finetune.init_from (one of the two)"),
 )
 
 
@@ -270,7 +273,7 @@ def _backend_fact_problems(spec: RunSpec, info) -> list[tuple[str, str]]:
     problems = []
     for path, meta in _fields_with(lambda meta: "backend_fact" in meta):
         value, have = _value_at(spec, path), getattr(info, meta["backend_fact"])
-        if value in have:
+        if value in have or (path == "model.name" and info.is_zoo_name(value)):  # zoo names: info.refusals
             continue
         if meta.get("allow_factory") and _zoo_prefix(value):
             problems += _zoo_problems(path, value, info)
@@ -284,20 +287,27 @@ def _backend_fact_problems(spec: RunSpec, info) -> list[tuple[str, str]]:
     return problems
 
 
+def _zoo_prefixes(info) -> list[str]:
+    """A backend's zoo prefixes: those whose names the rules list (``model_zoos``: ``keras:``) and those its
+    own refusals check (``zoos``: ``timm:``, ``torchvision:``)."""
+    return [*info.model_zoos, *(f"{zoo}:" for zoo in info.zoos if f"{zoo}:" not in info.model_zoos)]
+
+
 def _zoo_prefix(value) -> str | None:
-    """The model-zoo prefix (``keras:``) of any registered backend that ``value`` starts with, or None."""
-    prefixes = {prefix for name in backend_names() for prefix in backend_info(name).model_zoos}
+    """The model-zoo prefix (``keras:``, ``timm:``) of any registered backend that ``value`` starts with, or
+    None: a zoo name is never a ``module:function`` factory, whichever framework the spec chose."""
+    prefixes = {prefix for name in backend_names() for prefix in _zoo_prefixes(backend_info(name))}
     return next((p for p in prefixes if isinstance(value, str) and value.startswith(p)), None)
 
 
 def _zoo_problems(path: str, value: str, info) -> list[tuple[str, str]]:
     """A zoo name: its zoo must be the chosen backend's, and the name one of the zoo's (listed, not built)."""
     prefix = _zoo_prefix(value)
-    if prefix not in info.model_zoos:
-        owners = [name for name in backend_names() if prefix in backend_info(name).model_zoos]
+    if prefix not in info.model_zoos:  # the backend's own zoos (info.zoos) never get here: its refusals check them
+        owners = [name for name in backend_names() if prefix in _zoo_prefixes(backend_info(name))]
         return [(path, f"got {value!r}, a {prefix} model, with framework {info.name}; accepted: framework "
                        f"{' or '.join(owners)} for {prefix} models, or with {info.name}: "
-                       f"{', '.join(info.model_names)}{''.join(', ' + p + '<name>' for p in info.model_zoos)}")]
+                       f"{', '.join(info.model_names)}{''.join(', ' + p + '<name>' for p in _zoo_prefixes(info))}")]
     names = info.model_zoos[prefix]()
     if value in names:
         return []
@@ -329,14 +339,15 @@ def _value_at(spec: RunSpec, path: str):
 
 def _pretrained_problems(spec: RunSpec) -> list[tuple[str, str]]:
     info = backend_info(spec.framework)
+    if info.is_zoo_name(spec.model.name):  # the backend's refusals find the zoo's weights
+        return []
     available = list(info.imagenet_files)
     if spec.model.name not in available and _zoo_prefix(spec.model.name):
         return []  # an unknown zoo name: model.name's own problem says so
     if spec.model.name not in available:
+        zoos = f", or a zoo name ({', '.join(f'{zoo}:<name>' for zoo in info.zoos)})" if info.zoos else ""
         return [("model.pretrained", f"got 'imagenet' for model.name={spec.model.name!r} on {spec.framework}; "
-                                     f"accepted with: {', '.join(available) or 'none of its models'}")]
-    if spec.finetune.init_from != "scratch":
-        return [("model.pretrained", "got 'imagenet' together with finetune.init_from; accepted: one of the two")]
+                                     f"accepted with: {', '.join(available) or 'none of its models'}{zoos}")]
     if info.imagenet_weights_file(spec.model.name) is None:
         names = " or ".join(info.imagenet_files[spec.model.name])
         # The cache function's first docstring line says where the directory comes from ($TORCH_HOME...).

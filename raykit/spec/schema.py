@@ -95,10 +95,11 @@ class DataSpec:
 
 @dataclass
 class ModelSpec:
-    name: str = _field("cnn", help="Registered model name (which ones depends on the framework), a zoo model "
-                                   "(tf: 'keras:<name>', a keras.applications model, e.g. keras:ResNet50, without "
-                                   "its top, under raykit's head: flatten -> hidden -> dropout -> dense), or a user "
-                                   "factory 'package.module:function'.",
+    name: str = _field("cnn", help="Registered model name (which ones depends on the framework), a zoo name "
+                                   "(torch: 'timm:<name>' of timm.list_models(), 'torchvision:<name>' of "
+                                   "torchvision's classification models; tf: 'keras:<name>', a keras.applications "
+                                   "model, e.g. keras:ResNet50, without its top, under raykit's head: flatten -> "
+                                   "hidden -> dropout -> dense), or a user factory 'package.module:function'.",
                        choices=backend_choices("model_names"), backend_fact="model_names", allow_factory=True)
     num_classes: int | None = _field(None, help="Output classes; null takes them from the data.", ge=2)
     filters: list[int] = _field([32, 64, 128], help="cnn: filters of each conv 3x3 -> BN -> max-pool block.",
@@ -110,11 +111,18 @@ class ModelSpec:
     stem: str = _field("auto", help="resnet stem: 'imagenet' (7x7 stride 2 + max-pool), 'small' (3x3 stride 1, "
                                     "no pool, for 8x8-32x32 images), 'auto' (small below 64 px).",
                        choices=("auto", "imagenet", "small"))
-    pretrained: str = _field("none", help="resnet and zoo weights: 'none', or 'imagenet' from the framework's "
-                                          "local cache (torch: $TORCH_HOME/hub/checkpoints, tf: $KERAS_HOME/models, "
-                                          "the no-top file keras.applications names; nothing is downloaded).",
+    pretrained: str = _field("none", help="'none', or 'imagenet': the model's ImageNet weights from its library's "
+                                          "cache (torch: resnet18/34/50 and torchvision: names from "
+                                          "$TORCH_HOME/hub/checkpoints, timm: names from the Hugging Face cache "
+                                          "$HF_HOME/hub; tf: resnet50 and keras: names, the no-top file "
+                                          "keras.applications names, from $KERAS_HOME/models). resnet18/34/50 and "
+                                          "keras: files are never downloaded; a torch zoo model's file is fetched "
+                                          "once before Ray starts unless HF_HUB_OFFLINE=1.",
                              choices=("none", "imagenet"))
-    kwargs: dict = _field({}, help="Keyword arguments for the model's constructor or factory (zoo models and module:function factories).")
+    kwargs: dict = _field({}, help="Keyword arguments for the model's constructor or factory (a zoo model's, "
+                                   "resnet18/34/50's, a user factory's); a key raykit also passes (num_classes, "
+                                   "timm's in_chans) takes the value given here (tf keras: names refuse the keys "
+                                   "raykit sets: include_top, weights, input_shape, ...).")
 
 
 @dataclass
@@ -129,7 +137,8 @@ class AugmentSpec:
 @dataclass
 class FinetuneSpec:
     init_from: str = _field("scratch", help="'scratch', a raykit checkpoint directory, or a state-dict file "
-                                            "(.pt/.pth, torchvision format); local path or URI.")
+                                            "(.pt/.pth, torchvision format, or .safetensors); local path or URI. "
+                                            "With model.pretrained it is loaded after the pretrained weights.")
     key_prefix_map: dict = _field({}, help="Rename weight-key prefixes before loading, {old.: new.}; 'module.' "
                                            "and '_orig_mod.' are always stripped.")
     freeze_first_n: int = _field(0, help="Freeze the first N layers that own parameters (conv, batch norm, "

@@ -30,3 +30,9 @@ def env_probe(spec, input_shape, num_classes):
     seen = {name: os.environ[name] for name in PROBED if name in os.environ}
     (Path(os.environ["RAYKIT_TEST_ENV_PROBE"]) / f"{uuid.uuid4().hex}.json").write_text(json.dumps(seen))
     return tiny_linear(spec, input_shape, num_classes)
+
+
+def tiny_mlp(spec, input_shape, num_classes, hidden=4):
+    """tiny_linear with one hidden layer of ``hidden`` units (model.kwargs: {hidden: N})."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes))

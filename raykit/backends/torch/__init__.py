@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from raykit.backends.base import GPU, GRAD_ACCUM, BackendInfo
+from raykit.backends.base import GPU, GRAD_ACCUM, PRETRAINED_THEN_INIT, BackendInfo
 
 
 def weights_cache() -> Path:
@@ -18,19 +18,37 @@ def weights_cache() -> Path:
     return Path(home).expanduser() / "hub" / "checkpoints"
 
 
+def _refusals(spec) -> list[tuple[str, str]]:
+    """Zoo names, model.kwargs and a zoo model's ImageNet weights (imports timm or torchvision only for a
+    zoo name)."""
+    from raykit.backends.torch.zoo import refusals
+
+    return refusals(spec)
+
+
+def _weights_check(spec, input_shape, num_classes: int) -> list[tuple[str, str]]:
+    """The starting weights on the driver, once the data is planned (imports torch)."""
+    from raykit.backends.torch.weights_fit import driver_problems
+
+    return driver_problems(spec, input_shape, num_classes)
+
+
 INFO = BackendInfo(
     name="torch",
     implementation="raykit.backends.torch.backend:TorchBackend",
     trainer="torch",
     description="PyTorch, data parallel with DDP under Ray Train's TorchTrainer",
     model_names=("mlp", "cnn", "resnet18", "resnet34", "resnet50"),
+    zoos=("timm", "torchvision"),  # raykit.backends.torch.zoo; checked by refusals
     optimizer_names=("adam", "adamw", "sgd", "rmsprop"),
     # torchvision's IMAGENET1K_V1 files (and V2 for resnet50), as torch.hub names them in its cache.
     imagenet_files={"resnet18": ("resnet18-f37072fd.pth",), "resnet34": ("resnet34-b627a593.pth",),
                     "resnet50": ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")},
     weights_cache=weights_cache,
     export_formats=("torchscript", "onnx"),
-    capabilities=frozenset({GRAD_ACCUM, GPU}),
+    capabilities=frozenset({GRAD_ACCUM, GPU, PRETRAINED_THEN_INIT}),  # init_from loads after pretrained
+    refusals=_refusals,
+    weights_check=_weights_check,
     required_modules=("torch", "torchvision"),
     install_name="PyTorch",
     install_extra="torch",

@@ -7,6 +7,7 @@ registration order. The head is the last such layer; it is never frozen.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ import torch
 from torch import nn
 
 from raykit import storage
-from raykit.backends.torch import INFO
+from raykit.backends import backend_info
+from raykit.backends.torch import zoo
 from raykit.checkpoint import MANIFEST
 from raykit.spec import FinetuneSpec, RunSpec
 
@@ -25,16 +27,20 @@ ALWAYS_STRIPPED = ("module.", "_orig_mod.")  # DDP / DataParallel and torch.comp
 
 @dataclass
 class LoadReport:
-    """What loading initial weights did; ``loaded`` keys were copied into the model."""
+    """What loading initial weights did; ``loaded`` keys were copied into the model. ``after`` is the
+    report of the weights loaded before these (the pretrained ones, when ``finetune.init_from`` follows)."""
 
     source: str
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # in the model, not in the file: kept as initialised
     unexpected: list[str] = field(default_factory=list)  # in the file, not in the model
     mismatched: list[str] = field(default_factory=list)  # same name, other shape (e.g. a new head)
+    after: "LoadReport | None" = None
 
     def summary(self) -> str:
-        lines = [f"loaded {len(self.loaded)} tensors from {self.source}"]
+        lines = [self.after.summary()] if self.after else []
+        then = " (finetune.init_from, loaded after the pretrained weights)" if self.after else ""
+        lines.append(f"loaded {len(self.loaded)} tensors from {self.source}{then}")
         for label, keys in (("kept as initialised (not in the file)", self.missing),
                             ("ignored (not in the model)", self.unexpected),
                             ("re-initialised (shape differs, e.g. a new head)", self.mismatched)):
@@ -43,20 +49,19 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def initial_weights_source(spec: RunSpec) -> str | None:
-    """Where the run's starting weights come from, or None to start from scratch."""
-    if spec.model.pretrained == "imagenet":
-        path = INFO.imagenet_weights_file(spec.model.name)
-        if path is None:  # validated on the driver; a worker node may lack the cache
-            raise FileNotFoundError(f"model.pretrained: ImageNet weights for {spec.model.name} are not in this "
-                                    "node's torch hub cache")
-        return str(path)
-    return None if spec.finetune.init_from == "scratch" else spec.finetune.init_from
+def pretrained_weights_file(spec: RunSpec) -> str:
+    """The cached ImageNet weights file of a registered resnet (zoo models: :mod:`zoo`)."""
+    path = backend_info(spec.framework).imagenet_weights_file(spec.model.name)
+    if path is None:  # validated on the driver; a worker node may lack the cache
+        raise FileNotFoundError(f"model.pretrained: ImageNet weights for {spec.model.name} are not in this "
+                                "node's torch hub cache")
+    return str(path)
 
 
 def read_state_dict(location: str) -> dict[str, torch.Tensor]:
     """Tensors from a raykit checkpoint directory or a state-dict file (local path or fsspec URI), loaded
-    as data only (``weights_only=True``); ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers are opened."""
+    as data only: ``.safetensors`` by safetensors (tensors only, by its format), ``.pt``/``.pth`` by
+    ``torch.load(weights_only=True)``; ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers are opened."""
     from raykit.backends.torch.checkpoint import load_data, load_weights
 
     if "://" not in location and Path(location).expanduser().is_dir():
@@ -64,6 +69,11 @@ def read_state_dict(location: str) -> dict[str, torch.Tensor]:
     if "://" in location and storage.exists(storage.join(location, MANIFEST)):  # a remote raykit checkpoint
         with tempfile.TemporaryDirectory(prefix="raykit-init-") as local:
             return load_weights(storage.download_dir(location, local))
+    if _is_safetensors(location):
+        from safetensors.torch import load, load_file
+
+        local = "://" not in location or location.startswith("file://")
+        return load_file(Path(location.removeprefix("file://")).expanduser()) if local else load(_read_bytes(location))
     state = load_data(_read_bytes(location), f"finetune.init_from: {location!r}")
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
@@ -71,6 +81,10 @@ def read_state_dict(location: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"finetune.init_from: {location!r} does not hold a state dict of tensors")
     return state
+
+
+def _is_safetensors(location: str) -> bool:
+    return location.lower().rstrip("/").endswith(".safetensors")
 
 
 def _read_bytes(location: str) -> bytes:
@@ -123,12 +137,36 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str)
 
 
 def load_initial_weights(spec: RunSpec, model: nn.Module) -> LoadReport | None:
-    """Load the starting weights the spec names into ``model`` (before DDP wrapping)."""
-    source = initial_weights_source(spec)
-    if source is None:
-        return None
-    state = remap_keys(read_state_dict(source), spec.finetune.key_prefix_map)
-    return load_matching(model, state, source)
+    """Load the starting weights the spec names into ``model`` (before DDP wrapping): ``model.pretrained``,
+    then ``finetune.init_from`` over them when both are set. Returns the last load's report (the first one
+    chained as its ``after``), or None when the model starts from scratch."""
+    report = None
+    if spec.model.pretrained == "imagenet":
+        if zoo.split_name(spec.model.name):
+            source, state, head = zoo.load_pretrained(spec, model, _input_channels(model), _num_classes(model))
+            report = (load_matching(model, state, source) if state is not None else  # timm loaded in place
+                      LoadReport(source, loaded=[k for k in model.state_dict() if k not in head], mismatched=head))
+        else:
+            source = pretrained_weights_file(spec)
+            report = load_matching(model, remap_keys(read_state_dict(source), {}), source)
+    if spec.finetune.init_from != "scratch":
+        source = spec.finetune.init_from
+        state = remap_keys(read_state_dict(source), spec.finetune.key_prefix_map)
+        report = dataclasses.replace(load_matching(model, state, source), after=report)
+    return report
+
+
+def _input_channels(model: nn.Module) -> int:
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else 3
+
+
+def _num_classes(model: nn.Module) -> int:
+    """The classifier's outputs: the last parameterised layer's (timm models also say it directly)."""
+    if isinstance(getattr(model, "num_classes", None), int):
+        return model.num_classes
+    head = parameterised_layers(model)[-1][1]
+    return getattr(head, "out_features", None) or getattr(head, "out_channels", 0)
 
 
 def parameterised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from raykit.backends.torch import zoo
 from raykit.registry import Registry
 from raykit.spec import ModelSpec
 
@@ -14,9 +15,21 @@ MODELS = Registry("model.name", user_factories=True)
 
 
 def build_model(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """Build ``spec.name`` for images of ``input_shape`` (H, W, C) and ``num_classes`` outputs."""
-    factory = MODELS.get(spec.name)
-    model = factory(spec, input_shape, num_classes)
+    """Build ``spec.name`` for images of ``input_shape`` (H, W, C) and ``num_classes`` outputs, with random
+    weights (``model.pretrained`` and ``finetune.init_from`` are loaded by :mod:`finetune`).
+
+    ``timm:<name>`` and ``torchvision:<name>`` come from the zoos (:mod:`raykit.backends.torch.zoo`); a user
+    factory ``package.module:function`` is called as ``function(spec, input_shape, num_classes,
+    **spec.kwargs)``.
+    """
+    if zoo.split_name(spec.name):
+        model = zoo.build(spec, input_shape, num_classes)
+    else:
+        factory = MODELS.get(spec.name)
+        if spec.name in MODELS.names():
+            model = factory(spec, input_shape, num_classes)
+        else:  # a user factory: model.kwargs are its own keyword arguments
+            model = factory(spec, input_shape, num_classes, **spec.kwargs)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model.name: factory {spec.name!r} returned {type(model).__name__}; "
                         "accepted: a torch.nn.Module")
@@ -75,7 +88,8 @@ def _resnet(arch: str):
         ``stem: small``) a 3x3 stride-1 first conv without max-pool, so 8x8 or 32x32 inputs keep detail."""
         import torchvision
 
-        model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+        # model.kwargs reach torchvision's constructor and win over raykit's num_classes.
+        model = getattr(torchvision.models, arch)(**{"weights": None, "num_classes": num_classes, **spec.kwargs})
         height, width, channels = input_shape
         small = spec.stem == "small" or (spec.stem == "auto" and min(height, width) < 64)
         if small:
