@@ -413,7 +413,8 @@ def _fill(item: Mapping) -> dict:
 def _named_statistic(item: Mapping, key: str, value: Any) -> Any:
     """normalize's ``mean``/``std`` as numbers: a name of :data:`NORMALIZE_STATS` is looked up, and a ``std``
     left out beside a named ``mean`` is that name's std."""
-    if key == "std" and key not in item and item.get("mean") in NORMALIZE_STATS:
+    mean = item.get("mean")
+    if key == "std" and key not in item and isinstance(mean, str) and mean in NORMALIZE_STATS:  # lists: no name
         value = item["mean"]
     return NORMALIZE_STATS[value][key] if isinstance(value, str) and value in NORMALIZE_STATS else value
 
