@@ -9,7 +9,7 @@ import re
 import secrets
 import time
 
-from raykit import storage
+from raykit import failures, storage
 from raykit.backends import backend_info
 from raykit.data import DataPlan, plan_data
 from raykit.data.catalog import is_named_dataset
@@ -72,7 +72,13 @@ def train(spec: "RunSpec | dict | str | list | None" = None, overrides=(), *, ad
     storage.write_text(storage.join(run_dir, SPEC_FILE), run_spec.to_yaml())
     fit_started_at = time.time()
     with watch.phase("fit_s"):
-        outcome = trainer.fit(run_spec, run_dir, plan)
+        try:
+            outcome = trainer.fit(run_spec, run_dir, plan)
+        except Exception as error:
+            explained = failures.explain(error, run_spec.name, run_dir)  # a full disk, a worker out of memory
+            if explained is None:
+                raise
+            raise explained from error
     fit_ended_at = time.time()
     worker_return = outcome.worker_return or {}
     history = worker_return.get("history") or _read_history(run_dir)

@@ -10,6 +10,7 @@ import os
 import sys
 
 from raykit.data.errors import DataError
+from raykit.failures import RunFailedError
 from raykit.report import add_report_command, run_report
 from raykit.spec import SpecError
 
@@ -384,6 +385,11 @@ def guarded(action, *, debug: bool) -> int:
     except KeyboardInterrupt:
         print("raykit: interrupted", file=sys.stderr)
         return 130
+    except RunFailedError as exc:  # a cause raykit names (disk full, out of memory): its message says it all
+        if debug:
+            raise
+        print(f"raykit: run failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as exc:  # the run failed: say what, and how to see more
         if debug:
             raise

@@ -6,14 +6,20 @@
 weights file, not yet the others or the manifest), ``during_upload`` (in rank 0's background upload, while
 training goes on: the checkpoint's weights file is in storage, not yet the rest, and Ray has not registered
 it). Actions: ``sleep`` (``seconds``), ``exit`` (the process dies at
-once, like a killed worker; ``code``), ``raise`` (a RuntimeError). raykit forwards ``RAYKIT_*``
-variables to its Ray workers, so a rule set in the driver's environment reaches them.
+once, like a killed worker; ``code``), ``raise`` (a RuntimeError), ``enospc`` (an ``OSError`` with errno
+ENOSPC, as a full disk raises from a write). raykit forwards ``RAYKIT_*`` variables to its Ray workers, so a
+rule set in the driver's environment reaches them.
+
+A rule with ``once_file`` fires once across restarts (the first process to create that file). Chaos tests
+draw many such kills from a seed with :func:`chaos_plan`, so a failing plan can be replayed exactly.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import random
 import time
 
 ENV = "RAYKIT_FAULTS"
@@ -46,3 +52,34 @@ def inject(point: str, *, epoch: int, rank: int) -> None:
             os._exit(int(rule.get("code", 1)))
         elif action == "raise":
             raise RuntimeError(f"injected fault at {point}, epoch {epoch}, rank {rank}")
+        elif action == "enospc":
+            raise OSError(errno.ENOSPC, f"No space left on device (injected at {point}, epoch {epoch})",
+                          rule.get("path", point))
+
+
+# Where a worker may die with the run still resuming exactly (every one is a point of `inject`): a rank in
+# the middle of an epoch, a rank after its report, rank 0 between two files of a checkpoint it is writing,
+# rank 0 while Ray's upload thread copies a checkpoint to storage.
+KILL_POINTS = ("mid_epoch", "after_report", "between_checkpoint_files", "during_upload")
+RANK_ZERO_POINTS = ("between_checkpoint_files", "during_upload")
+
+
+def chaos_plan(seed: int, *, kills: int, epochs: int, world_size: int, marker_dir: str,
+               points: tuple[str, ...] = KILL_POINTS) -> list[dict]:
+    """``kills`` worker kills drawn from ``seed`` (point, epoch, rank), each firing once (a marker file in
+    ``marker_dir``): the rules for ``RAYKIT_FAULTS``. Every rule fires during a run that restarts after each
+    kill: a restart goes back to the last checkpoint, never past an epoch not yet trained, so each
+    (epoch, point) is reached again until its rules have fired. The same seed gives the same plan."""
+    draw = random.Random(seed)
+    rules = []
+    for index in range(kills):
+        point = draw.choice(points)
+        rank = 0 if point in RANK_ZERO_POINTS else draw.randrange(world_size)
+        rules.append({"at": point, "epoch": draw.randint(1, epochs), "rank": rank, "action": "exit",
+                      "once_file": os.path.join(marker_dir, f"kill-{index}-{point}")})
+    return rules
+
+
+def kills_fired(plan: list[dict]) -> int:
+    """How many of ``plan``'s once-only rules have fired (their marker files exist)."""
+    return sum(os.path.exists(rule["once_file"]) for rule in plan if "once_file" in rule)

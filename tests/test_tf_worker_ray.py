@@ -1,5 +1,5 @@
-"""The TensorFlow worker under TensorflowTrainer: 2 workers in sync, a worker restart equals an
-uninterrupted run. (Parity with the torch worker, step by step from the same weights and batches:
+"""The TensorFlow worker under TensorflowTrainer: 2 workers in sync, a run whose workers are killed
+at seeded points ends as an uninterrupted run. (Parity with the torch worker, step by step from the same weights and batches:
 tests/test_parity.py; on CIFAR-10: benchmarks/parity_cifar.py. Resuming by name is the same
 Ray path for every framework: tests/test_torch_worker_ray.py; exact resume of the TF state through the
 engine: tests/test_backend_contract.py.)"""
@@ -7,12 +7,14 @@ engine: tests/test_backend_contract.py.)"""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import raykit
+from raykit import faults
 from tests.conftest import evaluated_on_rank_zero
 
 DEFAULT_JOB = "jobs/configs/digits_cnn_torch.yaml"
@@ -59,10 +61,14 @@ def test_two_workers_hold_identical_weights_after_every_epoch(straight):
     assert kept == sorted({f"checkpoint_epoch={best_epoch:04d}", "checkpoint_epoch=0004"})
 
 
-def test_worker_killed_mid_epoch_restarts_to_the_same_weights(straight, storage, tmp_path, monkeypatch):
-    fault = [{"at": "mid_epoch", "epoch": 3, "rank": 1, "action": "exit", "once_file": str(tmp_path / "fired")}]
-    monkeypatch.setenv("RAYKIT_FAULTS", json.dumps(fault))
+def test_workers_killed_at_seeded_points_restart_to_the_same_weights(straight, storage, tmp_path, monkeypatch):
+    # Two kills (a TF restart costs ~15 s on 2 cores; the five-kill chaos run is torch's, and the restart
+    # logic is the same Ray path): seed 5 kills rank 0 between the files of epoch 3's checkpoint (TF's own
+    # writer) and rank 1 mid-epoch 2. Replay another plan with RAYKIT_CHAOS_SEED.
+    seed = int(os.environ.get("RAYKIT_CHAOS_SEED", "5"))
+    plan = faults.chaos_plan(seed, kills=2, epochs=4, world_size=2, marker_dir=str(tmp_path))
+    monkeypatch.setenv("RAYKIT_FAULTS", json.dumps(plan))
     resumed = raykit.train(DEFAULT_JOB, [*TF, "train.epochs=4", f"storage={storage}", "checkpoint.keep_best=1",
-                                         "scaling.max_failures=1", "name=tf-worker-killed"])
-    assert (tmp_path / "fired").exists()
+                                         "scaling.max_failures=-1", "name=tf-chaos"])
+    assert faults.kills_fired(plan) == 2, f"seed {seed}: {plan}"
     assert_same_run(resumed, straight)

@@ -1,5 +1,5 @@
 """The PyTorch worker under TorchTrainer: resume after the driver is killed (from a damaged latest
-checkpoint), after rank 0 dies during a checkpoint's upload or a worker dies, checkpoints complete in storage
+checkpoint), after five seeded worker kills (chaos) and after a full disk, checkpoints complete in storage
 when a run ends, best-K retention, export, and 2 workers vs 1."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +19,9 @@ import pytest
 import torch
 
 import raykit
+from raykit import faults
 from raykit.checkpoint import read_manifest
+from raykit.failures import RunFailedError
 from tests.conftest import REPO, evaluated_on_rank_zero
 
 DEFAULT_JOB = "jobs/configs/digits_cnn_torch.yaml"
@@ -120,26 +123,48 @@ def test_every_checkpoint_is_complete_in_storage_when_the_run_returns(straight):
     assert_complete_in_storage(straight.run_dir)
 
 
-def test_rank_zero_killed_during_an_upload_then_a_worker_killed_mid_epoch_restart_to_the_same_weights(
+# Chaos: a seeded plan of worker kills (replay a failing plan with RAYKIT_CHAOS_SEED=<seed>). Seed 6 kills at
+# every kind of point: rank 1 mid-epoch 3, rank 0 mid-epoch 2, rank 0 while epoch 3's checkpoint uploads (its
+# weights file in storage, not the rest; Ray has not registered it, so the run restarts from epoch 2's and
+# writes epoch 3 again over the partial one), rank 0 between the files of epoch 1's and of epoch 4's checkpoint.
+CHAOS_SEED = int(os.environ.get("RAYKIT_CHAOS_SEED", "6"))
+
+
+def test_a_run_whose_workers_are_killed_five_times_at_seeded_points_ends_with_the_same_weights(
         straight, storage, tmp_path, monkeypatch):
-    # One run, two restarts (each used to be a run of its own): rank 0 dies while epoch 2's checkpoint is
-    # uploading (its weights file in storage, not the rest; Ray has not registered it), so the run restarts
-    # from epoch 1's checkpoint and writes epoch 2 again over the partial one; then rank 1 dies mid-epoch 3,
-    # so it restarts from epoch 2's. The last upload is slow: rank 0 must wait for it before evaluating that
-    # checkpoint, the best by training loss (the driver's fallback evaluation is an error here).
-    fired = tmp_path / "uploader", tmp_path / "worker"
-    fault = [{"at": "during_upload", "epoch": 2, "action": "exit", "once_file": str(fired[0])},
-             {"at": "mid_epoch", "epoch": 3, "rank": 1, "action": "exit", "once_file": str(fired[1])},
-             {"at": "during_upload", "epoch": 4, "action": "sleep", "seconds": 1}]
-    monkeypatch.setenv("RAYKIT_FAULTS", json.dumps(fault))
+    # The last upload is also slow: rank 0 must wait for it before evaluating that checkpoint, the best by
+    # training loss (the driver's fallback evaluation is an error here).
+    plan = faults.chaos_plan(CHAOS_SEED, kills=5, epochs=4, world_size=2, marker_dir=str(tmp_path))
+    monkeypatch.setenv("RAYKIT_FAULTS", json.dumps([*plan, {"at": "during_upload", "epoch": 4, "action": "sleep",
+                                                            "seconds": 1}]))
     evaluated_on_rank_zero(monkeypatch)
     resumed = raykit.train(DEFAULT_JOB, ["train.epochs=4", f"storage={storage}", "checkpoint.keep_best=2",
                                          "checkpoint.monitor=train_loss", "checkpoint.mode=min",
-                                         "scaling.max_failures=2", "name=killed-twice"])
-    assert all(path.exists() for path in fired)  # both really died once
+                                         "scaling.max_failures=-1", "name=chaos"])
+    assert faults.kills_fired(plan) == 5, f"seed {CHAOS_SEED}: {plan}"  # each kill really happened, once
     assert_same_run(resumed, straight)
     assert Path(resumed.best_checkpoint).name == "checkpoint_epoch=0004" and resumed.test_accuracy > 0.9
     assert_complete_in_storage(resumed.run_dir)  # no half-written checkpoint remains
+
+
+def test_a_full_disk_while_writing_a_checkpoint_fails_clearly_and_the_resume_continues(straight, storage,
+                                                                                       monkeypatch):
+    # Rank 0's disk fills up after epoch 3's weights file: the run fails saying so, epoch 2's checkpoint
+    # stays complete and registered, and a resume once space is free ends as the uninterrupted run.
+    common = ["train.epochs=4", f"storage={storage}", "checkpoint.keep_best=4", "name=disk-full"]
+    monkeypatch.setenv("RAYKIT_FAULTS", json.dumps([{"at": "between_checkpoint_files", "epoch": 3,
+                                                     "action": "enospc"}]))
+    partial = set(Path(tempfile.gettempdir()).glob("raykit-ckpt-0003-*"))  # left by other runs' killed workers
+    with pytest.raises(RunFailedError, match=r"no space left on the device .*resume with the same name "
+                                             r"\(name=disk-full\)"):
+        raykit.train(DEFAULT_JOB, common)
+    run_dir = Path(storage) / "disk-full"
+    assert sorted(p.name for p in run_dir.glob("checkpoint_epoch=*")) == ["checkpoint_epoch=0001",
+                                                                          "checkpoint_epoch=0002"]
+    read_manifest(run_dir / "checkpoint_epoch=0002")  # complete: every file verifies
+    assert set(Path(tempfile.gettempdir()).glob("raykit-ckpt-0003-*")) == partial  # the partial one was removed
+    monkeypatch.delenv("RAYKIT_FAULTS")
+    assert_same_run(raykit.train(DEFAULT_JOB, common), straight)
 
 
 def test_best_k_retention_and_the_exported_best_model(straight):

@@ -1,5 +1,5 @@
 """Ray Tune sweeps on the session's 2-CPU Ray: ASHA, the 2-worker deadlock case, invalid trials, PBT,
-Optuna, resume after interruption, and retraining best.yaml."""
+Optuna, resume after interruption, retraining best.yaml, and a sweep whose trials are killed (chaos)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import raykit
+from raykit import faults
 from raykit.spec import load_spec
 from tests.conftest import REPO
 
@@ -124,19 +126,38 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(ray_address, 
     assert short.stat().st_mtime_ns == short_written  # the finished trial was not trained again
 
 
-def test_a_trial_whose_worker_is_killed_is_retried_while_the_others_go_on(ray_address, storage, tmp_path,
-                                                                           monkeypatch):
-    # The first trial to finish epoch 1 dies at once (its process exits, as a killed worker would).
-    fault = [{"at": "after_report", "epoch": 1, "action": "exit", "once_file": str(tmp_path / "fired")}]
-    monkeypatch.setenv("RAYKIT_FAULTS", json.dumps(fault))
-    result = raykit.tune(DEFAULT_JOB, {"optim.lr": {"grid": [1e-3, 2e-3, 3e-3]}},
-                         [f"storage={storage}", "name=killed-trial", "scaling.num_workers=1", "train.epochs=2",
-                          "tune.max_failures=1"])
-    assert (tmp_path / "fired").exists()
-    assert [t.status for t in result.trials] == ["TERMINATED"] * 3 and all(t.epochs == 2 for t in result.trials)
-    restarted = [t for t in result.trials
-                 if (Path(storage) / "killed-trial" / "trials" / t.trial_id / "restores.jsonl").exists()]
-    assert len(restarted) == 1  # only the killed trial restarted, from its own epoch-1 checkpoint
-    restore = json.loads((Path(storage) / "killed-trial" / "trials" / restarted[0].trial_id / "restores.jsonl")
-                         .read_text().splitlines()[0])
-    assert restore["epoch"] == 1
+def sweep_weights(trial) -> dict:
+    return torch.load(Path(trial.checkpoint) / "model.pt", weights_only=True)
+
+
+def test_a_sweep_whose_trials_are_killed_three_times_ends_as_an_uninterrupted_one(ray_address, storage, tmp_path,
+                                                                                 monkeypatch):
+    # Seeded kills of inline trials (replay another plan with RAYKIT_CHAOS_SEED): each kill ends a trial's
+    # process at once; Tune retries that trial from its own latest checkpoint while the others go on. Every
+    # trial must end with the history and weights of the same sweep run without kills.
+    space = {"optim.lr": {"grid": [1e-3, 2e-3, 3e-3, 4e-3]}}
+    common = [f"storage={storage}", "scaling.num_workers=1", "train.epochs=2", "tune.max_failures=3",
+              "tune.max_concurrent_trials=2"]
+    straight = raykit.tune(DEFAULT_JOB, space, [*common, "name=straight-sweep"])
+    seed = int(os.environ.get("RAYKIT_CHAOS_SEED", "3"))
+    plan = faults.chaos_plan(seed, kills=3, epochs=2, world_size=1, marker_dir=str(tmp_path),
+                             points=("mid_epoch", "after_report", "between_checkpoint_files"))
+    monkeypatch.setenv("RAYKIT_FAULTS", json.dumps(plan))
+    result = raykit.tune(DEFAULT_JOB, space, [*common, "name=killed-sweep"])
+    assert faults.kills_fired(plan) == 3, f"seed {seed}: {plan}"
+    assert [t.status for t in result.trials] == ["TERMINATED"] * 4 and all(t.epochs == 2 for t in result.trials)
+    restores = [line for t in result.trials
+                for path in [Path(storage) / "killed-sweep" / "trials" / t.trial_id / "restores.jsonl"]
+                if path.exists() for line in path.read_text().splitlines()]
+    # A kill before a trial's first checkpoint restarts it from scratch (nothing to restore): at most 3.
+    assert len(restores) <= 3 and all(json.loads(line)["epoch"] >= 1 for line in restores)
+    by_lr = {t.config["optim.lr"]: t for t in straight.trials}
+    for trial in result.trials:
+        reference = by_lr[trial.config["optim.lr"]]
+        for ours, theirs in zip(trial.history, reference.history, strict=True):
+            assert ours["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-9)
+            assert ours["val_acc"] == pytest.approx(theirs["val_acc"], abs=1e-9)
+        assert Path(trial.checkpoint).name == Path(reference.checkpoint).name
+        expected = sweep_weights(reference)
+        for key, value in sweep_weights(trial).items():
+            torch.testing.assert_close(value, expected[key], rtol=0, atol=1e-6)
