@@ -14,8 +14,10 @@ from raykit.backends import backend_info
 from raykit.data import DataPlan, plan_data
 from raykit.data.catalog import is_named_dataset
 from raykit.history import history_csv, read_history_csv
+from raykit.losses import FOCAL, loss_problems
+from raykit.metrics import is_scalar_column
 from raykit.run import CURVES_FILE, METRICS_FILE, RESULT_FILE, SPEC_FILE, Run
-from raykit.spec import EPOCH_METRICS, RunSpec, SpecError, load_spec, yaml_load
+from raykit.spec import RunSpec, SpecError, load_spec, yaml_load
 from raykit.spec.rules import require_installed
 from raykit.timing import Stopwatch, join_timings
 
@@ -60,7 +62,7 @@ def train(spec: "RunSpec | dict | str | list | None" = None, overrides=(), *, ad
         run_dir = storage.join(run_spec.storage, run_spec.name)
         _check_continuation(run_spec, run_dir)
         plan = plan_data(run_spec.data, run_spec.model.num_classes)  # bad data fails here, before Ray starts
-        _check_initial_weights(run_spec, plan)
+        _check_against_data(run_spec, plan)
     if verbose:
         print(describe_plan(plan), flush=True)
 
@@ -97,12 +99,13 @@ def train(spec: "RunSpec | dict | str | list | None" = None, overrides=(), *, ad
     return result
 
 
-def _check_initial_weights(spec: RunSpec, plan: DataPlan) -> None:
+def _check_against_data(spec: RunSpec, plan: DataPlan) -> None:
     """The starting weights must be there (a zoo model's pretrained file, fetched now if allowed) and
     ``finetune.init_from`` must fit the model built for this data (the backend reads the file's tensor
-    names and shapes); raised before Ray starts."""
-    problems = backend_info(spec.framework).weights_problems(spec, plan.info.input_shape,
-                                                             spec.model.num_classes or plan.info.num_classes)
+    names and shapes); a per-class focal ``alpha`` needs one weight per class. Raised before Ray starts."""
+    num_classes = spec.model.num_classes or plan.info.num_classes
+    problems = backend_info(spec.framework).weights_problems(spec, plan.info.input_shape, num_classes)
+    problems += loss_problems(spec.train, num_classes) if spec.train.loss == FOCAL else []
     if problems:
         raise SpecError(problems)
 
@@ -193,8 +196,7 @@ def export_best(result: TrainResult) -> str:
     this directory."""
     manifest = json.loads(storage.read_text(storage.join(result.best_checkpoint, "manifest.json")))
     weights = manifest["weights"]
-    metrics = {key: value for key, value in result.best_metrics.items() if key in EPOCH_METRICS}
-    stem = result.spec.checkpoint.export_template.format(**metrics)
+    stem = result.spec.export_stem(result.best_metrics)
     suffix = weights[weights.index("."):] if "." in weights else ""
     target = storage.join(result.run_dir, "export", stem + suffix)
     storage.write_bytes(target, storage.read_bytes(storage.join(result.best_checkpoint, weights)))
@@ -300,8 +302,9 @@ def evaluate(checkpoint: str, split: str = "test", overrides=(), *, out_dir: str
 
     The checkpoint's own spec says how to build the model and load the data; ``overrides`` (e.g.
     ``data.*``) may change the data. Writes ``evaluation-<split>.json`` (accuracy, per-class precision,
-    recall, F1, support, confusion matrix) and ``confusion-<split>.png`` to ``out_dir`` (default: the
-    run directory's ``evaluation/``). Returns the report.
+    recall, F1, support, confusion matrix, and ``metrics``: the split's loss, accuracy and the spec's
+    ``train.metrics``, named as the run's test metrics, e.g. ``test_top5_acc``) and ``confusion-<split>.png``
+    to ``out_dir`` (default: the run directory's ``evaluation/``). Returns the report.
     """
     from raykit.evaluation import classification_report
     from raykit.plots import confusion_png
@@ -315,9 +318,10 @@ def evaluate(checkpoint: str, split: str = "test", overrides=(), *, out_dir: str
     from raykit.ray import cluster, remote
 
     cluster.connect(address)
-    labels, predictions = remote.predict(spec, checkpoint, split)
+    metrics, labels, predictions = remote.evaluate_split(spec, checkpoint, split)
     classes = spec.model.num_classes or int(max(labels.max(), predictions.max())) + 1
-    report = {"checkpoint": checkpoint, "split": split, **classification_report(labels, predictions, classes)}
+    report = {"checkpoint": checkpoint, "split": split, **classification_report(labels, predictions, classes),
+              "metrics": metrics}
     out_dir = out_dir or storage.join(checkpoint.rstrip("/").rsplit("/", 1)[0], "evaluation")
     storage.write_text(storage.join(out_dir, f"evaluation-{split}.json"), json.dumps(report, indent=1))
     storage.write_bytes(storage.join(out_dir, f"confusion-{split}.png"),
@@ -325,6 +329,9 @@ def evaluate(checkpoint: str, split: str = "test", overrides=(), *, out_dir: str
                                                                   f"{report['accuracy']:.4f}"))
     if verbose:
         print(f"{split} accuracy: {report['accuracy']:.4f} ({report['samples']} samples)")
+        extra = [f"{key} {value:.4f}" for key, value in metrics.items() if is_scalar_column(key)]
+        if extra:
+            print(f"  {', '.join(extra)}")
         for row in report["per_class"]:
             print(f"  class {row['class']:>3}: precision {row['precision']:.3f}  recall {row['recall']:.3f}  "
                   f"support {row['support']}")

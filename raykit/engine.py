@@ -29,6 +29,7 @@ from raykit.backends.base import Backend
 from raykit.data import DataInfo, Splits, iter_split, plan_data, to_float, worker_data
 from raykit.data.order import batch_indices, epoch_order, shard_rows
 from raykit.history import Progress, epoch_bar, epoch_line, history_csv
+from raykit.metrics import EvalStats
 from raykit.schedules import frozen_at_epoch
 from raykit.session import WorkerSession, peak_rss_mb
 from raykit.sinks import MetricSinks
@@ -142,6 +143,7 @@ class _Run:
         self.freezable = backend.freezable_layers()
         self.frozen: list[str] | None = None
         self.planned = batches_per_epoch(info.sizes["train"], spec, session.world_size)
+        self.evaluation = EvalStats(info.num_classes, spec.train.metrics, info.class_names)  # empty: a template
         self.sinks = MetricSinks.open(spec, session.run_dir, progress.epoch) \
             if session.is_chief and session.run_dir else None
         self.started, self.first_epoch = time.perf_counter(), progress.epoch
@@ -157,12 +159,13 @@ class _Run:
         train = backend.all_reduce_sum(totals.as_array())
         progress.global_step += totals.steps
         extra = backend.end_of_epoch()
-        val = backend.all_reduce_sum(backend.evaluate_totals(self.feeds.val()))
+        val = self.evaluation.from_array(backend.all_reduce_sum(evaluation_sums(backend, self.feeds.val(),
+                                                                                self.evaluation)))
         extra.update(backend.after_validation())
         # Compilation (train.compile) is a one-off cost: kept out of the epoch's time and samples/s.
         seconds = time.perf_counter() - epoch_started - extra.get("compile_s", 0.0)
         metrics = {"epoch": epoch, "train_loss": train[0] / train[2], "train_acc": train[1] / train[2],
-                   "val_loss": val[0] / val[2], "val_acc": val[1] / val[2],
+                   **val.values("val"),
                    "lr": backend.learning_rate(progress.global_step), "epoch_time_s": seconds,
                    "samples_per_s": self.info.sizes["train"] / seconds, "global_step": progress.global_step,
                    "peak_rss_mb": peak_rss_mb(), **extra}
@@ -249,45 +252,53 @@ def optimizer_steps_per_epoch(num_train: int, spec: RunSpec, world_size: int) ->
     return math.ceil(batches_per_epoch(num_train, spec, world_size) / spec.train.grad_accum_steps)
 
 
+def evaluation_sums(backend: Backend, batches: Iterable, template: EvalStats) -> np.ndarray:
+    """This rank's evaluation statistics in ``template``'s layout (:meth:`EvalStats.as_array`): the backend's
+    own (loss sum, correct, samples) when no metric needs the logits (a GPU keeps those sums on the device),
+    else each batch's logits added up on the host."""
+    if not template.needs_logits:
+        return backend.evaluate_totals(batches)
+    stats = EvalStats(template.num_classes, template.metrics)
+    for loss_sum, logits, labels in backend.evaluate_batches(batches):
+        stats.add(loss_sum, logits, labels)
+    return stats.as_array()
+
+
 # --------------------------------------------------------------------------------------------------
 # A finished checkpoint: evaluation, prediction, the predictor of batch inference
 
 
 def evaluate_checkpoint(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False) -> dict:
-    """Loss and accuracy of a checkpoint's model on one split of ``spec.data`` (single process; the split
-    is read a chunk at a time, so it need not fit in memory)."""
-    totals = np.zeros(3)
-    for truth, logits in _split_logits(spec, checkpoint_dir, split, use_gpu):
-        totals += [cross_entropy_sum(logits, truth), np.sum(logits.argmax(1) == truth), len(truth)]
-    return {f"{split}_loss": float(totals[0] / totals[2]), f"{split}_acc": float(totals[1] / totals[2]),
-            f"{split}_samples": int(totals[2])}
+    """Loss (``train.loss`` on the hard labels), accuracy and the ``train.metrics`` of a checkpoint's model on
+    one split of ``spec.data`` (single process; the split is read a chunk at a time, so it need not fit in
+    memory): ``{<split>_loss, <split>_acc, <split>_top5_acc, ..., <split>_samples}``."""
+    return evaluate_split(spec, checkpoint_dir, split, use_gpu)[0]
 
 
 def predict_split(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(true labels, predicted labels) of a checkpoint's model on one split of ``spec.data``."""
-    truth, predictions = [], []
-    for labels, logits in _split_logits(spec, checkpoint_dir, split, use_gpu):
-        truth.append(labels)
-        predictions.append(logits.argmax(1))
-    return np.concatenate(truth), np.concatenate(predictions)
+    _, truth, predictions = evaluate_split(spec, checkpoint_dir, split, use_gpu)
+    return truth, predictions
 
 
-def _split_logits(spec: RunSpec, checkpoint_dir: str, split: str, use_gpu: bool):
-    """(labels, logits) batches of a checkpoint's model over one split."""
+def evaluate_split(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False
+                   ) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(:func:`evaluate_checkpoint`'s metrics, true labels, predicted labels) in one pass over the split."""
     plan = plan_data(spec.data)
     backend = load_backend(spec.framework)
     num_classes = spec.model.num_classes or plan.info.num_classes
     model = backend.inference_model(spec, checkpoint_dir, plan.info.input_shape, num_classes, use_gpu)
+    loss_sum = backend.evaluation_loss(spec, num_classes)
+    stats = EvalStats(num_classes, spec.train.metrics, plan.info.class_names)
+    truth, predictions = [], []
     for x, y in iter_split(plan, split, EVAL_BATCH):
-        yield y, np.asarray(backend.logits(model, to_float(x)), np.float64)
-
-
-def cross_entropy_sum(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Sum over rows of the softmax cross entropy of ``logits`` (float64, numerically stable)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-log_probs[np.arange(len(labels)), labels].sum())
+        logits = np.asarray(backend.logits(model, to_float(x)), np.float64)
+        stats.add(loss_sum(logits, y), logits, y)
+        truth.append(y)
+        predictions.append(logits.argmax(1))
+    metrics = {**stats.values(split), f"{split}_samples": int(stats.as_array()[2])}
+    return metrics, np.concatenate(truth), np.concatenate(predictions)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

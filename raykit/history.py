@@ -8,6 +8,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from raykit.metrics import is_metric_column, is_scalar_column
+
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "samples_per_s",
            "global_step", "peak_rss_mb", "peak_gpu_mb")
 
@@ -19,9 +21,11 @@ def is_improvement(value: float, best: float | None, mode: str) -> bool:
 
 
 def epoch_line(metrics: dict, epochs: int, elapsed_s: float, eta_s: float) -> str:
-    """One line per epoch: epoch, train loss, val accuracy, elapsed, ETA."""
+    """One line per epoch: epoch, train loss, val loss and accuracy, train.metrics' one-value metrics
+    (per-class accuracy is left to metrics.csv), elapsed, ETA."""
+    extra = "".join(f"  {key} {value:.4f}" for key, value in metrics.items() if is_scalar_column(key))
     return (f"epoch {metrics['epoch']:>3}/{epochs}  train_loss {metrics['train_loss']:.4f}  "
-            f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_acc']:.4f}  "
+            f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_acc']:.4f}{extra}  "
             f"elapsed {elapsed_s:6.1f}s  eta {eta_s:6.1f}s")
 
 
@@ -58,9 +62,17 @@ class EpochBar:
         return f"{self.title} batch {self.batches}/{self.planned} {rate:,.0f} samples/s (rank 0)"
 
 
+def csv_columns(history: list[dict]) -> list[str]:
+    """metrics.csv's columns: :data:`COLUMNS`, with the columns of ``train.metrics`` that the rows hold
+    (:func:`raykit.metrics.is_metric_column`, in the order first seen) after ``val_acc``."""
+    extra = list(dict.fromkeys(key for row in history for key in row if is_metric_column(key)))
+    after = COLUMNS.index("val_acc") + 1
+    return [*COLUMNS[:after], *extra, *COLUMNS[after:]]
+
+
 def history_csv(history: list[dict]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=csv_columns(history), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
     return buffer.getvalue()

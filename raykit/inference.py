@@ -19,7 +19,7 @@ import numpy as np
 from raykit import storage
 from raykit.backends import backend_info, load_backend
 from raykit.engine import reference_logits
-from raykit.spec import EPOCH_METRICS, RunSpec, SpecError, load_spec
+from raykit.spec import RunSpec, SpecError, load_spec
 
 def checkpoint_manifest(checkpoint: str) -> dict:
     """A raykit checkpoint's manifest (path or URI), or a SpecError naming the argument."""
@@ -131,8 +131,7 @@ def export(checkpoint: str, formats: list[str] | None = None, out_dir: str | Non
                                       f"{', '.join(accepted)}")])
     spec = load_spec(manifest["spec"], overrides)
     input_shape, num_classes = model_shape(manifest, spec)
-    metrics = {k: v for k, v in (manifest.get("metrics") or {}).items() if k in EPOCH_METRICS}
-    stem = spec.checkpoint.export_template.format(**metrics)
+    stem = spec.export_stem(manifest.get("metrics") or {})
     out_dir = out_dir or storage.join(_parent(checkpoint), "export")
     backend = load_backend(framework)
     with tempfile.TemporaryDirectory(prefix="raykit-export-") as work:

@@ -15,7 +15,8 @@ import io
 import json
 
 from raykit import storage
-from raykit.history import is_improvement, read_history_csv
+from raykit.history import csv_columns, is_improvement, read_history_csv
+from raykit.metrics import is_scalar_column
 from raykit.spec import SpecError, TuneSpec, yaml_load
 from raykit.tuning import SweepResult, TrialRecord, pick_best, ranked_trials, searched_paths, short_trial_ids
 
@@ -99,8 +100,9 @@ def run_title(spec: dict, directory: str) -> str:
 
 def run_summary(history: list[dict], result: dict, title: str, monitor: str, mode: str,
                 figures: list[str]) -> str:
-    """Markdown: epochs, the best epoch by ``monitor`` and its value, test accuracy, then the metrics of
-    the best and the final epoch side by side, then the figures."""
+    """Markdown: epochs, the best epoch by ``monitor`` and its value, test accuracy (and train.metrics' test
+    values), then the metrics of the best and the final epoch side by side (train.metrics' one-value ones
+    too; per-class accuracy stays in metrics.csv), then the figures."""
     best = None
     for row in history:
         if row.get(monitor) is not None and is_improvement(row[monitor], best[monitor] if best else None, mode):
@@ -114,10 +116,13 @@ def run_summary(history: list[dict], result: dict, title: str, monitor: str, mod
     if test.get("test_acc") is not None:
         lines.append(f"| test accuracy (best checkpoint) | {test['test_acc']:.4f} "
                      f"({test.get('test_samples', '?')} samples) |")
+    lines += [f"| {key} (best checkpoint) | {_cell(value)} |" for key, value in test.items()
+              if is_scalar_column(key)]
     if result.get("seconds"):
         lines.append(f"| wall time | {result['seconds']:.1f} s |")
     lines += ["", f"| metric | best epoch ({best['epoch']}) | final epoch ({final['epoch']}) |", "|---|---|---|"]
-    lines += [f"| {key} | {_cell(best.get(key))} | {_cell(final.get(key))} |" for key in SUMMARY_COLUMNS
+    shown = [key for key in csv_columns(history) if key in SUMMARY_COLUMNS or is_scalar_column(key)]
+    lines += [f"| {key} | {_cell(best.get(key))} | {_cell(final.get(key))} |" for key in shown
               if key in final or key in best]
     return "\n".join(lines + [""] + [f"![{name[:-4]}]({name})" for name in figures]) + "\n"
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from raykit import storage
 from raykit.history import history_csv, read_history_csv
+from raykit.metrics import is_scalar_column
 from raykit.report import METRICS_FILE, RESULT_FILE, SPEC_FILE, TRIALS_FILE, load_sweep
 from raykit.spec import RunSpec, load_spec, yaml_load
 from raykit.timing import timings_line
@@ -58,8 +59,8 @@ class Run:
         spec: the resolved spec (name and storage filled in), as written to ``run_dir/spec.yaml``.
         run_dir: ``<storage>/<name>``: spec, metrics CSV, curves PNG, result JSON and checkpoints.
         metrics: the last epoch's metrics.
-        test_metrics: ``test_loss``, ``test_acc`` of the best checkpoint on the test split (empty for a sweep
-            trial, which is not evaluated on the test split).
+        test_metrics: ``test_loss``, ``test_acc`` (and ``train.metrics``' ``test_top5_acc``, ...) of the best
+            checkpoint on the test split (empty for a sweep trial, which is not evaluated on the test split).
         best_checkpoint: path or URI of the best checkpoint by ``checkpoint.monitor``.
         best_metrics: that checkpoint's epoch metrics.
         exported_model: the best model's weights under ``run_dir/export/``, named by
@@ -192,6 +193,10 @@ class Run:
         lines = [f"run directory:   {self.run_dir}"]
         if self.test_accuracy is not None:
             lines.append(f"test accuracy:   {self.test_accuracy:.4f} ({self.test_metrics['test_samples']} samples)")
+            extra = [f"{key} {value:.4f}" for key, value in self.test_metrics.items()
+                     if is_scalar_column(key)]
+            if extra:
+                lines.append(f"test metrics:    {', '.join(extra)}")
         if self.best_checkpoint:
             monitor = self.spec.checkpoint.monitor
             value = (self.best_metrics or {}).get(monitor)

@@ -37,13 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from raykit import storage
-from raykit.history import COLUMNS
+from raykit.history import COLUMNS, csv_columns
+from raykit.metrics import is_metric_column
 
 # Epoch metric -> TensorBoard tag.
 TAGS = {"train_loss": "train/loss", "train_acc": "train/acc", "val_loss": "val/loss", "val_acc": "val/acc",
         "lr": "lr", "samples_per_s": "throughput/samples_per_s", "epoch_time_s": "time/epoch_s",
         "peak_rss_mb": "memory/peak_rss_mb"}
-# What MLflow and W&B get every epoch, under these names, at step = the epoch: metrics.csv's columns.
+# What MLflow and W&B get every epoch, under these names, at step = the epoch: metrics.csv's columns (and
+# those of train.metrics: raykit.history.csv_columns).
 TRACKED = tuple(column for column in COLUMNS if column != "epoch")
 TENSORBOARD_DIR = "tensorboard"
 
@@ -113,13 +115,16 @@ class MetricSinks:
         return next((tracker.run_id for tracker in self.trackers if tracker.service == service), None)
 
     def write(self, metrics: dict, step: int) -> None:
-        """Record one epoch's metrics at ``step`` (the epoch): TensorBoard gets those of :data:`TAGS`, the
-        trackers every column of metrics.csv (:data:`TRACKED`); absent ones are left out."""
+        """Record one epoch's metrics at ``step`` (the epoch): TensorBoard gets those of :data:`TAGS` and
+        train.metrics' columns (``val_top5_acc`` as ``val/top5_acc``, ``val_acc/cat`` as ``val/acc/cat``),
+        the trackers every column of metrics.csv under its own name; absent ones are left out."""
+        columns = [key for key in csv_columns([metrics]) if key != "epoch" and metrics.get(key) is not None]
         if self.tensorboard is not None:
-            present = {TAGS[key]: float(metrics[key]) for key in TAGS if metrics.get(key) is not None}
-            self.tensorboard.write_scalars(present, step)
+            tags = {key: TAGS.get(key) or key.replace("_", "/", 1) for key in columns
+                    if key in TAGS or is_metric_column(key)}
+            self.tensorboard.write_scalars({tag: float(metrics[key]) for key, tag in tags.items()}, step)
             self._upload()
-        tracked = {key: float(metrics[key]) for key in TRACKED if metrics.get(key) is not None}
+        tracked = {key: float(metrics[key]) for key in columns}
         for tracker in self.trackers:
             tracker.log(tracked, step)
 

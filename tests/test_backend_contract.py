@@ -11,13 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import f1_score, recall_score, top_k_accuracy_score
 
 import raykit
 from raykit.backends import backend_info, backend_names, load_backend, unregister
 from raykit.backends.base import Backend
 from raykit.checkpoint import read_manifest
 from raykit.data.order import epoch_order
-from raykit.engine import evaluate_checkpoint, fit, predict_split
+from raykit.data import plan_data, to_float
+from raykit.engine import evaluate_checkpoint, fit, predict_split, reference_logits
+from raykit.metrics import is_metric_column
 from raykit.session import WorkerSession
 from raykit.spec import load_spec
 from tests.backends.test_torch import Recorder
@@ -97,6 +100,36 @@ def test_evaluation_prediction_and_export_agree(framework, tmp_path):
     assert tuple(written) == backend_info(framework).export_formats
     record = json.loads(next((tmp_path / "export").glob("*.export.json")).read_text())
     assert max(record["max_abs_logit_difference"].values()) < 1e-4
+
+
+# What train.metrics=[top3_acc, macro_f1, per_class_acc] adds to an epoch's row on digits (10 classes, no
+# class names), in this order, whatever the backend.
+METRIC_COLUMNS = ["val_top3_acc", "val_macro_f1", *(f"val_acc/{c}" for c in range(10))]
+
+
+@pytest.mark.parametrize("framework", BACKENDS)
+def test_train_metrics_are_the_same_columns_in_every_backend_and_equal_scikit_learn(framework, tmp_path):
+    spec = contract_spec(framework, "train.epochs=1", "train.metrics=[top3_acc, macro_f1, per_class_acc]",
+                         "checkpoint.monitor=val_macro_f1")
+    recorder = Recorder(tmp_path / "checkpoints")
+    fit(spec, WorkerSession(report=recorder, run_dir=str(tmp_path / "run")))
+    row = recorder.metrics[0]
+    assert [key for key in row if is_metric_column(key)] == METRIC_COLUMNS
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[:5 + len(METRIC_COLUMNS)] == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                                                *METRIC_COLUMNS]
+    # The logged values are scikit-learn's on the checkpoint's own predictions, for val (each epoch) and for
+    # test (the end-of-run evaluation).
+    checkpoint, plan = str(recorder.checkpoints[-1]), plan_data(spec.data)
+    for split, values in (("val", row), ("test", evaluate_checkpoint(spec, checkpoint))):
+        data = plan.splits[split].read()
+        logits = reference_logits(spec, checkpoint, to_float(data.x), plan.info.input_shape, 10)
+        predicted = logits.argmax(1)
+        assert values[f"{split}_top3_acc"] == pytest.approx(top_k_accuracy_score(data.y, logits, k=3,
+                                                                                 labels=np.arange(10)), abs=1e-9)
+        assert values[f"{split}_macro_f1"] == pytest.approx(f1_score(data.y, predicted, average="macro"), abs=1e-9)
+        recall = recall_score(data.y, predicted, average=None, labels=np.arange(10))
+        np.testing.assert_allclose([values[f"{split}_acc/{c}"] for c in range(10)], recall, atol=1e-9)
 
 
 def test_a_backend_refusal_is_a_spec_error_naming_the_field():

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from ray._common.utils import get_ray_address_file
@@ -87,7 +88,7 @@ def test_ray_job_submit_and_job_submission_client(head_node, tmp_path):
     storage = tmp_path / "runs"
     command = [str(BIN / "ray"), "job", "submit", "--address", address, "--runtime-env", "jobs/runtime_env.yaml",
                "--", "python", "jobs/train.py", "jobs/configs/digits_cnn_torch.yaml", "--smoke-test",
-               "--set", f"storage={storage}", "--set", "name=submitted"]
+               "--set", f"storage={storage}", "--set", "name=submitted", "--set", "train.metrics=[macro_f1]"]
     for _ in range(15):  # the head answers `ray job list` a little before its job agent takes submissions
         submitted = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         if "No available agent to submit job" not in submitted.stderr + submitted.stdout:
@@ -119,5 +120,10 @@ def test_ray_job_submit_and_job_submission_client(head_node, tmp_path):
     assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
     report = json.loads((run_dir / "evaluation" / "evaluation-test.json").read_text())
     assert report["samples"] == 269 and len(report["confusion_matrix"]) == 10
+    # train.metrics of the checkpoint's spec, named as a run's test metrics: macro F1 of the classes present.
+    f1 = [row["f1"] for row, actual, predicted in zip(report["per_class"], np.sum(report["confusion_matrix"], 1),
+                                                      np.sum(report["confusion_matrix"], 0)) if actual + predicted]
+    assert report["metrics"]["test_acc"] == pytest.approx(report["accuracy"])
+    assert report["metrics"]["test_macro_f1"] == pytest.approx(np.mean(f1)) and "test_macro_f1" in logs
     assert (run_dir / "evaluation" / "confusion-test.png").read_bytes()[:4] == b"\x89PNG"
     assert "test accuracy:" in logs

@@ -54,13 +54,34 @@ def test_tied_epochs_rank_zero_evaluates_ray_s_pick_and_a_reused_name_is_refused
 def test_a_timm_zoo_model_with_kwargs_trains_an_epoch_on_two_workers(ray_address, storage):
     result = raykit.train(None, ["train.epochs=1", f"storage={storage}", "name=zoo", "scaling.num_workers=2",
                                  "model.name=timm:test_resnet", "model.kwargs={drop_rate: 0.1}",
-                                 "train.max_steps_per_epoch=4"])
+                                 "train.max_steps_per_epoch=4", "train.metrics=[top2_acc, macro_f1]",
+                                 "checkpoint.monitor=val_macro_f1"])
+    assert_metrics_are_scikit_learn_s(result)
     assert [row["epoch"] for row in result.history] == [1] and result.history[0]["train_loss"] > 0
     assert load_spec(Path(result.run_dir) / "spec.yaml").model.kwargs == {"drop_rate": 0.1}
     import torch
 
     weights = torch.load(Path(result.best_checkpoint) / "model.pt", weights_only=True)
     assert weights["fc.weight"].shape[0] == 10 and weights["conv1.0.weight"].shape[1] == 1  # digits: 10 classes, gray
+
+
+def assert_metrics_are_scikit_learn_s(result) -> None:
+    """train.metrics summed over the ranks' val shards each epoch, and rank 0's test evaluation, equal
+    scikit-learn's on the checkpoint's predictions over the whole split."""
+    from sklearn.metrics import f1_score, top_k_accuracy_score
+
+    from raykit.data import plan_data, to_float
+    from raykit.engine import reference_logits
+
+    plan = plan_data(result.spec.data)
+    assert result.best_metrics["val_macro_f1"] == result.history[-1]["val_macro_f1"]  # the monitor ranked it
+    for split, values in (("val", result.history[-1]), ("test", result.test_metrics)):
+        data = plan.splits[split].read()
+        logits = reference_logits(result.spec, result.best_checkpoint, to_float(data.x), plan.info.input_shape, 10)
+        assert values[f"{split}_top2_acc"] == pytest.approx(
+            top_k_accuracy_score(data.y, logits, k=2, labels=list(range(10))), abs=1e-9)
+        assert values[f"{split}_macro_f1"] == pytest.approx(f1_score(data.y, logits.argmax(1), average="macro"),
+                                                            abs=1e-9)
 
 
 def test_asking_for_more_than_the_cluster_has_fails_before_launch(ray_address, storage):

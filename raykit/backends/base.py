@@ -135,7 +135,8 @@ class Backend(ABC):
         backend.build(data_info, steps_per_epoch) # model, optimizer(s), LR schedule, augmenter
         backend.load_initial_weights() | backend.restore(dir)
         backend.seed_rank(spec.train.seed, rank)  # own dropout masks from here on
-        per epoch: set_frozen(...); train_epoch(...); end_of_epoch(); evaluate_totals(...); save_checkpoint(...)
+        per epoch: set_frozen(...); train_epoch(...); end_of_epoch();
+                   evaluate_totals(...) or, for train.metrics, evaluate_batches(...); save_checkpoint(...)
 
     ``spec`` is a validated :class:`raykit.spec.RunSpec`; ``session`` a :class:`raykit.session.WorkerSession`.
     """
@@ -206,9 +207,37 @@ class Backend(ABC):
         Default: none."""
         return {}
 
-    @abstractmethod
     def evaluate_totals(self, batches: Iterable) -> np.ndarray:
-        """This rank's (loss sum, correct, samples) over ``batches`` with the model in eval mode."""
+        """This rank's (loss sum, correct, samples) over ``batches`` with the model in eval mode: what the
+        engine asks for when the spec wants no metric beyond loss and accuracy. Default: added up from
+        :meth:`evaluate_batches` (a backend on an accelerator may keep the sums there instead)."""
+        totals = np.zeros(3)
+        for loss_sum, logits, labels in self.evaluate_batches(batches):
+            totals += [loss_sum, np.sum(np.argmax(logits, 1) == labels), len(labels)]
+        return totals
+
+    @abstractmethod
+    def evaluate_batches(self, batches: Iterable) -> Iterator[tuple[float, np.ndarray, np.ndarray]]:
+        """Per batch of ``batches``, with the model in eval mode: ``(loss sum, logits, labels)``, the loss
+        being ``train.loss`` on the hard labels (:mod:`raykit.losses`), logits float NumPy (N, C) and labels
+        integer NumPy (N,). The engine feeds them to :class:`raykit.metrics.EvalStats` for ``train.metrics``."""
+
+    @classmethod
+    def evaluation_loss(cls, spec, num_classes: int) -> Callable[[np.ndarray, np.ndarray], float]:
+        """``loss_sum(logits, labels)``: ``train.loss`` summed over a batch of NumPy logits and integer labels
+        (hard labels), for a finished checkpoint's evaluation: the built-in losses in NumPy float64
+        (:func:`raykit.losses.numpy_loss`), a user loss through :meth:`user_loss_sum`."""
+        from raykit.losses import LOSSES, numpy_loss
+
+        return numpy_loss(spec.train, num_classes) if spec.train.loss in LOSSES else cls.user_loss_sum(spec, num_classes)
+
+    @classmethod
+    def user_loss_sum(cls, spec, num_classes: int) -> Callable[[np.ndarray, np.ndarray], float]:
+        """:meth:`evaluation_loss` of a user loss, which expects the framework's tensors. Default: it is given
+        NumPy arrays."""
+        from raykit.losses import numpy_loss
+
+        return numpy_loss(spec.train, num_classes)
 
     @abstractmethod
     def learning_rate(self, global_step: int) -> float:

@@ -24,20 +24,22 @@ def _evaluate(spec_dict: dict, checkpoint: str, split: str) -> dict:
 
 
 def evaluate(spec: RunSpec, checkpoint: str, split: str = "test") -> dict:
-    """Loss and accuracy of ``checkpoint`` (path or URI) on ``split``, computed on a Ray worker."""
+    """Loss, accuracy and ``train.metrics`` of ``checkpoint`` (path or URI) on ``split``, computed on a Ray
+    worker."""
     task = ray.remote(_evaluate).options(**_task_options(spec))
     return ray.get(task.remote(spec.to_dict(), checkpoint, split))
 
 
-def _predict(spec_dict: dict, checkpoint: str, split: str):
+def _evaluate_split(spec_dict: dict, checkpoint: str, split: str):
     spec = load_spec(spec_dict)
     from ray.train import Checkpoint
 
     with Checkpoint(checkpoint).as_directory() as directory:
-        return engine.predict_split(spec, directory, split, use_gpu=spec.scaling.use_gpu)
+        return engine.evaluate_split(spec, directory, split, use_gpu=spec.scaling.use_gpu)
 
 
-def predict(spec: RunSpec, checkpoint: str, split: str = "test"):
-    """(true labels, predicted labels) of ``checkpoint`` on ``split``, computed on a Ray worker."""
-    task = ray.remote(_predict).options(**_task_options(spec))
+def evaluate_split(spec: RunSpec, checkpoint: str, split: str = "test"):
+    """(metrics as :func:`evaluate`'s, true labels, predicted labels) of ``checkpoint`` on ``split``, computed
+    on a Ray worker."""
+    task = ray.remote(_evaluate_split).options(**_task_options(spec))
     return ray.get(task.remote(spec.to_dict(), checkpoint, split))

@@ -23,6 +23,7 @@ from ray.util.queue import Empty, Queue
 
 from raykit import engine, storage
 from raykit.history import read_history_csv
+from raykit.metrics import is_metric_column
 from raykit.ray.cluster import worker_resources
 from raykit.ray.trainer import build_trainer, set_controller_environment, worker_environment
 from raykit.registry import Registry
@@ -297,6 +298,7 @@ def _history(result, metrics_csv: str) -> list[dict]:
     for row in frame.to_dict("records"):
         by_epoch[int(row["epoch"])] = {k: row[k] for k in ("epoch", "train_loss", "train_acc", "val_loss",
                                                             "val_acc", "lr", "global_step") if k in row}
+        by_epoch[int(row["epoch"])].update((k, v) for k, v in row.items() if is_metric_column(k))
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 

@@ -2,7 +2,8 @@
 
 A field's metadata holds ``help`` plus rules: ``choices`` (a tuple, or a function returning one, for
 values known only at run time such as the registered backends), ``allow_factory`` (also a
-``"package.module:function"``), ``backend_fact`` (the value must also be in that attribute of the chosen
+``"package.module:function"``), ``also`` (``(regex, words)``: also a value matching the regex, which
+:mod:`raykit.spec.rules` checks further), ``backend_fact`` (the value must also be in that attribute of the chosen
 backend's :class:`~raykit.backends.base.BackendInfo`; checked by :mod:`raykit.spec.rules`), ``nonempty``,
 and the bounds ``gt``, ``ge``, ``lt``, ``le`` (for lists: of every item).
 """
@@ -45,9 +46,14 @@ def check_rules(value: Any, meta: Mapping) -> str:
     if choices is not None and value not in choices:
         if meta.get("allow_factory") and isinstance(value, str) and USER_FACTORY.match(value):
             return ""
+        also = meta.get("also")
+        if also and isinstance(value, str) and re.match(also[0], value):
+            return ""
         accepted = ", ".join(map(str, choices))
         if meta.get("allow_factory"):
             accepted += ", or a factory 'package.module:function'"
+        if also:
+            accepted += f", or {also[1]}"
         return f"got {value!r}{did_you_mean(value, choices)}; accepted: {accepted}"
     if isinstance(value, list):
         if meta.get("nonempty") and not value:

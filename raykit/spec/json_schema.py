@@ -19,6 +19,7 @@ import typing
 from typing import Any, Mapping
 
 from raykit.augment import OP_HELP, OPS, USER_OP, USER_OP_FORMS
+from raykit.metrics import METRIC_PATTERN
 from raykit.spec.fields import SWITCH_WORDS, USER_FACTORY, choices_of, field_types, is_optional, strip_optional
 from raykit.spec.reference import accepted_text
 from raykit.spec.schema import RunSpec
@@ -72,6 +73,8 @@ def field_schema(ftype: Any, meta: Mapping, items: dict | None = None) -> dict:
         values += [None] if is_optional(ftype) else []
         if meta.get("allow_factory"):
             return {"anyOf": [{"enum": values}, {"type": "string", "pattern": USER_FACTORY.pattern}]}
+        if meta.get("also"):
+            return {"anyOf": [{"enum": values}, {"type": "string", "pattern": meta["also"][0]}]}
         return {"enum": values}
     if not is_optional(ftype):
         return _type_schema(ftype, meta, items)
@@ -135,4 +138,4 @@ def _op_schema(name: str, params: Mapping[str, tuple]) -> dict:
 
 
 # Lists whose items the validator checks outside the field metadata (raykit.spec.rules), by spec path.
-ITEM_SCHEMAS = {"augment.ops": augment_op_schemas()}
+ITEM_SCHEMAS = {"augment.ops": augment_op_schemas(), "train.metrics": {"type": "string", "pattern": METRIC_PATTERN}}

@@ -55,6 +55,8 @@ def accepted_text(ftype: Any, meta: Mapping) -> str:
         text = "one of " + listed
         if meta.get("allow_factory"):
             text += ", or 'package.module:function'"
+        if meta.get("also"):
+            text += f", or {meta['also'][1]}"
         return text + (" (or null)" if is_optional(ftype) else "")
     bounds = bounds_text(meta)
     return type_name(ftype) + (f", {bounds}" if bounds else "")

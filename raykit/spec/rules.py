@@ -17,8 +17,10 @@ from raykit.augment import validate_ops
 from raykit.backends import backend_info, backend_names
 from raykit.backends.base import GPU, GRAD_ACCUM, PRETRAINED_THEN_INIT
 from raykit.environment import env_var_problems
+from raykit.losses import loss_problems
+from raykit.metrics import metric_problems, scalar_columns
 from raykit.spec.fields import USER_FACTORY, field_types
-from raykit.spec.schema import EPOCH_METRICS, RunSpec, ScalingSpec, SpecError
+from raykit.spec.schema import EPOCH_METRICS, MONITORED_METRICS, RunSpec, ScalingSpec, SpecError
 from raykit.spec.search_space import has_grid, search_space_problems
 
 
@@ -37,6 +39,8 @@ def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
                          "kernels by timing them, so results would depend on timing; accepted with "
                          "deterministic: off, default"))
     problems += _resource_problems(spec.scaling)
+    problems += loss_problems(spec.train, spec.model.num_classes)
+    problems += metric_problems(spec.train.metrics)
     problems += _metric_mode_problems(spec)
     problems += _finetune_problems(spec)
     if spec.name is not None and not _RUN_NAME.match(spec.name):
@@ -158,23 +162,31 @@ _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def _metric_mode_problems(spec: RunSpec) -> list[tuple[str, str]]:
-    """A loss is minimised and an accuracy maximised; the other way round is a mistake worth stopping."""
+    """A monitored metric the spec produces; a loss minimised and an accuracy maximised (the other way round
+    is a mistake worth stopping); an export template of the epoch's metrics."""
     problems = []
+    produced = scalar_columns(spec.train.metrics) if isinstance(spec.train.metrics, list) else ()
     for section, metric_field in (("checkpoint", "monitor"), ("tune", "metric")):
         metric = getattr(getattr(spec, section), metric_field)
         mode = getattr(spec, section).mode
+        if metric not in MONITORED_METRICS and metric not in produced:
+            problems.append((f"{section}.{metric_field}", f"got {metric!r}, which this spec does not produce "
+                             f"(train.metrics: {spec.train.metrics}); accepted: "
+                             f"{', '.join((*MONITORED_METRICS, *produced))}, or add {metric[len('val_'):]!r} to "
+                             "train.metrics"))
+            continue
         wanted = "min" if metric.endswith("loss") else "max"
         if mode != wanted:
             problems.append((f"{section}.mode", f"got {mode!r} for {section}.{metric_field}={metric!r}; "
                                                 f"accepted: {wanted!r} (a {metric} is "
                                                 f"{'minimised' if wanted == 'min' else 'maximised'})"))
     template = spec.checkpoint.export_template
-    sample = {name: 1 if name in ("epoch", "global_step") else 0.5 for name in EPOCH_METRICS}
+    sample = {name: 1 if name in ("epoch", "global_step") else 0.5 for name in (*EPOCH_METRICS, *produced)}
     try:
         name = template.format(**sample)
     except (KeyError, IndexError, ValueError) as exc:
         problems.append(("checkpoint.export_template", f"got {template!r} ({type(exc).__name__}: {exc}); "
-                                                       f"accepted: a format string of {', '.join(EPOCH_METRICS)}"))
+                                                       f"accepted: a format string of {', '.join(sample)}"))
     else:
         if "/" in name or not name.strip():
             problems.append(("checkpoint.export_template", f"got {template!r}; accepted: a file name without '/'"))

@@ -16,6 +16,8 @@ import yaml
 from raykit.augment import OPS as AUGMENT_OPS
 from raykit.augment import PRESETS
 from raykit.backends import backend_info, backend_names
+from raykit.losses import LOSSES
+from raykit.metrics import METRIC_FORMS, MONITOR_PATTERN, scalar_columns
 from raykit.spec.fields import spec_field as _field
 
 AUGMENT_PRESETS = tuple(PRESETS)
@@ -32,6 +34,9 @@ SCHEDULERS = ("fifo", "asha", "hyperband", "pbt")
 SEARCHERS = ("random", "optuna")
 DATA_FORMATS = ("auto", "digits", "npz", "parquet", "image_folder")
 MONITORED_METRICS = ("val_acc", "val_loss", "train_loss", "train_acc")
+# What checkpoint.monitor and tune.metric also take: a one-value metric that train.metrics adds (checked by
+# raykit.spec.rules against the spec's own train.metrics).
+EXTRA_MONITORED = (MONITOR_PATTERN, "val_<metric> of a train.metrics entry (val_top5_acc, val_macro_f1)")
 # What every epoch reports (usable in checkpoint.export_template).
 EPOCH_METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "global_step")
 
@@ -180,7 +185,24 @@ class TrainSpec:
                                          "scaler (GPU only).", choices=PRECISIONS)
     grad_accum_steps: int = _field(1, help="Accumulate gradients over this many batches per optimizer step.",
                                    ge=1, le=10_000)
-    label_smoothing: float = _field(0.0, help="Label smoothing of the cross-entropy loss.", ge=0.0, lt=1.0)
+    label_smoothing: float = _field(0.0, help="Label smoothing, applied to the training targets before any "
+                                              "loss: t * (1 - s) + s / C.", ge=0.0, lt=1.0)
+    loss: str = _field("cross_entropy", help="Training loss: cross_entropy (soft targets: label smoothing, "
+                                             "mixup/cutmix); focal (multi-class, softmax: -sum_c alpha_c t_c "
+                                             "(1 - p_c)^gamma log p_c; loss_kwargs gamma, default 2.0, and alpha, "
+                                             "a number or one weight per class); or your own "
+                                             "'package.module:function', called as fn(logits, targets, "
+                                             "**loss_kwargs) with float32 logits (N, C) and soft-label targets "
+                                             "(N, C) as the framework's tensors, returning per-sample losses (N,) "
+                                             "(a scalar counts as the batch mean). val_loss and test_loss are this "
+                                             "loss on the hard labels.", choices=LOSSES, allow_factory=True)
+    loss_kwargs: dict = _field({}, help="Keyword arguments of the loss: focal's gamma and alpha, or your own "
+                                        "function's.")
+    metrics: list[str] = _field([], help=f"Extra validation metrics, each epoch, exact over all workers: "
+                                         f"{METRIC_FORMS}. Columns val_top5_acc, val_macro_f1 and, per class, "
+                                         "val_acc/<class name, or index> (letters, digits, _ . - kept, the rest "
+                                         "_); the test evaluation adds test_ ones. macro F1 averages the classes "
+                                         "present in the labels or predictions (as scikit-learn).")
     channels_last: str = _field("auto", help="torch: feed images and keep conv weights in the channels-last "
                                              "(NHWC) memory layout, which convolution kernels run faster on (CPU "
                                              "and GPU). auto = on when the model has a 2-D convolution (cnn, the "
@@ -225,10 +247,13 @@ class TrainSpec:
 class CheckpointSpec:
     every_n_epochs: int = _field(1, help="Save a checkpoint every N epochs (and after the last one).", ge=1)
     keep_best: int = _field(2, help="How many checkpoints to keep, ranked by the monitored metric.", ge=1)
-    monitor: str = _field("val_acc", help="Metric that ranks checkpoints.", choices=MONITORED_METRICS)
+    monitor: str = _field("val_acc", help="Metric that ranks checkpoints (also early stopping and "
+                                          "train.stop_at).", choices=MONITORED_METRICS, also=EXTRA_MONITORED)
     mode: str = _field("max", help="Whether a higher or a lower monitored value is better.", choices=MODES)
     export_template: str = _field("{epoch:02d}-{val_acc:.2f}", help="File name of the exported best model "
-                                  "(under <run>/export/), formatted with its metrics.")
+                                  "(under <run>/export/), formatted with its metrics (epoch, train_loss, "
+                                  "train_acc, val_loss, val_acc, lr, global_step, and train.metrics' one-value "
+                                  "ones such as val_macro_f1).")
 
 
 @dataclass
@@ -258,7 +283,8 @@ class TuneSpec:
                                          "training, mutating the search-space entries).", choices=SCHEDULERS)
     searcher: str = _field("random", help="Search algorithm: random (and grid) or optuna (pip install optuna).",
                            choices=SEARCHERS)
-    metric: str = _field("val_acc", help="Metric that ranks trials.", choices=MONITORED_METRICS)
+    metric: str = _field("val_acc", help="Metric that ranks trials.", choices=MONITORED_METRICS,
+                         also=EXTRA_MONITORED)
     mode: str = _field("max", help="Whether a higher or a lower metric is better.", choices=MODES)
     max_concurrent_trials: int | None = _field(None, help="Trials at once; null sizes it from the cluster's "
                                                           "resources and scaling, so trials never starve their "
@@ -299,6 +325,12 @@ class RunSpec:
     def to_yaml(self) -> str:
         """The spec as YAML text that :func:`load_spec` reads back to an equal spec."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+    def export_stem(self, metrics: dict) -> str:
+        """``checkpoint.export_template`` formatted with an epoch's ``metrics`` (the ones it may name: the
+        epoch metrics and train.metrics' one-value columns), e.g. ``05-0.97``."""
+        names = (*EPOCH_METRICS, *scalar_columns(self.train.metrics))
+        return self.checkpoint.export_template.format(**{k: v for k, v in metrics.items() if k in names})
 
     @property
     def per_worker_batch_size(self) -> int:

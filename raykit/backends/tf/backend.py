@@ -16,7 +16,7 @@ import logging
 import os
 import time
 import warnings
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import keras
 import numpy as np
@@ -27,7 +27,7 @@ from raykit.backends.base import Backend, EpochTotals
 from raykit.backends.tf import INFO
 from raykit.backends.tf import checkpoint as ckpt
 from raykit.backends.tf import export as exporting
-from raykit.backends.tf import finetune
+from raykit.backends.tf import finetune, losses
 from raykit.backends.tf.augment import build_augmenter, preview_png, step_seed
 from raykit.backends.tf.models import build_model
 from raykit.backends.tf.optim import build_optimizer
@@ -62,6 +62,7 @@ class TFBackend(Backend):
             self.optimizers = self._build_optimizers()
         self.multiplier = lr_multiplier(spec.optim, steps_per_epoch, steps_per_epoch * spec.train.epochs)
         self.augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), data_info.num_classes)
+        self.loss = losses.Loss(spec.train, data_info.num_classes)
 
     def _build_optimizers(self) -> list:
         """One optimizer, or a head one and a backbone one at ``lr * backbone_lr_mult``; slots are built for
@@ -116,15 +117,14 @@ class TFBackend(Backend):
         spec, model, strategy = self.spec, self.model, self.strategy
         variables = list(model.trainable_variables)
         groups = [variables] if len(self.optimizers) == 1 else list(self._head_and_backbone(variables))
-        loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=spec.train.label_smoothing,
-                                                       reduction=None)
+        loss_fn = self.loss.per_sample
         clip, optimizers, augmenter = spec.optim.grad_clip_norm, self.optimizers, self.augmenter
         loss_scaling = spec.train.precision == "fp16"
 
         def forward_backward(images, targets, global_batch):
             with tf.GradientTape() as tape:
                 logits = tf.cast(model(images, training=True), tf.float32)
-                per_example = loss_fn(targets, logits)
+                per_example = loss_fn(logits, targets)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
                 scaled = optimizers[0].scale_loss(loss) if loss_scaling else loss
             return tape.gradient(scaled, variables), per_example, logits
@@ -215,13 +215,10 @@ class TFBackend(Backend):
             self.compile_s += time.perf_counter() - started
         return result
 
-    def evaluate_totals(self, batches: Iterable) -> np.ndarray:
-        totals = np.zeros(3)
+    def evaluate_batches(self, batches: Iterable) -> Iterator[tuple[float, np.ndarray, np.ndarray]]:
         for batch_x, labels in batches:
             logits = self._compiled_call("eval", lambda: self.eval_logits(tf.constant(batch_x)))
-            loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-            totals += [float(tf.reduce_sum(loss)), float(np.sum(np.argmax(logits, 1) == labels)), len(labels)]
-        return totals
+            yield float(tf.reduce_sum(self.loss.on_labels(logits, labels))), logits.numpy(), labels
 
     def learning_rate(self, global_step: int) -> float:
         return self.spec.optim.lr * self.multiplier(global_step)
@@ -252,6 +249,7 @@ class TFBackend(Backend):
     def logits(cls, model, images: np.ndarray) -> np.ndarray:
         return np.asarray(tf.cast(model(to_float(images), training=False), tf.float32))
 
+    user_loss_sum = staticmethod(losses.user_loss_sum)
     export = staticmethod(exporting.export)
     augment_preview_png = staticmethod(preview_png)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -27,7 +27,8 @@ from raykit.backends.torch import INFO
 from raykit.backends.torch import checkpoint as ckpt
 from raykit.backends.torch import export as exporting
 from raykit.backends.torch import fast, finetune
-from raykit.backends.torch.augment import build_augmenter, make_generator, preview_png, soft_cross_entropy
+from raykit.backends.torch import losses
+from raykit.backends.torch.augment import build_augmenter, make_generator, preview_png
 from raykit.backends.torch.models import build_model
 from raykit.backends.torch.optim import build_optimizer
 from raykit.data import to_float
@@ -67,6 +68,7 @@ class TorchBackend(Backend):
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=spec.train.precision == "fp16")
         self.augmenter = build_augmenter(resolve_ops(spec.augment.preset, spec.augment.ops), data_info.num_classes,
                                          spec.train.seed)
+        self.loss = losses.Loss(spec.train, data_info.num_classes)
 
     def load_initial_weights(self) -> str | None:
         report = finetune.load_initial_weights(self.spec, self.model)
@@ -138,7 +140,7 @@ class TorchBackend(Backend):
         """One batch's forward and backward through ``forward`` (the compiled or the eager model)."""
         with autocast(self.device, self.spec.train.precision):
             logits = forward(images)
-            loss = soft_cross_entropy(logits.float(), targets, self.spec.train.label_smoothing)
+        loss = self.loss.batch_mean(logits.float(), targets)  # float32, outside autocast, as a user loss expects
         self.scaler.scale(loss / accum).backward()
         return logits, loss
 
@@ -160,19 +162,29 @@ class TorchBackend(Backend):
             extra["peak_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         return extra
 
-    @torch.no_grad()
     def evaluate_totals(self, batches: Iterable) -> np.ndarray:
+        """Summed on the device: one copy to the host at the end."""
+        totals = torch.zeros(3, device=self.device, dtype=torch.float64)
+        for loss, logits, labels in self._evaluated(batches):
+            totals += torch.stack([loss.double(), (logits.argmax(1) == labels).sum().double(),
+                                   torch.tensor(len(labels), device=self.device, dtype=torch.float64)])
+        return totals.cpu().numpy()
+
+    def evaluate_batches(self, batches: Iterable) -> Iterator[tuple[float, np.ndarray, np.ndarray]]:
+        """One copy of each batch's logits to the host (only asked for when train.metrics needs them)."""
+        for loss, logits, labels in self._evaluated(batches):
+            yield float(loss), logits.cpu().numpy(), labels.cpu().numpy()
+
+    @torch.no_grad()
+    def _evaluated(self, batches: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(loss sum, float32 logits, labels) of each batch, on the device, with the model in eval mode."""
         model, device = self.compiled, self.device
         self.wrapped.eval()
-        totals = torch.zeros(3, device=device, dtype=torch.float64)
         for batch_x, labels in batches:
             images = self.augmenter.eval_batch(batch_x).contiguous(memory_format=self.memory_format)
             with autocast(device, self.spec.train.precision):
-                logits = model.evaluate(images)
-            loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-            totals += torch.stack([loss.double(), (logits.argmax(1) == labels).sum().double(),
-                                   torch.tensor(len(labels), device=device, dtype=torch.float64)])
-        return totals.cpu().numpy()
+                logits = model.evaluate(images).float()
+            yield self.loss.label_sum(logits, labels), logits, labels
 
     def learning_rate(self, global_step: int) -> float:
         return float(self.optimizer.param_groups[0]["lr"])  # LambdaLR has stepped to global_step
@@ -216,6 +228,7 @@ class TorchBackend(Backend):
         batch = torch.from_numpy(np.require(to_float(images), requirements="W")).to(device)
         return model(batch).float().cpu().numpy()
 
+    user_loss_sum = staticmethod(losses.user_loss_sum)
     export = staticmethod(exporting.export)
     augment_preview_png = staticmethod(preview_png)
 
