@@ -93,9 +93,9 @@ def test_unknown_zoo_names_are_refused_with_close_names_without_building_a_model
 
     monkeypatch.setattr(timm, "create_model", never)
     monkeypatch.setattr(torchvision.models, "get_model", never)
-    with pytest.raises(SpecError, match=r"model\.name: got 'timm:resnet51'.*did you mean timm:\w+.*timm\.list_models"):
+    with pytest.raises(SpecError, match=r"model\.name: got 'timm:resnet51'.*did you mean 'timm:\w+'.*timm\.list_models"):
         load_spec(None, ["model.name=timm:resnet51"])
-    with pytest.raises(SpecError, match=r"model\.name: got 'torchvision:resnet181'.*did you mean torchvision:resnet18"):
+    with pytest.raises(SpecError, match=r"model\.name: got 'torchvision:resnet181'.*did you mean 'torchvision:resnet18'"):
         load_spec(None, ["model.name=torchvision:resnet181"])
     assert load_spec(None, [f"model.name=timm:{TIMM_TINY}"]).model.name == f"timm:{TIMM_TINY}"
     assert load_spec(None, ["model.name=torchvision:resnet18"]).model.kwargs == {}
@@ -156,7 +156,7 @@ def test_missing_weights_name_the_file_and_the_command_that_fetches_it(caches):
     message = str(timm_error.value)
     assert "models--timm--test_resnet.r160_in1k" in message and str(caches / "hf" / "hub") in message
     assert "hf download timm/test_resnet.r160_in1k model.safetensors" in message and "HF_HUB_OFFLINE" in message
-    with pytest.raises(SpecError, match=r"mobilenet_v3_small-047dcff4\.pth does not exist.*get_model_weights"):
+    with pytest.raises(SpecError, match=r"mobilenet_v3_small-047dcff4\.pth is not in .*get_model_weights"):
         load_spec(None, [f"model.name=torchvision:{VISION_TINY}", "model.pretrained=imagenet"])
 
 
