@@ -17,7 +17,7 @@ from raykit.history import history_csv, read_history_csv
 from raykit.losses import FOCAL, loss_problems
 from raykit.metrics import is_scalar_column
 from raykit.run import CURVES_FILE, METRICS_FILE, RESULT_FILE, SPEC_FILE, Run
-from raykit.spec import RunSpec, SpecError, load_spec, yaml_load
+from raykit.spec import RunSpec, SpecError, load_spec, load_trained_spec, yaml_load
 from raykit.spec.rules import require_installed
 from raykit.timing import Stopwatch, join_timings
 
@@ -240,6 +240,12 @@ def tune(spec: "RunSpec | dict | str | list | None" = None, search_space: dict |
             ``tune.search_space`` when given.
         overrides: dotted ``"key=value"`` strings or a mapping, as for :func:`train`.
 
+    Raises:
+        SpecError: as :func:`train`, before Ray starts: an invalid spec or search space, a framework not
+            installed, data that cannot be read, or starting weights the trials would lack (a zoo model's
+            ImageNet file, a ``finetune.init_from`` that does not fit the model; checked on the base spec with
+            the search space's fixed values).
+
     Returns:
         A :class:`raykit.tuning.SweepResult`: ``table()`` of trials, ``best_spec``, ``best_checkpoint``.
         The sweep directory ``<storage>/<name>/`` holds ``trials.csv``, ``sweep.png`` and ``best.yaml``.
@@ -252,7 +258,7 @@ def tune(spec: "RunSpec | dict | str | list | None" = None, search_space: dict |
                              ["tune.num_samples=4", "tune.scheduler=asha", "scaling.num_workers=1"])
         print(result.best_spec.optim.lr, result.best_checkpoint)
     """
-    from raykit.tuning import sweep_plot_png, trials_csv
+    from raykit.tuning import shared_trial_spec, sweep_plot_png, trials_csv
 
     if search_space is not None:
         overrides = [*_as_list(overrides), {"tune.search_space": search_space}]
@@ -260,6 +266,7 @@ def tune(spec: "RunSpec | dict | str | list | None" = None, search_space: dict |
     require_installed(sweep_spec)
     sweep_dir = storage.join(sweep_spec.storage, sweep_spec.name)
     plan = plan_data(sweep_spec.data, sweep_spec.model.num_classes)  # bad data fails before Ray starts
+    _check_against_data(shared_trial_spec(sweep_spec), plan)  # as raykit.train does, for every trial at once
     if plan.loader == "stream" and sweep_spec.tune.inline_single_worker:
         # Inline trials load data into memory; streamed data needs the Train workers' dataset shards.
         sweep_spec = dataclasses.replace(sweep_spec, tune=dataclasses.replace(sweep_spec.tune,
@@ -313,7 +320,7 @@ def evaluate(checkpoint: str, split: str = "test", overrides=(), *, out_dir: str
         raise SpecError([("--split", f"got {split!r}; accepted: train, val, test")])
     from raykit.inference import checkpoint_manifest
 
-    spec = load_spec(checkpoint_manifest(checkpoint)["spec"], _as_list(overrides))
+    spec = load_trained_spec(checkpoint_manifest(checkpoint)["spec"], _as_list(overrides))
 
     from raykit.ray import cluster, remote
 

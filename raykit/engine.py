@@ -318,9 +318,9 @@ class Predictor:
     Ray Data actor builds one; the model loads once)."""
 
     def __init__(self, spec_dict: dict, checkpoint_dir: str, input_shape, num_classes: int, use_gpu: bool):
-        from raykit.spec import load_spec
+        from raykit.spec import load_trained_spec
 
-        spec = load_spec(spec_dict)
+        spec = load_trained_spec(spec_dict)
         self.backend = load_backend(spec.framework)
         self.model = self.backend.inference_model(spec, checkpoint_dir, tuple(input_shape), num_classes, use_gpu)
 

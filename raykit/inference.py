@@ -19,7 +19,12 @@ import numpy as np
 from raykit import storage
 from raykit.backends import backend_info, load_backend
 from raykit.engine import reference_logits
-from raykit.spec import RunSpec, SpecError, load_spec
+from raykit.spec import RunSpec, SpecError, load_trained_spec
+
+# An exported program whose logits differ from the checkpoint's by more than this (times the logits' scale,
+# at least 1) is refused: float32 round-off in another runtime stays orders of magnitude below it.
+EXPORT_TOLERANCE = 1e-3
+
 
 def checkpoint_manifest(checkpoint: str) -> dict:
     """A raykit checkpoint's manifest (path or URI), or a SpecError naming the argument."""
@@ -99,7 +104,7 @@ def load_model(checkpoint: str, *, use_gpu: bool = False):
         logits = model(torch.from_numpy(model.preprocess("digits")))
     """
     manifest = checkpoint_manifest(checkpoint)
-    spec = load_spec(manifest["spec"])
+    spec = load_trained_spec(manifest["spec"])
     input_shape, num_classes = model_shape(manifest, spec)
     with tempfile.TemporaryDirectory(prefix="raykit-model-") as work:  # the weights are read into memory
         model = load_backend(spec.framework).inference_model(spec, _local_checkpoint(checkpoint, work), input_shape,
@@ -117,6 +122,10 @@ def export(checkpoint: str, formats: list[str] | None = None, out_dir: str | Non
     run's ``export/``), beside ``<name>.export.json`` recording each file's largest logit difference from
     the checkpoint on a random batch. Returns ``{format: location}``.
 
+    Raises:
+        RuntimeError: an exported program's logits differ from the checkpoint's by more than
+            :data:`EXPORT_TOLERANCE` (times their scale); nothing is written then.
+
     Example::
 
         raykit.export("runs/my-run/checkpoint_epoch=0015", ["onnx"])
@@ -129,7 +138,7 @@ def export(checkpoint: str, formats: list[str] | None = None, out_dir: str | Non
     if unknown:
         raise SpecError([("--format", f"got {unknown[0]!r} for a {framework} checkpoint; accepted: "
                                       f"{', '.join(accepted)}")])
-    spec = load_spec(manifest["spec"], overrides)
+    spec = load_trained_spec(manifest["spec"], overrides)
     input_shape, num_classes = model_shape(manifest, spec)
     stem = spec.export_stem(manifest.get("metrics") or {})
     out_dir = out_dir or storage.join(_parent(checkpoint), "export")
@@ -141,6 +150,7 @@ def export(checkpoint: str, formats: list[str] | None = None, out_dir: str | Non
         probe = np.random.default_rng(0).random((4, *input_shape), dtype=np.float32)
         expected = reference_logits(spec, local, probe, input_shape, num_classes)
         checks = {fmt: float(np.abs(logits_of(probe) - expected).max()) for fmt, (_, logits_of) in written.items()}
+        _verify_exports(checks, float(np.abs(expected).max()), out_dir)
         locations = {fmt: _upload(path, storage.join(out_dir, os.path.basename(path)))
                      for fmt, (path, _) in written.items()}
     record = {"checkpoint": checkpoint, "framework": framework, "input": f"float32 NHWC {list(input_shape)} in [0, 1]",
@@ -151,6 +161,17 @@ def export(checkpoint: str, formats: list[str] | None = None, out_dir: str | Non
         for fmt, location in locations.items():
             print(f"{fmt:<12} {location}  (max |logit difference| {checks[fmt]:.2e})")
     return locations
+
+
+def _verify_exports(checks: dict[str, float], scale: float, out_dir: str) -> None:
+    """Refuse, before anything is written, exports that do not compute the checkpoint's logits."""
+    limit = EXPORT_TOLERANCE * max(1.0, scale)
+    wrong = {fmt: difference for fmt, difference in checks.items() if not difference <= limit}  # NaN too
+    if wrong:
+        listed = ", ".join(f"{fmt} by {difference:.3g}" for fmt, difference in wrong.items())
+        raise RuntimeError(f"export: the exported program's logits differ from the checkpoint's ({listed}; accepted: "
+                           f"at most {limit:.3g}) on a random batch; nothing was "
+                           f"written to {out_dir}")
 
 
 def _parent(location: str) -> str:
@@ -189,7 +210,7 @@ def predict(checkpoint: str, data: str, out: str, overrides=(), *, batch_size: i
     if batch_size < 1 or actors < 1:
         raise SpecError([("--batch-size/--actors", f"got {batch_size}/{actors}; accepted: integers >= 1")])
     manifest = checkpoint_manifest(checkpoint)
-    spec = load_spec(manifest["spec"], overrides)
+    spec = load_trained_spec(manifest["spec"], overrides)
     input_shape, num_classes = model_shape(manifest, spec)
     source = Preprocess(spec, input_shape).open(data)
     names = class_names(manifest, num_classes)

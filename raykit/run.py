@@ -29,7 +29,7 @@ from raykit import storage
 from raykit.history import history_csv, read_history_csv
 from raykit.metrics import is_scalar_column
 from raykit.report import METRICS_FILE, RESULT_FILE, SPEC_FILE, TRIALS_FILE, load_sweep
-from raykit.spec import RunSpec, load_spec, yaml_load
+from raykit.spec import RunSpec, load_trained_spec, yaml_load
 from raykit.timing import timings_line
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ class Run:
 
 
 def _read_spec(run_dir: str) -> RunSpec:
-    return load_spec(yaml_load(storage.read_text(storage.join(run_dir, SPEC_FILE))) or {})
+    return load_trained_spec(yaml_load(storage.read_text(storage.join(run_dir, SPEC_FILE))) or {})
 
 
 def _open_run(run_dir: str) -> Run:
@@ -261,7 +261,7 @@ def open_sweep(sweep_dir: str):
     trial, ``best_spec`` from ``best.yaml``, and Tune's ``ResultGrid`` loaded when first asked for."""
     result, _, _ = load_sweep(sweep_dir)
     best_yaml = storage.join(sweep_dir, "best.yaml")
-    best = load_spec(yaml_load(storage.read_text(best_yaml))) if storage.exists(best_yaml) else None
+    best = load_trained_spec(yaml_load(storage.read_text(best_yaml))) if storage.exists(best_yaml) else None
     return dataclasses.replace(result, best_spec=best, runs=trial_runs(sweep_dir, result.trials),
                                grid_loader=_grid_loader(sweep_dir))
 

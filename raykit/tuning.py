@@ -23,8 +23,8 @@ from raykit.spec import RunSpec, load_spec
 from raykit.spec.search_space import DISTRIBUTIONS, has_grid, search_space_problems, searched_paths
 
 __all__ = ["DISTRIBUTIONS", "SweepResult", "TrialRecord", "best_spec", "has_grid", "pick_best", "ranked_trials",
-           "search_space_problems", "searched_paths", "short_trial_ids", "sweep_figure", "sweep_plot_png",
-           "trial_spec", "trials_csv"]
+           "search_space_problems", "searched_paths", "shared_trial_spec", "short_trial_ids", "sweep_figure",
+           "sweep_plot_png", "trial_spec", "trials_csv"]
 
 
 def trial_spec(base: RunSpec, config: Mapping[str, Any], name: str, storage: str) -> RunSpec:
@@ -32,6 +32,14 @@ def trial_spec(base: RunSpec, config: Mapping[str, Any], name: str, storage: str
     fails that trial alone)."""
     spec = load_spec(base, dict(config))
     return dataclasses.replace(spec, name=name, storage=storage)
+
+
+def shared_trial_spec(base: RunSpec) -> RunSpec:
+    """What every trial of a sweep shares: the base spec with the search space's fixed values (not its
+    distributions). ``raykit.tune`` checks its starting weights before Ray starts, as ``raykit.train`` does."""
+    space = base.tune.search_space
+    fixed = {path: value for path, value in space.items() if path not in searched_paths(space)}
+    return load_spec(base, fixed) if fixed else base
 
 
 def best_spec(base: RunSpec, config: Mapping[str, Any]) -> RunSpec:

@@ -87,3 +87,22 @@ def test_export_command(trained, tmp_path, capsys):
     assert cli_main(["export", str(checkpoint), "--format", fmt, "--out", str(tmp_path)]) == 0
     assert fmt in capsys.readouterr().out and len(list(tmp_path.glob("01-*"))) == 2  # the model and its record
     assert cli_main(["export", str(tmp_path / "nowhere")]) == 2
+
+
+def test_an_export_that_does_not_compute_the_checkpoints_logits_is_refused_and_nothing_is_written(
+        trained, tmp_path, monkeypatch):
+    framework, checkpoint, _, _ = trained
+    if framework != "torch":
+        pytest.skip("the check is framework-neutral (raykit.inference): one framework shows it")
+    backend = raykit.inference.load_backend(framework)
+    real_export = backend.export
+
+    def off_by_one(*args, **kwargs):
+        return {fmt: (path, lambda images, run=run: run(images) + 1.0)
+                for fmt, (path, run) in real_export(*args, **kwargs).items()}
+
+    monkeypatch.setattr(backend, "export", off_by_one)
+    with pytest.raises(RuntimeError, match=r"export: the exported program's logits differ from the checkpoint's "
+                                           r"\(torchscript by 1, onnx by 1; accepted: at most"):
+        raykit.export(str(checkpoint), out_dir=str(tmp_path / "out"), verbose=False)
+    assert not (tmp_path / "out").exists()

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from raykit.backends import BackendInfo, backend_info, backend_names, register, unregister
-from raykit.backends.base import GPU, GRAD_ACCUM
+from raykit.backends.base import GPU, GRAD_ACCUM, ModelZoo
 from raykit.spec import SpecError, load_spec, reference_markdown
 from raykit.spec.rules import require_installed
 
@@ -169,7 +169,7 @@ print(sorted(m for m in ("tensorflow", "keras", "torch") if m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     typo, other_framework, reserved, missing, found, imported = (eval(line) for line in out.strip().splitlines())
-    assert typo["model.name"].startswith("got 'keras:ResNet5' (did you mean 'keras:ResNet50'?)")
+    assert typo["model.name"].startswith("got 'keras:ResNet5' (did you mean 'keras:ResNet50', ")  # closest first
     assert "keras:<name> with <name> one of ConvNeXtBase" in typo["model.name"] and "Xception" in typo["model.name"]
     assert list(typo) == ["model.name"]  # not also model.pretrained
     assert "a keras: model, with framework torch; accepted: framework tf" in other_framework["model.name"]
@@ -189,3 +189,31 @@ def test_a_torch_zoo_name_on_tf_is_refused_naming_the_framework_that_has_it(name
     zoo = name.split(":")[0]
     assert f"a {zoo}: model, with framework tf; accepted: framework torch for {zoo}: models" in message
     assert "keras:<name>" in message
+
+
+def test_a_backends_model_zoo_gets_every_zoo_check_from_the_rules(tmp_path):
+    """One mechanism for every zoo: a backend declares a ModelZoo (names, weights file, fetch command) and the
+    spec's rules do the rest, the same for it as for timm:, torchvision: and keras:."""
+    weights = tmp_path / "toynet_a.bin"
+    zoo = ModelZoo(prefix="toyzoo:", names=lambda: ("toynet_a", "toynet_b", "widenet"), listing="toyzoo.names()",
+                   weights_file=lambda name: (weights, weights if weights.is_file() else None),
+                   fetch_command=lambda name: f"toyzoo fetch {name}")
+    register(BackendInfo(name="toy", implementation="tests.no_such_module:ToyBackend", trainer="data_parallel",
+                         model_names=("cnn",), optimizer_names=("adam",), model_zoos=(zoo,)))
+    try:
+        assert load_spec(None, ["framework=toy", "model.name=toyzoo:widenet"]).model.name == "toyzoo:widenet"
+        typo = problems(["framework=toy", "model.name=toyzoo:toynet_bb"])
+        assert list(typo) == ["model.name"]
+        assert typo["model.name"].startswith("got 'toyzoo:toynet_bb' (did you mean 'toyzoo:toynet_b', 'toyzoo:toynet_a'?)")
+        assert "toyzoo:<name> with <name> one of toynet_a, toynet_b, widenet" in typo["model.name"]
+        other = problems(["framework=torch", "model.name=toyzoo:widenet"])["model.name"]  # not a module:function
+        assert "a toyzoo: model, with framework torch; accepted: framework toy for toyzoo: models" in other
+        assert "timm:<name>, torchvision:<name>" in other  # what torch has instead
+        missing = problems(["framework=toy", "model.name=toyzoo:toynet_a", "model.pretrained=imagenet"])
+        assert list(missing) == ["model.pretrained"]
+        assert f"toynet_a.bin is not in {tmp_path} and raykit never downloads" in missing["model.pretrained"]
+        assert "toyzoo fetch toynet_a" in missing["model.pretrained"]
+        weights.write_bytes(b"")
+        load_spec(None, ["framework=toy", "model.name=toyzoo:toynet_a", "model.pretrained=imagenet"])
+    finally:
+        unregister("toy")

@@ -84,6 +84,23 @@ def assert_metrics_are_scikit_learn_s(result) -> None:
                                                             abs=1e-9)
 
 
+def test_a_keras_applications_model_with_kwargs_trains_an_epoch_on_two_workers(ray_address, storage):
+    # keras.applications' MobileNet takes 32x32 (the CIFAR slice's size) at alpha 0.25: the smallest of them.
+    slice_dir = Path(__file__).resolve().parent / "data" / "cifar10_slice"
+    result = raykit.train(None, ["framework=tf", "train.epochs=1", f"storage={storage}", "name=keras-zoo",
+                                 "scaling.num_workers=2", f"data.uri={slice_dir / 'train.parquet'}",
+                                 "model.name=keras:MobileNet", "model.kwargs={alpha: 0.25, pooling: avg}",
+                                 "model.hidden=[16]", "augment.ops=[{op: normalize, mean: imagenet}]",
+                                 "train.batch_size=32", "train.max_steps_per_epoch=1", "data.val_fraction=0.05",
+                                 "data.test_fraction=0.05"])
+    assert [row["epoch"] for row in result.history] == [1] and result.history[0]["train_loss"] > 0
+    assert result.history[0]["weights_in_sync"] is True  # both workers stepped in lockstep
+    assert result.test_metrics["test_samples"] > 0  # rank 0 evaluated the checkpoint
+    model = raykit.Run.open(result.run_dir).load_model()  # the best checkpoint, behind its imagenet normalize
+    assert model.layers[-1].layers[1].name == "mobilenet_0.25_32"  # model.kwargs reached the constructor
+    assert model(model.preprocess(str(slice_dir / "test.parquet"))[:4]).shape == (4, 10)
+
+
 def test_asking_for_more_than_the_cluster_has_fails_before_launch(ray_address, storage):
     from raykit.ray.cluster import ResourceError
 

@@ -57,15 +57,25 @@ def test_asha_sweep_of_single_worker_trials_picks_the_best_and_best_yaml_retrain
     assert retrained.spec.optim.lr == best.optim.lr and Path(retrained.run_dir).parent == Path(storage)
 
 
-def test_two_worker_trials_on_two_cpus_finish_and_an_invalid_trial_errors_alone(ray_address, storage):
+def test_two_worker_trials_of_a_torchvision_model_finish_and_an_invalid_trial_errors_alone(ray_address, storage):
     # Each trial drives a 2-worker Train run on this 2-CPU Ray: trials must hold no CPU and run one at
     # a time, or they starve their own workers forever. batch_size 3 cannot be split over 2 workers.
+    # The model is a torchvision zoo model with model.kwargs: a zoo model trains an epoch on 2 workers.
     result = raykit.tune(DEFAULT_JOB, {"train.batch_size": {"grid": [64, 3]}},
-                         [f"storage={storage}", "name=two-workers", "train.epochs=1", "tune.max_failures=0"])
+                         [f"storage={storage}", "name=two-workers", "train.epochs=1", "tune.max_failures=0",
+                          "model.name=torchvision:mobilenet_v3_small", "model.kwargs={dropout: 0.1}",
+                          "train.max_steps_per_epoch=4"])
     status = {t.config["train.batch_size"]: t for t in result.trials}
     assert status[64].status == "TERMINATED" and status[64].epochs == 1
     assert status[3].status == "ERROR" and "train.batch_size" in status[3].error
     assert result.best_trial is status[64]
+    run = result.best_run
+    assert run.spec.model.kwargs == {"dropout": 0.1} and run.history[0]["train_loss"] > 0
+    import torch
+
+    weights = torch.load(Path(status[64].checkpoint) / "model.pt", weights_only=True)
+    assert weights["classifier.3.weight"].shape == (10, 1024)  # digits: 10 classes
+    assert weights["features.0.0.weight"].shape[1] == 1  # the first conv takes the gray images
 
 
 def test_pbt_exploit_loads_the_better_trials_checkpoint(ray_address, storage):

@@ -50,13 +50,12 @@ class BackendInfo:
             plain DataParallelTrainer).
         description: one line for the spec reference.
         model_names: names its model registry builds (a ``package.module:function`` factory also works).
-        zoos: prefixes of model names it takes from a library's zoo (``"timm"``: ``timm:resnet50``); its
-            ``refusals`` check those names (and their pretrained weights) instead of ``model_names``.
         optimizer_names: names its optimizer registry builds.
         imagenet_files: model name -> file names of ImageNet weights in its cache.
         imagenet_fetch: ``imagenet_fetch(model_name)`` -> a command that downloads those weights once.
-        model_zoos: zoo prefix (``"keras:"``) -> ``names()``, its ``model.name`` values, listed without
-            building a model or importing the framework; a zoo name is never a ``module:function`` factory.
+        model_zoos: the libraries' model zoos it builds from (:class:`ModelZoo`: ``timm:<name>``,
+            ``keras:<name>``); the spec's rules check their names, their ImageNet weights and the framework
+            from these alone. A zoo name is never a ``module:function`` factory.
         weights_cache: where its library keeps downloaded weights (computed from the environment).
         export_formats: ``raykit export`` formats, the first ones being the default.
         capabilities: optional features it has (:data:`GRAD_ACCUM`, :data:`GPU`, :data:`PRETRAINED_THEN_INIT`).
@@ -75,12 +74,11 @@ class BackendInfo:
     trainer: str
     description: str = ""
     model_names: tuple[str, ...] = ()
-    zoos: tuple[str, ...] = ()
     optimizer_names: tuple[str, ...] = ()
     imagenet_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
     weights_cache: Callable[[], Path] | None = None
     imagenet_fetch: Callable[[str], str] | None = None
-    model_zoos: dict[str, Callable[[], tuple[str, ...]]] = field(default_factory=dict)
+    model_zoos: tuple["ModelZoo", ...] = ()
     export_formats: tuple[str, ...] = ()
     capabilities: frozenset[str] = frozenset()
     refusals: Callable[[Any], Problems] | None = None
@@ -98,10 +96,9 @@ class BackendInfo:
         """:attr:`weights_check`'s problems of ``spec`` for this data (none when it has no check)."""
         return self.weights_check(spec, tuple(input_shape), num_classes) if self.weights_check else []
 
-    def is_zoo_name(self, model_name: str) -> bool:
-        """``model_name`` is ``<zoo>:<name>`` for one of :attr:`zoos`."""
-        zoo, colon, _ = model_name.partition(":")
-        return bool(colon) and zoo in self.zoos
+    def zoo_of(self, model_name: str) -> "ModelZoo | None":
+        """The zoo of :attr:`model_zoos` whose prefix ``model_name`` starts with, or None."""
+        return next((zoo for zoo in self.model_zoos if zoo.owns(model_name)), None)
 
     def imagenet_weights_file(self, model_name: str) -> Path | None:
         """The cached ImageNet weights of ``model_name`` on this machine, or None."""
@@ -112,6 +109,45 @@ class BackendInfo:
             if path.is_file():
                 return path
         return None
+
+
+@dataclass(frozen=True)
+class ModelZoo:
+    """One library's models as ``model.name`` takes them, ``<prefix><name>`` (``timm:resnet50``): the facts the
+    spec's rules need, known without building a model (and, where the library is a framework, without
+    importing it). The rules (:mod:`raykit.spec.rules`) use them for every zoo alike: an unknown name gets
+    the closest names, a name of another backend's zoo names that backend, and ``model.pretrained:
+    imagenet`` needs :attr:`weights_file` to find the file.
+
+    Attributes:
+        prefix: ``"timm:"``.
+        names: ``names()`` -> every name it has, without the prefix (may import the library; an
+            ImportError says the library is missing).
+        listing: where the names come from, for errors (``"timm.list_models()"``).
+        weights_file: ``weights_file(name)`` -> (where its ImageNet weights are looked for, that path if the
+            file is there, else None); LookupError when the library has no ImageNet weights for ``name``.
+        fetch_command: ``fetch_command(name)`` -> the one command that puts those weights there.
+        fetched_when_missing: ``fetched_when_missing()`` -> True when ``raykit.train`` downloads a missing
+            file itself, before Ray starts (the backend's ``weights_check``); else a missing file is an
+            error when the spec is read.
+        why_not_fetched: why a missing file is not downloaded, for errors (``"raykit never downloads"``).
+    """
+
+    prefix: str
+    names: Callable[[], tuple[str, ...]]
+    listing: str
+    weights_file: Callable[[str], tuple[Path, Path | None]]
+    fetch_command: Callable[[str], str]
+    fetched_when_missing: Callable[[], bool] = lambda: False
+    why_not_fetched: Callable[[], str] = lambda: "raykit never downloads"
+
+    def owns(self, model_name) -> bool:
+        """``model_name`` is one of this zoo's (by its prefix; the name itself may still be unknown)."""
+        return isinstance(model_name, str) and model_name.startswith(self.prefix)
+
+    def bare(self, model_name: str) -> str:
+        """``"resnet50"`` for ``"timm:resnet50"``."""
+        return model_name[len(self.prefix):]
 
 
 @dataclass

@@ -7,7 +7,7 @@ import ray
 from raykit import engine
 from raykit.ray.trainer import worker_environment
 from raykit.ray.worker import evaluate_stored_checkpoint
-from raykit.spec import RunSpec, load_spec
+from raykit.spec import RunSpec, load_trained_spec
 
 
 def _task_options(spec: RunSpec) -> dict:
@@ -20,7 +20,7 @@ def _task_options(spec: RunSpec) -> dict:
 
 
 def _evaluate(spec_dict: dict, checkpoint: str, split: str) -> dict:
-    return evaluate_stored_checkpoint(load_spec(spec_dict), checkpoint, split)
+    return evaluate_stored_checkpoint(load_trained_spec(spec_dict), checkpoint, split)
 
 
 def evaluate(spec: RunSpec, checkpoint: str, split: str = "test") -> dict:
@@ -31,7 +31,7 @@ def evaluate(spec: RunSpec, checkpoint: str, split: str = "test") -> dict:
 
 
 def _evaluate_split(spec_dict: dict, checkpoint: str, split: str):
-    spec = load_spec(spec_dict)
+    spec = load_trained_spec(spec_dict)
     from ray.train import Checkpoint
 
     with Checkpoint(checkpoint).as_directory() as directory:

@@ -22,13 +22,13 @@ The package, each module importing only those listed before it:
 * :mod:`~raykit.spec.paths` — dotted paths (``optim.lr``) checked against the schema;
 * :mod:`~raykit.spec.search_space` — the ``tune.search_space`` language;
 * :mod:`~raykit.spec.rules` — rules that read several fields, and what the chosen backend accepts;
-* :mod:`~raykit.spec.loading` — :func:`load_spec`, overrides, coercion;
+* :mod:`~raykit.spec.loading` — :func:`load_spec` (and :func:`load_trained_spec`), overrides, coercion;
 * :mod:`~raykit.spec.reference` — the field reference (``docs/spec-reference.md``);
 * :mod:`~raykit.spec.json_schema` — the spec as JSON Schema for editors (``raykit spec --json-schema``).
 """
 
 from raykit.spec.fields import USER_FACTORY
-from raykit.spec.loading import load_spec, parse_override, yaml_load
+from raykit.spec.loading import load_spec, load_trained_spec, parse_override, yaml_load
 from raykit.spec.paths import spec_path_problem
 from raykit.spec.reference import field_reference, reference_markdown, reference_page
 from raykit.spec.schema import (AUGMENT_PRESETS, DATA_FORMATS, EPOCH_METRICS, MODES, MONITORED_METRICS,
@@ -40,6 +40,6 @@ __all__ = [
     "AUGMENT_PRESETS", "DATA_FORMATS", "EPOCH_METRICS", "MODES", "MONITORED_METRICS", "PLACEMENT_STRATEGIES",
     "PRECISIONS", "SCHEDULERS", "SCHEDULES", "SEARCHERS", "USER_FACTORY", "AugmentSpec", "CheckpointSpec",
     "DataSpec", "FinetuneSpec", "ModelSpec", "OptimSpec", "RunSpec", "ScalingSpec", "SpecError", "TrainSpec",
-    "TuneSpec", "field_reference", "load_spec", "parse_override", "reference_markdown", "reference_page",
-    "spec_path_problem", "yaml_load",
+    "TuneSpec", "field_reference", "load_spec", "load_trained_spec", "parse_override", "reference_markdown",
+    "reference_page", "spec_path_problem", "yaml_load",
 ]

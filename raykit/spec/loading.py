@@ -56,6 +56,25 @@ def load_spec(source: "RunSpec | Mapping | str | os.PathLike | list | None" = No
         load_spec("jobs/configs/digits_cnn_torch.yaml", ["train.epochs=2"]).train.epochs  # 2
         load_spec(["base.yaml", "exp.yaml"], ["augment.ops+={op: hflip}"])
     """
+    return _load(source, overrides, starting_weights=True)
+
+
+def load_trained_spec(source: "RunSpec | Mapping | str | os.PathLike | list",
+                      overrides: Iterable[str | Mapping[str, Any]] | Mapping[str, Any] = ()) -> RunSpec:
+    """:func:`load_spec` for the spec a run was trained with (a checkpoint's manifest, a run's ``spec.yaml``),
+    read back to use what it trained: checked like any spec, except that the files the run started from
+    (``model.pretrained``'s ImageNet file, ``finetune.init_from``) need not exist any more: the checkpoint
+    holds the weights. Exporting, predicting, evaluating or opening a run then works on a machine without
+    them (another node, a cleared cache, ``HF_HUB_OFFLINE``). A new run from the spec checks them again.
+
+    Example::
+
+        spec = load_trained_spec(manifest["spec"], ["data.uri=new.parquet"])
+    """
+    return _load(source, overrides, starting_weights=False)
+
+
+def _load(source, overrides, starting_weights: bool) -> RunSpec:
     raw, origins = _merged_sources(source)
     problems: list[tuple[str, str]] = []
     for path, value in _parse_overrides(overrides):
@@ -66,6 +85,7 @@ def load_spec(source: "RunSpec | Mapping | str | os.PathLike | list | None" = No
         origins.set(_field_part(path), None)
     try:
         spec = _build(RunSpec, raw, "")
+        problems += cross_field_problems(spec, starting_weights)  # once every field is well typed
     except SpecError as exc:
         problems.extend(exc.problems)
     if problems:
@@ -199,12 +219,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     kwargs = _build_fields(cls, raw, prefix, problems)
     if problems:
         raise SpecError(problems)
-    spec = cls(**kwargs)
-    if cls is RunSpec:
-        problems = cross_field_problems(spec)
-        if problems:
-            raise SpecError(problems)
-    return spec
+    return cls(**kwargs)
 
 
 def _build_fields(cls: type, raw: Mapping, prefix: str, problems: list) -> dict:

@@ -7,6 +7,7 @@ as one :class:`~raykit.spec.SpecError`. Nothing here imports torch, TensorFlow o
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
 import os
 import re
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from raykit.augment import validate_ops
 from raykit.backends import backend_info, backend_names
-from raykit.backends.base import GPU, GRAD_ACCUM, PRETRAINED_THEN_INIT
+from raykit.backends.base import GPU, GRAD_ACCUM, PRETRAINED_THEN_INIT, ModelZoo
 from raykit.environment import env_var_problems
 from raykit.losses import loss_problems
 from raykit.metrics import metric_problems, scalar_columns
@@ -24,8 +25,10 @@ from raykit.spec.schema import EPOCH_METRICS, MONITORED_METRICS, RunSpec, Scalin
 from raykit.spec.search_space import has_grid, search_space_problems
 
 
-def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
-    """Every ``(field path, message)`` problem of an otherwise well-typed spec."""
+def cross_field_problems(spec: RunSpec, starting_weights: bool = True) -> list[tuple[str, str]]:
+    """Every ``(field path, message)`` problem of an otherwise well-typed spec. Without ``starting_weights``
+    the files a run starts from (``model.pretrained``'s, ``finetune.init_from``) are not looked for: a
+    trained run's spec, whose weights are its checkpoint's (:func:`raykit.spec.load_trained_spec`)."""
     problems = _data_problems(spec.data)
     problems += storage_problems(spec.storage, "storage")
     if spec.train.batch_size % spec.scaling.num_workers:
@@ -42,7 +45,7 @@ def cross_field_problems(spec: RunSpec) -> list[tuple[str, str]]:
     problems += loss_problems(spec.train, spec.model.num_classes)
     problems += metric_problems(spec.train.metrics)
     problems += _metric_mode_problems(spec)
-    problems += _finetune_problems(spec)
+    problems += _finetune_problems(spec, starting_weights)
     if spec.name is not None and not _RUN_NAME.match(spec.name):
         problems.append(("name", f"got {spec.name!r}; accepted: letters, digits, '.', '_', '-' "
                          "(no '/' or spaces), starting with a letter or digit"))
@@ -193,10 +196,10 @@ def _metric_mode_problems(spec: RunSpec) -> list[tuple[str, str]]:
     return problems
 
 
-def _finetune_problems(spec: RunSpec) -> list[tuple[str, str]]:
+def _finetune_problems(spec: RunSpec, starting_weights: bool = True) -> list[tuple[str, str]]:
     finetune, problems = spec.finetune, []
     location = finetune.init_from
-    if location != "scratch" and "://" not in location and not _path_exists(location):
+    if starting_weights and location != "scratch" and "://" not in location and not _path_exists(location):
         problems.append(("finetune.init_from", f"got {location!r}, which does not exist; accepted: 'scratch', a "
                                                "raykit checkpoint directory or a state-dict file (path or URI)"))
     for index, pattern in enumerate(finetune.freeze_patterns):
@@ -207,7 +210,7 @@ def _finetune_problems(spec: RunSpec) -> list[tuple[str, str]]:
     if finetune.unfreeze_every and not (finetune.freeze_first_n or finetune.freeze_patterns):
         problems.append(("finetune.unfreeze_every", f"got {finetune.unfreeze_every} with nothing frozen; set "
                                                     "finetune.freeze_first_n or freeze_patterns, or 0"))
-    if spec.model.pretrained == "imagenet":
+    if starting_weights and spec.model.pretrained == "imagenet":
         problems += _pretrained_problems(spec)
     return problems
 
@@ -285,9 +288,9 @@ def _backend_fact_problems(spec: RunSpec, info) -> list[tuple[str, str]]:
     problems = []
     for path, meta in _fields_with(lambda meta: "backend_fact" in meta):
         value, have = _value_at(spec, path), getattr(info, meta["backend_fact"])
-        if value in have or (path == "model.name" and info.is_zoo_name(value)):  # zoo names: info.refusals
+        if value in have:
             continue
-        if meta.get("allow_factory") and _zoo_prefix(value):
+        if meta.get("allow_factory") and _zoo_owning(value):
             problems += _zoo_problems(path, value, info)
             continue
         if meta.get("allow_factory") and USER_FACTORY.match(value):
@@ -299,35 +302,75 @@ def _backend_fact_problems(spec: RunSpec, info) -> list[tuple[str, str]]:
     return problems
 
 
-def _zoo_prefixes(info) -> list[str]:
-    """A backend's zoo prefixes: those whose names the rules list (``model_zoos``: ``keras:``) and those its
-    own refusals check (``zoos``: ``timm:``, ``torchvision:``)."""
-    return [*info.model_zoos, *(f"{zoo}:" for zoo in info.zoos if f"{zoo}:" not in info.model_zoos)]
+# --------------------------------------------------------------------------------------------------
+# Model zoos (BackendInfo.model_zoos): the same checks for every library's zoo, from its ModelZoo facts
+
+# A zoo of at most this many names is listed whole in an error; a larger one (timm's) is named by its listing.
+LISTED_ZOO_NAMES = 60
 
 
-def _zoo_prefix(value) -> str | None:
-    """The model-zoo prefix (``keras:``, ``timm:``) of any registered backend that ``value`` starts with, or
+def _zoo_owning(value) -> ModelZoo | None:
+    """The model zoo of any registered backend whose prefix (``keras:``, ``timm:``) ``value`` starts with, or
     None: a zoo name is never a ``module:function`` factory, whichever framework the spec chose."""
-    prefixes = {prefix for name in backend_names() for prefix in _zoo_prefixes(backend_info(name))}
-    return next((p for p in prefixes if isinstance(value, str) and value.startswith(p)), None)
+    return next((zoo for name in backend_names() for zoo in backend_info(name).model_zoos if zoo.owns(value)),
+                None)
 
 
 def _zoo_problems(path: str, value: str, info) -> list[tuple[str, str]]:
-    """A zoo name: its zoo must be the chosen backend's, and the name one of the zoo's (listed, not built)."""
-    prefix = _zoo_prefix(value)
-    if prefix not in info.model_zoos:  # the backend's own zoos (info.zoos) never get here: its refusals check them
-        owners = [name for name in backend_names() if prefix in _zoo_prefixes(backend_info(name))]
+    """A zoo name: its zoo must be the chosen backend's, and the name one the zoo lists (no model is built);
+    an unknown name gets the closest names of its zoo."""
+    zoo = info.zoo_of(value)
+    if zoo is None:
+        prefix = _zoo_owning(value).prefix
+        owners = [name for name in backend_names() if backend_info(name).zoo_of(value)]
         return [(path, f"got {value!r}, a {prefix} model, with framework {info.name}; accepted: framework "
                        f"{' or '.join(owners)} for {prefix} models, or with {info.name}: "
-                       f"{', '.join(info.model_names)}{''.join(', ' + p + '<name>' for p in _zoo_prefixes(info))}")]
-    names = info.model_zoos[prefix]()
-    if value in names:
+                       f"{', '.join(info.model_names)}{''.join(f', {z.prefix}<name>' for z in info.model_zoos)}")]
+    try:
+        names = zoo.names()
+    except ImportError as exc:
+        package = exc.name or zoo.prefix.rstrip(":")
+        install = f"raykit[{info.install_extra}]" if info.install_extra else package
+        return [(path, f"got {value!r}, which needs {package}: pip install '{install}'")]
+    bare = zoo.bare(value)
+    if bare in names:
         return []
-    from raykit.spec.fields import did_you_mean
+    close = difflib.get_close_matches(bare, names, n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(repr(zoo.prefix + name) for name in close)}?)" if close else ""
+    listed = (", ".join(names) if len(names) <= LISTED_ZOO_NAMES
+              else f"the {len(names)} names of {zoo.listing}")
+    return [(path, f"got {value!r}{hint}, which is not in the {zoo.prefix} zoo; accepted: {zoo.prefix}<name> with "
+                   f"<name> one of {listed}")]
 
-    bare = [n[len(prefix):] for n in names]
-    return [(path, f"got {value!r}{did_you_mean(value, names)}, which is not in the {prefix} zoo; accepted: "
-                   f"{prefix}<name> with <name> one of {', '.join(bare)}")]
+
+def _zoo_weights_problems(model_name: str, zoo) -> list[tuple[str, str]]:
+    """``model.pretrained: imagenet`` for a zoo model: the library must have ImageNet weights for it, and the
+    file must be in its cache (or be one the driver fetches before Ray starts)."""
+    bare = zoo.bare(model_name)
+    try:
+        if bare not in zoo.names():
+            return []  # model.name's own problem says so
+        expected, found = zoo.weights_file(bare)
+    except ImportError:
+        return []  # the library is missing: model.name's problem says so
+    except LookupError as exc:
+        return [("model.pretrained", f"got 'imagenet' for model.name={model_name!r}: "
+                                     f"{str(exc).removeprefix('model.pretrained: ')}; accepted: none")]
+    if found is not None or zoo.fetched_when_missing():
+        return []
+    return [missing_weights_problem(model_name, expected, zoo.why_not_fetched(), zoo.fetch_command(bare))]
+
+
+def missing_weights_problem(model_name: str, expected: "Path | str", reason: str, fetch: str,
+                            where: str | None = None) -> tuple[str, str]:
+    """The ``model.pretrained`` problem of an ImageNet weights file that is not in its cache: the file, where it
+    was looked for (``where``, default the file's directory), why it was not downloaded, and the one command
+    that fetches it."""
+    expected = Path(expected)
+    return ("model.pretrained", f"got 'imagenet' for model.name={model_name!r}, but {expected.name} is not in "
+                                f"{where or expected.parent} and {reason}; fetch it once with {fetch} (or copy "
+                                "the file there), or set model.pretrained=none (finetune.init_from takes a weights "
+                                "file)")
 
 
 def _fields_with(wanted, cls: type = RunSpec, prefix: str = "") -> list[tuple[str, dict]]:
@@ -350,26 +393,26 @@ def _value_at(spec: RunSpec, path: str):
 
 
 def _pretrained_problems(spec: RunSpec) -> list[tuple[str, str]]:
-    info = backend_info(spec.framework)
-    if info.is_zoo_name(spec.model.name):  # the backend's refusals find the zoo's weights
-        return []
+    info, name = backend_info(spec.framework), spec.model.name
+    zoo = info.zoo_of(name)
+    if zoo is not None:
+        return _zoo_weights_problems(name, zoo)
+    if _zoo_owning(name):
+        return []  # another backend's zoo: model.name's own problem says so
     available = list(info.imagenet_files)
-    if spec.model.name not in available and _zoo_prefix(spec.model.name):
-        return []  # an unknown zoo name: model.name's own problem says so
-    if spec.model.name not in available:
-        zoos = f", or a zoo name ({', '.join(f'{zoo}:<name>' for zoo in info.zoos)})" if info.zoos else ""
-        return [("model.pretrained", f"got 'imagenet' for model.name={spec.model.name!r} on {spec.framework}; "
+    if name not in available:
+        zoos = (f", or a zoo name ({', '.join(f'{z.prefix}<name>' for z in info.model_zoos)})"
+                if info.model_zoos else "")
+        return [("model.pretrained", f"got 'imagenet' for model.name={name!r} on {spec.framework}; "
                                      f"accepted with: {', '.join(available) or 'none of its models'}{zoos}")]
-    if info.imagenet_weights_file(spec.model.name) is None:
-        names = " or ".join(info.imagenet_files[spec.model.name])
-        # The cache function's first docstring line says where the directory comes from ($TORCH_HOME...).
-        where = (f"{info.weights_cache()} ({_first_line(info.weights_cache.__doc__)})" if info.weights_cache
-                 else f"{info.name}'s weights cache")
-        fetch = (f"; fetch it once with {info.imagenet_fetch(spec.model.name)}" if info.imagenet_fetch else "")
-        return [("model.pretrained", f"got 'imagenet' but {names} is not in {where} and raykit never downloads; "
-                                     f"copy the file there{fetch}, or set finetune.init_from to a weights file "
-                                     "and model.pretrained=none")]
-    return []
+    if info.imagenet_weights_file(name) is not None:
+        return []
+    # The cache function's first docstring line says where the directory comes from ($TORCH_HOME...).
+    where = (f"{info.weights_cache()} ({_first_line(info.weights_cache.__doc__)})" if info.weights_cache
+             else f"{info.name}'s weights cache")
+    fetch = info.imagenet_fetch(name) if info.imagenet_fetch else "the library that made the weights"
+    return [missing_weights_problem(name, " or ".join(info.imagenet_files[name]), "raykit never downloads", fetch,
+                                    where)]
 
 
 def _first_line(doc: str | None) -> str:

@@ -1,8 +1,13 @@
 """The torch model zoo (timm:<name>, torchvision:<name>), model.kwargs, ImageNet weights from each library's
 own cache (files the tests write there themselves: nothing is ever downloaded), .safetensors init_from,
-and the driver's check that a weights file fits the model. Without Ray."""
+the driver's check that a weights file fits the model (raykit.train's and raykit.tune's), and a checkpoint's
+life after training (load, predict, export). Without Ray."""
 
 from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,9 +98,9 @@ def test_unknown_zoo_names_are_refused_with_close_names_without_building_a_model
 
     monkeypatch.setattr(timm, "create_model", never)
     monkeypatch.setattr(torchvision.models, "get_model", never)
-    with pytest.raises(SpecError, match=r"model\.name: got 'timm:resnet51'.*did you mean timm:\w+.*timm\.list_models"):
+    with pytest.raises(SpecError, match=r"model\.name: got 'timm:resnet51'.*did you mean 'timm:\w+'.*timm\.list_models"):
         load_spec(None, ["model.name=timm:resnet51"])
-    with pytest.raises(SpecError, match=r"model\.name: got 'torchvision:resnet181'.*did you mean torchvision:resnet18"):
+    with pytest.raises(SpecError, match=r"model\.name: got 'torchvision:resnet181'.*did you mean 'torchvision:resnet18'"):
         load_spec(None, ["model.name=torchvision:resnet181"])
     assert load_spec(None, [f"model.name=timm:{TIMM_TINY}"]).model.name == f"timm:{TIMM_TINY}"
     assert load_spec(None, ["model.name=torchvision:resnet18"]).model.kwargs == {}
@@ -156,7 +161,7 @@ def test_missing_weights_name_the_file_and_the_command_that_fetches_it(caches):
     message = str(timm_error.value)
     assert "models--timm--test_resnet.r160_in1k" in message and str(caches / "hf" / "hub") in message
     assert "hf download timm/test_resnet.r160_in1k model.safetensors" in message and "HF_HUB_OFFLINE" in message
-    with pytest.raises(SpecError, match=r"mobilenet_v3_small-047dcff4\.pth does not exist.*get_model_weights"):
+    with pytest.raises(SpecError, match=r"mobilenet_v3_small-047dcff4\.pth is not in .*get_model_weights"):
         load_spec(None, [f"model.name=torchvision:{VISION_TINY}", "model.pretrained=imagenet"])
 
 
@@ -232,3 +237,83 @@ def test_a_zoo_model_trains_an_epoch_in_process(name, kwargs, tmp_path):
     logits = reference_logits(spec, str(recorder.checkpoints[-1]), np.random.rand(3, 8, 8, 1).astype(np.float32),
                               (8, 8, 1), 10)  # the checkpoint's model for evaluation, export and prediction
     assert logits.shape == (3, 10) and np.isfinite(logits).all()
+
+
+def test_a_sweep_checks_the_starting_weights_before_ray_starts_as_train_does(caches, tmp_path, monkeypatch):
+    import raykit
+    from raykit.ray import cluster
+
+    monkeypatch.setattr(cluster, "connect", lambda *a, **k: pytest.fail("Ray was started"))
+    other = build_model(tiny_spec("model.filters=[8,16]").model, (8, 8, 1), 10).state_dict()
+    save_file(other, tmp_path / "other.safetensors")
+    sweep, runs = {"optim.lr": {"choice": [1e-3, 1e-2]}}, f"storage={tmp_path / 'runs'}"
+    with pytest.raises(SpecError, match=r"finetune\.init_from: .*does not fit model 'cnn'"):
+        raykit.tune(None, sweep, [f"finetune.init_from={tmp_path / 'other.safetensors'}", "model.filters=[4,8]", runs])
+    with pytest.raises(SpecError, match="does not fit model"):  # a fixed value of the search space: every trial's
+        raykit.tune(None, {**sweep, "finetune.init_from": str(tmp_path / "other.safetensors")},
+                    ["model.filters=[4,8]", runs])
+    # Online, a zoo model's missing ImageNet file is fetched once, by the driver, before Ray starts.
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    fetched = []
+    monkeypatch.setattr(zoo, "fetch", lambda name: fetched.append(name) or write_hf_cache(TIMM_TINY))
+
+    class RayStarts(Exception):
+        pass
+
+    monkeypatch.setattr(cluster, "connect", lambda *a, **k: (_ for _ in ()).throw(RayStarts(list(fetched))))
+    with pytest.raises(RayStarts, match=rf"\['timm:{TIMM_TINY}'\]"):
+        raykit.tune(None, sweep, [f"model.name=timm:{TIMM_TINY}", "model.pretrained=imagenet", runs])
+    assert not (tmp_path / "runs").exists()  # nothing written before Ray starts
+
+
+# --- past training: load, export, predict -------------------------------------------------------------
+
+SLICE = Path(__file__).resolve().parents[1] / "data" / "cifar10_slice"
+# Every new op, two user ops (a function of the op's generator; a factory of a transform drawing from torch's
+# RNG), and the imagenet normalize, the one op evaluation also applies.
+NEW_OPS = ("augment.ops=[{op: random_resized_crop}, {op: color_jitter, hue: 0.1}, {op: randaugment}, "
+           "{op: trivialaugment}, {op: normalize, mean: imagenet}, {op: random_erasing}, "
+           "{op: 'tests.backends.user_augment:random_offsets', amount: 0.05}, "
+           "{op: 'tests.backends.user_augment:global_offsets', amount: 0.05}]")
+
+
+@pytest.mark.parametrize("name, kwargs, pretrained", [(f"timm:{TIMM_TINY}", "{drop_rate: 0.1}", "imagenet"),
+                                                      ("tests.backends.user_models:tiny_mlp", "{hidden: 7}", "none")])
+def test_a_checkpoint_loads_exports_and_predicts_without_the_files_it_started_from(name, kwargs, pretrained,
+                                                                                   caches, tmp_path):
+    """A zoo model or a user factory with model.kwargs, trained with the new ops on images resized on decode:
+    its checkpoint loads (Run.load_model's code), predicts (the prediction actors' Predictor) and exports
+    (each program checked against the checkpoint) on a machine without the ImageNet file and the
+    finetune.init_from file it started from."""
+    import raykit
+    from raykit.engine import Predictor
+    from raykit.inference import load_model
+
+    if pretrained == "imagenet":
+        write_hf_cache(TIMM_TINY)
+    common = [f"model.name={name}", f"model.kwargs={kwargs}", f"data.uri={SLICE / 'train.parquet'}",
+              "data.resize=[16,16]", NEW_OPS]
+    start = build_model(load_spec(None, common).model, (16, 16, 3), 10).state_dict()
+    save_file({k: v.contiguous() for k, v in start.items()}, tmp_path / "start.safetensors")
+    recorder = Recorder(tmp_path)
+    fit(tiny_spec(*common, f"model.pretrained={pretrained}", f"finetune.init_from={tmp_path / 'start.safetensors'}",
+                  "train.epochs=1", "train.max_steps_per_epoch=2"), WorkerSession(report=recorder))
+    checkpoint = recorder.checkpoints[-1]
+    shutil.rmtree(caches / "hf", ignore_errors=True)
+    (tmp_path / "start.safetensors").unlink()
+    stored = json.loads((checkpoint / "manifest.json").read_text())["spec"]
+    with pytest.raises(SpecError, match=r"finetune\.init_from: got .*start\.safetensors"):
+        load_spec(stored)  # a new run from this spec still needs its files
+
+    model = load_model(str(checkpoint))
+    images = model.preprocess(str(SLICE / "test.parquet"))[:16]  # decoded and resized as the training data was
+    assert images.shape == (16, 16, 16, 3)
+    assert [op["mean"] for op in model.augmenter.ops if op["op"] == "normalize"] == [[0.485, 0.456, 0.406]]
+    with torch.no_grad():
+        logits = model(torch.from_numpy(images)).numpy()
+    predicted, probabilities = Predictor(stored, str(checkpoint), (16, 16, 3), 10, False)(images)
+    assert (predicted == logits.argmax(1)).all() and probabilities.shape == (16, 10)
+    written = raykit.export(str(checkpoint), out_dir=str(tmp_path / "export"), verbose=False)
+    assert sorted(written) == ["onnx", "torchscript"]
+    record = json.loads(next((tmp_path / "export").glob("*.export.json")).read_text())
+    assert max(record["max_abs_logit_difference"].values()) < 1e-4

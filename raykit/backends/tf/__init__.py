@@ -50,10 +50,10 @@ INFO = BackendInfo(
     model_names=("mlp", "cnn", "resnet50"),
     optimizer_names=("adam", "adamw", "sgd", "rmsprop"),
     # keras.applications' no-top files, as keras.utils.get_file names them in its cache.
-    imagenet_files={"resnet50": ("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",), **zoo.imagenet_files()},
+    imagenet_files={"resnet50": (zoo.KERAS_APPLICATIONS["ResNet50"],)},
     weights_cache=weights_cache,
-    imagenet_fetch=zoo.fetch_command,
-    model_zoos={zoo.PREFIX: zoo.model_names},
+    imagenet_fetch=lambda name: zoo.fetch_command("ResNet50"),  # the one built-in model with ImageNet weights
+    model_zoos=(zoo.MODEL_ZOO,),  # keras:<name>
     export_formats=("keras", "saved_model"),
     capabilities=frozenset({GPU}),
     refusals=refusals,

@@ -18,7 +18,7 @@ import numpy as np
 from raykit import storage
 from raykit.backends.tf import INFO, zoo
 from raykit.checkpoint import MANIFEST, UnsafeFileError, read_manifest
-from raykit.spec import FinetuneSpec, RunSpec, load_spec
+from raykit.spec import FinetuneSpec, RunSpec, load_trained_spec
 
 
 @dataclass
@@ -141,7 +141,7 @@ def _source_model(path: Path, location: str) -> keras.Model:
         if manifest["framework"] != "tf":
             raise ValueError(f"finetune.init_from: {location!r} is a {manifest['framework']} checkpoint; accepted "
                              "with framework tf: a raykit tf checkpoint, .keras or .weights.h5 file")
-        source_spec = load_spec(manifest["spec"])
+        source_spec = load_trained_spec(manifest["spec"])
         shape, classes = manifest["state"]["input_shape"], manifest["state"]["num_classes"]
         source = build_model(source_spec.model, tuple(shape), classes)
         source.load_weights(path / manifest["weights"])

@@ -145,9 +145,10 @@ class cache_only_downloads:
         if path.is_file():
             self.found.append(str(path))
             return str(path)
+        fetch = zoo.fetch_command(self.model_name.removeprefix(zoo.PREFIX))
         raise FileNotFoundError(f"model.pretrained: {self.model_name} needs {fname} in {path.parent} (Keras's cache, "
                                 f"$KERAS_HOME/models; KERAS_HOME default ~/.keras) and raykit never downloads; "
-                                f"fetch it once with {zoo.fetch_command(self.model_name)}, or from {origin}")
+                                f"fetch it once with {fetch}, or from {origin}")
 
 
 def trainable_parameter_count(model: keras.Model) -> int:

@@ -13,6 +13,10 @@ file of the defaults (alpha 1.0, 224x224); a worker always loads the file Keras 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from raykit.backends.base import ModelZoo
+
 PREFIX = "keras:"
 
 # keras.applications constructor -> its ImageNet weights file without the top (default arguments).
@@ -46,21 +50,25 @@ KERAS_APPLICATIONS: dict[str, str] = {
 RESERVED_KWARGS = ("include_top", "weights", "input_shape", "input_tensor", "classes", "classifier_activation")
 
 
-def model_names() -> tuple[str, ...]:
-    """The zoo's names as ``model.name`` takes them (``keras:ResNet50``)."""
-    return tuple(PREFIX + name for name in KERAS_APPLICATIONS)
+def weights_file(constructor: str) -> tuple[Path, Path | None]:
+    """(where the no-top ImageNet file of ``keras.applications.<constructor>`` (default arguments) is looked
+    for in ``$KERAS_HOME/models``, that path if the file is there)."""
+    from raykit.backends.tf import weights_cache
+
+    path = weights_cache() / KERAS_APPLICATIONS[constructor]
+    return path, (path if path.is_file() else None)
 
 
-def imagenet_files() -> dict[str, tuple[str, ...]]:
-    """``keras:<name>`` -> its no-top ImageNet file (for :class:`~raykit.backends.base.BackendInfo`)."""
-    return {PREFIX + name: (file,) for name, file in KERAS_APPLICATIONS.items()}
-
-
-def fetch_command(model_name: str) -> str:
-    """A shell command that downloads ``model_name``'s ImageNet weights once into ``$KERAS_HOME/models``."""
-    constructor = model_name.removeprefix(PREFIX)
+def fetch_command(constructor: str) -> str:
+    """A shell command that downloads ``keras.applications.<constructor>``'s ImageNet weights once into
+    ``$KERAS_HOME/models``."""
     return (f"python -c \"import keras; keras.applications.{constructor}(weights='imagenet', include_top=False)\" "
             "(on a machine with network access; then copy the file into this cache)")
+
+
+# The zoo's facts for the spec's rules: names from the table above, so TensorFlow is never imported to check one.
+MODEL_ZOO = ModelZoo(prefix=PREFIX, names=lambda: tuple(KERAS_APPLICATIONS), listing="keras.applications",
+                     weights_file=weights_file, fetch_command=fetch_command)
 
 
 def kwargs_problems(kwargs: dict) -> list[tuple[str, str]]:

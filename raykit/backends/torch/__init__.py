@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from raykit.backends.base import GPU, GRAD_ACCUM, PRETRAINED_THEN_INIT, BackendInfo
+from raykit.backends.torch.zoo import MODEL_ZOOS
 
 
 def weights_cache() -> Path:
@@ -19,11 +20,12 @@ def weights_cache() -> Path:
 
 
 def _refusals(spec) -> list[tuple[str, str]]:
-    """Zoo names, model.kwargs and a zoo model's ImageNet weights (imports timm or torchvision only for a
-    zoo name)."""
-    from raykit.backends.torch.zoo import refusals
-
-    return refusals(spec)
+    """``model.kwargs`` for a built-in model that takes none (zoo names are the spec's rules' to check)."""
+    if spec.model.kwargs and spec.model.name in ("mlp", "cnn"):
+        return [("model.kwargs", f"got {spec.model.kwargs!r} for model.name={spec.model.name!r}, which takes "
+                                 "no constructor arguments; accepted with it: {} (model.kwargs reaches zoo models, "
+                                 "resnet18/34/50 and user factories)")]
+    return []
 
 
 def _weights_check(spec, input_shape, num_classes: int) -> list[tuple[str, str]]:
@@ -39,7 +41,7 @@ INFO = BackendInfo(
     trainer="torch",
     description="PyTorch, data parallel with DDP under Ray Train's TorchTrainer",
     model_names=("mlp", "cnn", "resnet18", "resnet34", "resnet50"),
-    zoos=("timm", "torchvision"),  # raykit.backends.torch.zoo; checked by refusals
+    model_zoos=MODEL_ZOOS,  # timm:<name>, torchvision:<name>
     optimizer_names=("adam", "adamw", "sgd", "rmsprop"),
     # torchvision's IMAGENET1K_V1 files (and V2 for resnet50), as torch.hub names them in its cache.
     imagenet_files={"resnet18": ("resnet18-f37072fd.pth",), "resnet34": ("resnet34-b627a593.pth",),

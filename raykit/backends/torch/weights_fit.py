@@ -52,7 +52,7 @@ def driver_problems(spec, input_shape: tuple[int, int, int], num_classes: int) -
     if problems:
         return problems
     if spec.model.pretrained == "imagenet" and zoo.split_name(spec.model.name):
-        problems = zoo.pretrained_problems(spec.model.name, fetch_missing=True)
+        problems = zoo.fetch_problems(spec.model.name)
         if problems:
             return problems
     return fit_problems(spec, input_shape, num_classes)

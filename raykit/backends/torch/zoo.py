@@ -2,9 +2,9 @@
 ``torchvision:<name>`` (any classification model of ``torchvision.models.list_models(module=torchvision.models)``),
 their constructor arguments (``model.kwargs``) and their ImageNet weights in each library's own cache.
 
-Driver-side checks here import the library whose name the spec uses (timm or torchvision, so torch), never
-TensorFlow, and never build a model at full size: names are checked against the library's list, and a
-missing weights file is found by its path in the cache.
+:data:`MODEL_ZOOS` gives the spec's rules (:mod:`raykit.spec.rules`) what they check for every zoo alike: the
+names, checked against the library's list (importing the library whose name the spec uses, never TensorFlow,
+and building no model), and where a zoo model's weights file is looked for in the cache.
 
 Where the weights live (``model.pretrained: imagenet``):
 
@@ -21,13 +21,11 @@ before Ray starts (:mod:`weights_fit`); reading or validating a spec never downl
 
 from __future__ import annotations
 
-import difflib
 import functools
-import importlib.util
 import os
 from pathlib import Path
 
-from raykit.backends.base import Problems
+from raykit.backends.base import ModelZoo, Problems
 
 ZOOS = ("timm", "torchvision")
 
@@ -50,40 +48,9 @@ def zoo_names(zoo: str) -> tuple[str, ...]:
     return tuple(torchvision.models.list_models(module=torchvision.models))
 
 
-def name_problems(name: str) -> Problems:
-    """``model.name`` problems of a zoo name: the library missing, or a name it does not list (with the
-    closest listed names)."""
-    zoo, arch = split_name(name)
-    if importlib.util.find_spec(zoo) is None:
-        return [("model.name", f"got {name!r}, which needs {zoo}: pip install 'raykit[torch]'")]
-    names = zoo_names(zoo)
-    if arch in names:
-        return []
-    close = difflib.get_close_matches(arch, names, n=5, cutoff=0.6)
-    hint = f" (did you mean {', '.join(f'{zoo}:{c}' for c in close)}?)" if close else ""
-    return [("model.name", f"got {name!r}, which {zoo} does not have{hint}; accepted: {zoo}:<name> for a name "
-                           f"of {_listing(zoo)} ({len(names)} names)")]
-
-
 def _listing(zoo: str) -> str:
     return ("timm.list_models()" if zoo == "timm"
             else "torchvision.models.list_models(module=torchvision.models)")
-
-
-def refusals(spec) -> Problems:
-    """The torch backend's own checks of a spec (BackendInfo.refusals): zoo names, model.kwargs, and the
-    zoo's ImageNet weights being where the run will read them."""
-    zoo = split_name(spec.model.name)
-    if zoo is None:
-        if spec.model.kwargs and spec.model.name in ("mlp", "cnn"):
-            return [("model.kwargs", f"got {spec.model.kwargs!r} for model.name={spec.model.name!r}, which takes "
-                                     "no constructor arguments; accepted with it: {} (model.kwargs reaches zoo "
-                                     "models, resnet18/34/50 and user factories)")]
-        return []
-    problems = name_problems(spec.model.name)
-    if not problems and spec.model.pretrained == "imagenet":
-        problems += pretrained_problems(spec.model.name)
-    return problems
 
 
 # --- building -------------------------------------------------------------------------------------
@@ -203,6 +170,7 @@ def torchvision_weights_file(arch: str) -> tuple[Path, Path | None]:
 
 
 def weights_file(name: str) -> tuple[Path, Path | None]:
+    """(where the ImageNet weights of zoo model ``name`` are looked for, the file if it is there)."""
     zoo, arch = split_name(name)
     return timm_weights_file(arch) if zoo == "timm" else torchvision_weights_file(arch)
 
@@ -216,6 +184,18 @@ def fetch_command(name: str) -> str:
             ".get_state_dict(progress=True)\"")
 
 
+def _zoo(zoo: str) -> ModelZoo:
+    """The zoo's facts for the spec's rules (which import nothing of it until a name is checked)."""
+    return ModelZoo(prefix=f"{zoo}:", names=functools.partial(zoo_names, zoo), listing=_listing(zoo),
+                    weights_file=lambda arch: weights_file(f"{zoo}:{arch}"),
+                    fetch_command=lambda arch: fetch_command(f"{zoo}:{arch}"),
+                    fetched_when_missing=lambda: not offline(),
+                    why_not_fetched=lambda: "HF_HUB_OFFLINE is set, so nothing is downloaded")
+
+
+MODEL_ZOOS = tuple(_zoo(zoo) for zoo in ZOOS)
+
+
 def fetch(name: str) -> None:
     """Download the weights of ``name`` into its library's cache, through the library's own function."""
     zoo, arch = split_name(name)
@@ -227,30 +207,27 @@ def fetch(name: str) -> None:
         torchvision_weights(arch).get_state_dict(progress=False, weights_only=True)
 
 
-def pretrained_problems(name: str, fetch_missing: bool = False) -> Problems:
-    """The weights file must be in the cache. Offline, a missing file is an error; otherwise it is fetched
-    once when ``fetch_missing`` (the driver, before Ray starts), and left for then when not (reading a
-    spec never downloads)."""
-    try:
-        expected, found = weights_file(name)
-    except LookupError as exc:
-        return [("model.pretrained", f"got 'imagenet' for model.name={name!r}: {exc}; accepted: none")]
-    if found is not None or not (fetch_missing or offline()):
+def fetch_problems(name: str) -> Problems:
+    """The driver's half of ``model.pretrained``, before Ray starts: a file missing from the cache is
+    downloaded once now, unless offline (then reading the spec has refused it already). Reading or
+    validating a spec never downloads."""
+    from raykit.spec.rules import missing_weights_problem
+
+    expected, found = weights_file(name)
+    if found is not None:
         return []
-    if not offline():
+    if offline():
+        reason = "HF_HUB_OFFLINE is set, so nothing is downloaded"
+    else:
         try:
             fetch(name)
             if weights_file(name)[1] is not None:
                 return []
         except Exception as exc:  # no network, a proxy, a moved file: the message below says what to do
-            reason = f"downloading it failed ({type(exc).__name__}: {exc}); "
+            reason = f"downloading it failed ({type(exc).__name__}: {exc})"
         else:
-            reason = "the download left no file there; "
-    else:
-        reason = "HF_HUB_OFFLINE is set, so nothing is downloaded; "
-    return [("model.pretrained", f"got 'imagenet' for model.name={name!r}, but {expected} does not exist; "
-                                 f"{reason}fetch it once with: {fetch_command(name)} (or set "
-                                 "model.pretrained=none)")]
+            reason = "the download left no file there"
+    return [missing_weights_problem(name, expected, reason, fetch_command(name))]
 
 
 def load_pretrained(spec, model, channels: int, num_classes: int) -> tuple[str, dict | None, list[str]]:
