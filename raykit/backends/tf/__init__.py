@@ -16,19 +16,14 @@ full-state checkpoints.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from raykit.backends.base import GPU, BackendInfo
 from raykit.backends.tf import zoo
+from raykit.backends.tf.zoo import weights_cache
 
 # Before TensorFlow is imported anywhere in this process: Keras on TensorFlow, and quieter C++ logs.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def weights_cache() -> Path:
-    """keras.utils.get_file's cache: ``$KERAS_HOME/models`` (default ``~/.keras``)."""
-    return Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "models"
 
 
 def refusals(spec) -> list[tuple[str, str]]:

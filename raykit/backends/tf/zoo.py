@@ -13,6 +13,7 @@ file of the defaults (alpha 1.0, 224x224); a worker always loads the file Keras 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from raykit.backends.base import ModelZoo
@@ -50,11 +51,14 @@ KERAS_APPLICATIONS: dict[str, str] = {
 RESERVED_KWARGS = ("include_top", "weights", "input_shape", "input_tensor", "classes", "classifier_activation")
 
 
+def weights_cache() -> Path:
+    """keras.utils.get_file's cache: ``$KERAS_HOME/models`` (default ``~/.keras``)."""
+    return Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "models"
+
+
 def weights_file(constructor: str) -> tuple[Path, Path | None]:
     """(where the no-top ImageNet file of ``keras.applications.<constructor>`` (default arguments) is looked
     for in ``$KERAS_HOME/models``, that path if the file is there)."""
-    from raykit.backends.tf import weights_cache
-
     path = weights_cache() / KERAS_APPLICATIONS[constructor]
     return path, (path if path.is_file() else None)
 
