@@ -13,6 +13,7 @@ and to its exit; `raykit up` and `raykit down` themselves.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -25,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, machine_line, spread, write_section  # noqa: E402
+from raykit.timing import PHASES  # noqa: E402
 
 SECTION = "## From command to first epoch: cold vs warm local Ray"
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +91,9 @@ def main() -> None:
         for side, run in order if index % 2 == 0 else order[::-1]:
             train = ["train", "--set", f"train.epochs={args.epochs}", "--set", f"storage={storage}",
                      "--set", f"name={side}-{index}"]
-            runs[side].append(run(train))
+            timed = run(train)
+            result = json.loads((Path(storage) / f"{side}-{index}" / "result.json").read_text())
+            runs[side].append({**timed, "timings": result["timings"]})
     table = render(runs, args.epochs, args.repeats, machine_line())
     print(table)
     write_section(SECTION, table, args.results)
@@ -119,8 +123,16 @@ def render(runs: dict, epochs: int, repeats: int, machine: str) -> str:
              f"| seconds from command to exit, {command} | {seconds(cold, 'wall')} | {seconds(warm, 'wall')} | "
              f"{ratio('wall')} | | |", "",
              f"`raykit up` itself: {seconds(warm, 'up')}, once per session of work; `raykit down`: "
-             f"{seconds(warm, 'down')}.", ""]
+             f"{seconds(warm, 'down')}.", "",
+             "Where the run's time goes (`result.json` timings; the first epoch line comes after the phases above "
+             "epochs and epoch 1):", "", "| part | cold | warm |", "|---|---|---|",
+             *[f"| {label} | {phase(cold, key)} | {phase(warm, key)} |" for key, _, label in PHASES
+               if any(r["timings"].get(key) for r in cold + warm)], ""]
     return "\n".join(lines)
+
+
+def phase(runs: list[dict], key: str) -> str:
+    return spread([r["timings"].get(key, 0.0) for r in runs], 1, " s")
 
 
 if __name__ == "__main__":

@@ -234,7 +234,8 @@ def test_first_epoch_benchmark_times_the_first_epoch_line_and_writes_its_table(t
     assert 0.5 <= timed["first"] < timed["wall"]
     with pytest.raises(RuntimeError, match="exited 3"):
         first_epoch.timed_command([sys.executable, "-c", "raise SystemExit(3)"], {})
-    runs = {"cold": [{"first": 30.0, "wall": 40.0}], "warm": [{"first": 15.0, "wall": 25.0, "up": 9.0, "down": 6.0}]}
+    runs = {"cold": [{"first": 30.0, "wall": 40.0, "timings": {"ray_start_s": 10.0}}],
+            "warm": [{"first": 15.0, "wall": 25.0, "up": 9.0, "down": 6.0, "timings": {"ray_start_s": 2.5}}]}
     results = tmp_path / "RESULTS.md"
     first_epoch.write_section(first_epoch.SECTION, first_epoch.render(runs, 2, 1, "Machine: test."), results)
     text = results.read_text()
@@ -242,3 +243,4 @@ def test_first_epoch_benchmark_times_the_first_epoch_line_and_writes_its_table(t
     assert "| seconds from command to first epoch line, `raykit train --set train.epochs=2` | 30.0 s" in text
     assert "| 0.50 (min 0.50, max 0.50) | <= 20 / <= 10 | NOT met / NOT met |" in text
     assert "`raykit up` itself: 9.0 s" in text
+    assert "| Ray start or connect | 10.0 s (min 10.0, max 10.0) | 2.5 s" in text and "| data load |" not in text
