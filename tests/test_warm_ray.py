@@ -104,10 +104,13 @@ def session_members(session_id: int) -> list[int]:
     return [process.pid for process in _members(session_id)]
 
 
+NO_PID = 2**22 + 1  # above Linux's largest pid_max: no process has it, none ever will
+
+
 def write_record(path: Path, **fields) -> None:
-    record = {"address": "127.0.0.1:9", "session_dir": "/tmp/ray/session_gone", "session_id": 1, "gcs_pid": 1,
-              "raylet_pid": 1, "auth_mode": "token", "num_cpus": 2.0, "num_gpus": 0.0, "dashboard": "",
-              "started_at": 0.0}
+    record = {"address": "127.0.0.1:9", "session_dir": "/tmp/ray/session_gone", "session_id": NO_PID,
+              "gcs_pid": NO_PID, "raylet_pid": NO_PID, "auth_mode": "token", "num_cpus": 2.0, "num_gpus": 0.0,
+              "dashboard": "", "started_at": 0.0}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**record, **fields}))
 
