@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ def ray_temp(monkeypatch):
     left = local.read_record()
     if left is not None and local.is_running(left):
         local.stop(left)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def fresh_shell_env(ray_temp: Path) -> dict:
