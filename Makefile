@@ -37,6 +37,7 @@ clean:
 bench: install
 	$(BIN)/python benchmarks/sweep_overhead.py
 	$(BIN)/python benchmarks/toolkit_overhead.py
+	$(BIN)/python benchmarks/first_epoch.py
 	$(BIN)/python benchmarks/scaling_curve.py
 	$(BIN)/python benchmarks/loop_vs_torch.py
 	$(BIN)/python benchmarks/loop_vs_keras.py

@@ -13,6 +13,7 @@ from raykit.data.errors import DataError
 from raykit.failures import RunFailedError
 from raykit.report import add_report_command, run_report
 from raykit.spec import SpecError
+from raykit.warm import add_warm_ray_commands, run_down, run_up
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(commands)
     add_report_command(commands)
     add_inference_commands(commands)
+    add_warm_ray_commands(commands)
     return parser
 
 
@@ -360,7 +362,7 @@ def run_data_convert(args) -> int:
 
 COMMANDS = {"train": run_train, "tune": run_tune, "evaluate": run_evaluate, "spec": run_spec,
             "augment-preview": run_augment_preview, "data": run_data, "report": run_report,
-            "export": run_export, "predict": run_predict}
+            "export": run_export, "predict": run_predict, "up": run_up, "down": run_down}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -219,3 +219,28 @@ def test_gpu_digits_part_times_the_default_job_on_one_gpu_worker(tmp_path, monke
     text = args.results.read_text()
     assert "| wall, launch to exit | 30.0 |" in text and "| training + validation (2 epochs" in text
     assert "| Ray start or connect | 4.0 |" in text
+
+
+def test_first_epoch_benchmark_times_the_first_epoch_line_and_writes_its_table(tmp_path):
+    # No Ray: its runs are each a cold Ray start or a `raykit up` (a minute at the smallest); the timing of a
+    # command's output and the table are what the script adds.
+    import sys
+
+    from benchmarks import first_epoch
+
+    fake_run = [sys.executable, "-c", "import time; print('(RayTrainWorker pid=1) epoch 1: 3 layers frozen'); "
+                "time.sleep(0.5); print('(RayTrainWorker pid=1) epoch   1/2  train_loss 1.0'); time.sleep(0.5)"]
+    timed = first_epoch.timed_command(fake_run, {})
+    assert 0.5 <= timed["first"] < timed["wall"]
+    with pytest.raises(RuntimeError, match="exited 3"):
+        first_epoch.timed_command([sys.executable, "-c", "raise SystemExit(3)"], {})
+    runs = {"cold": [{"first": 30.0, "wall": 40.0, "timings": {"ray_start_s": 10.0}}],
+            "warm": [{"first": 15.0, "wall": 25.0, "up": 9.0, "down": 6.0, "timings": {"ray_start_s": 2.5}}]}
+    results = tmp_path / "RESULTS.md"
+    first_epoch.write_section(first_epoch.SECTION, first_epoch.render(runs, 2, 1, "Machine: test."), results)
+    text = results.read_text()
+    assert "## From command to first epoch: cold vs warm local Ray" in text
+    assert "| seconds from command to first epoch line, `raykit train --set train.epochs=2` | 30.0 s" in text
+    assert "| 0.50 (min 0.50, max 0.50) | <= 20 / <= 10 | NOT met / NOT met |" in text
+    assert "`raykit up` itself: 9.0 s" in text
+    assert "| Ray start or connect | 10.0 s (min 10.0, max 10.0) | 2.5 s" in text and "| data load |" not in text

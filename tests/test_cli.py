@@ -50,7 +50,8 @@ def test_augment_preview_writes_a_png(tmp_path):
     assert out_file.read_bytes()[:4] == b"\x89PNG"
 
 
-COMMANDS = ["train", "tune", "evaluate", "predict", "export", "report", "augment-preview", "spec", "data convert"]
+COMMANDS = ["train", "tune", "evaluate", "predict", "export", "report", "augment-preview", "spec", "data convert",
+            "up", "down"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

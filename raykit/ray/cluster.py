@@ -18,9 +18,10 @@ def connect(address: str | None = None) -> None:
     Already initialised (the user's ``ray.init()``): nothing to do. ``address`` (or ``RAY_ADDRESS``,
     which ``ray job submit`` sets for its jobs) given: join that cluster. ``address="auto"`` joins a
     cluster started with ``ray start`` on this machine and falls back to a new local instance.
-    Otherwise: the Ray a ``ray start`` on this machine left running (its address file names it and its
-    processes are alive), else a new local instance -- never the dead cluster a stale address file
-    names, which Ray's own ``ray.init()`` would try to join, waiting for minutes.
+    Otherwise: the Ray a ``ray start`` or ``raykit up`` on this machine left running (its address file
+    names it and its processes are alive), with the auth it needs, else a new local instance -- never the
+    dead cluster a stale address file names, which Ray's own ``ray.init()`` would try to join, waiting for
+    minutes. Leaving (exit, Ctrl-C) only disconnects: a Ray this process did not start keeps running.
     """
     if ray.is_initialized():
         return
@@ -31,22 +32,49 @@ def connect(address: str | None = None) -> None:
             return
         except ConnectionError:
             address = None
-    ray.init(address=address or running_local_ray() or "local", log_to_driver=True)
+    if address is None:
+        address = running_local_ray()
+        if address:
+            use_auth_of_local_ray(address)
+    ray.init(address=address or "local", log_to_driver=True)
 
 
 def running_local_ray() -> str | None:
-    """The address of the Ray that ``ray start`` last started on this machine, if it is still running."""
-    from ray._private.services import find_bootstrap_address, find_gcs_addresses
+    """The address of the Ray that ``ray start`` last started on this machine (``raykit up`` runs it), if it
+    is still running; else that of the Ray ``raykit up`` recorded, if that one is."""
+    from ray._private.services import find_bootstrap_address
+
+    from raykit.ray import local
 
     recorded = find_bootstrap_address(None)
-    if not recorded:
-        return None
-    find_gcs_addresses.cache_clear()  # Ray caches what it found; a Ray may have stopped since
-    if recorded in find_gcs_addresses():  # a live Ray process on this machine serves that address
-        return recorded
-    logger.warning("raykit: the `ray start` address file names a Ray at %s that is no longer running; starting "
-                   "a new local Ray instead", recorded)
-    return None
+    if recorded:
+        if local.is_served(recorded):
+            return recorded
+        logger.warning("raykit: the `ray start` address file names a Ray at %s that is no longer running; not "
+                       "joining it", recorded)
+    started = local.running()
+    return started.address if started else None
+
+
+def use_auth_of_local_ray(address: str) -> None:
+    """Turn this process's token auth on when the local Ray at ``address`` needs it, unless ``RAY_AUTH_MODE``
+    says. Ray itself does this only for a cluster it finds without being given an address (token auth when
+    this machine has a token), and raykit passes the address it found; a Ray that ``raykit up`` started has
+    its mode in its record."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    from raykit.ray import local
+
+    started = local.read_record()
+    if started is not None and started.address == address:
+        needs_token = started.auth_mode == "token"
+    else:
+        needs_token = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
+    if needs_token:  # (a client's default is no token)
+        os.environ["RAY_AUTH_MODE"] = "token"
+        Config.initialize("")  # Ray reads the mode from its cached config (as its own switch to token auth does)
 
 
 def check_fits(spec: RunSpec, streamed: bool = False) -> None:
