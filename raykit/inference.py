@@ -18,16 +18,9 @@ import numpy as np
 
 from raykit import storage
 from raykit.backends import backend_info, load_backend
+from raykit.checks import checkpoint_manifest
 from raykit.engine import reference_logits
 from raykit.spec import EPOCH_METRICS, RunSpec, SpecError, load_spec
-
-def checkpoint_manifest(checkpoint: str) -> dict:
-    """A raykit checkpoint's manifest (path or URI), or a SpecError naming the argument."""
-    path = storage.join(checkpoint, "manifest.json")
-    if not storage.exists(path):
-        raise SpecError([("checkpoint", f"got {checkpoint!r}, which has no manifest.json; accepted: a raykit "
-                                        "checkpoint directory (path or URI)")])
-    return json.loads(storage.read_text(path))
 
 
 def model_shape(manifest: dict, spec: RunSpec) -> tuple[tuple, int]:
