@@ -35,10 +35,14 @@ import zipfile
 import yaml
 
 from raykit import storage
-from raykit.checkpoint import FORMAT, MANIFEST
+from raykit.checkpoint import FORMAT, MANIFEST, CheckpointError
+from raykit.data.errors import DataError
 from raykit.spec import SpecError, yaml_load
 
 Problems = list[tuple[str, str]]
+# Errors in what a user gave (a spec, data, a checkpoint or weights file) wherever they are raised, a Ray
+# worker included: reported as raykit's one message, never as a traceback.
+INPUT_ERRORS = (SpecError, DataError, CheckpointError)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 RESUME_PREFIX = "checkpoint_epoch="  # raykit.ray.worker.CHECKPOINT_PREFIX: the directories a resume reads
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints

@@ -36,9 +36,21 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
+# The signals raykit's handlers received, newest last. Ray's ray.get turns an exception raised by a signal
+# handler while it waits into a plain KeyboardInterrupt; this is how the signal is known again.
+_received: list[int] = []
+
+
 def raise_interrupted(signum: int, frame=None) -> None:
     """A signal handler: raise :class:`Interrupted` in the main thread."""
+    _received.append(int(signum))
     raise Interrupted(signum)
+
+
+def as_interrupted(exc: KeyboardInterrupt) -> Interrupted:
+    """``exc`` as an :class:`Interrupted` naming the signal that raised it (a plain KeyboardInterrupt is the
+    last signal raykit's handlers received, else SIGINT)."""
+    return exc if isinstance(exc, Interrupted) else Interrupted(_received[-1] if _received else signal.SIGINT)
 
 
 @contextlib.contextmanager
@@ -46,11 +58,25 @@ def signals_raise() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM raise :class:`Interrupted` (SIGTERM would otherwise end the
     process on the spot, with no cleanup: no lock removed, no Ray shutdown). Outside the main thread, where
     Python delivers no signals, it does nothing."""
+    _received.clear()
     with handlers_restored():
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:
                 signal.signal(signum, raise_interrupted)
         yield
+
+
+@contextlib.contextmanager
+def kept() -> Iterator[None]:
+    """Within the block a library may install its own SIGINT/SIGTERM handlers (``ray.init`` makes SIGTERM
+    ``sys.exit(15)``); where raykit's were installed before, they are put back after it."""
+    main = threading.current_thread() is threading.main_thread()
+    ours = {signum for signum in SIGNALS if main and signal.getsignal(signum) is raise_interrupted}
+    try:
+        yield
+    finally:
+        for signum in ours:
+            signal.signal(signum, raise_interrupted)
 
 
 def abort_then_raise(abort: Callable[[], None]) -> None:
@@ -60,6 +86,7 @@ def abort_then_raise(abort: Callable[[], None]) -> None:
     aborted = []
 
     def handler(signum: int, frame) -> None:
+        _received.append(int(signum))
         if not aborted:
             aborted.append(signum)
             with contextlib.suppress(Exception):
@@ -77,6 +104,7 @@ def forward_to(stop: Callable[[], Callable | None]) -> "Forwarded":
     forwarded = Forwarded()
 
     def handler(signum: int, frame) -> None:
+        _received.append(int(signum))
         target = stop()
         if forwarded.signum is not None or not callable(target):
             raise Interrupted(signum)
@@ -115,21 +143,23 @@ def handlers_restored() -> Iterator[None]:
 @contextlib.contextmanager
 def resumable(run_name: str) -> Iterator[None]:
     """An interrupt in the block names ``run_name``, the run that the same command with that name resumes."""
+    _received.clear()
     try:
         yield
-    except Interrupted as exc:
-        exc.run_name = exc.run_name or run_name
-        raise
-    except KeyboardInterrupt:
-        raise Interrupted(signal.SIGINT, run_name) from None
+    except KeyboardInterrupt as exc:
+        interrupted = as_interrupted(exc)
+        interrupted.run_name = interrupted.run_name or run_name
+        if interrupted is exc:
+            raise
+        raise interrupted from None
 
 
 def message(exc: KeyboardInterrupt, command: list[str]) -> str:
     """The one line printed for an interrupt: the signal, and the exact command that resumes the run
     (``command`` plus ``--set name=<run>`` when it does not name the run already)."""
-    signum = getattr(exc, "signum", signal.SIGINT)
-    name = getattr(exc, "run_name", None)
-    head = f"raykit: interrupted by {signal.Signals(signum).name}"
+    exc = as_interrupted(exc)
+    name = exc.run_name
+    head = f"raykit: interrupted by {signal.Signals(exc.signum).name}"
     if not name:  # before a run was under way, or a command that is not a run
         return head
     words = list(command)
@@ -140,4 +170,4 @@ def message(exc: KeyboardInterrupt, command: list[str]) -> str:
 
 def exit_code(exc: KeyboardInterrupt) -> int:
     """130 for Ctrl-C (SIGINT), 143 for SIGTERM."""
-    return exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
+    return as_interrupted(exc).exit_code

@@ -10,13 +10,12 @@ import ray.train
 
 from raykit import storage
 from raykit.backends import backend_info
-from raykit.checkpoint import CheckpointError
+from raykit.checks import INPUT_ERRORS
 from raykit.data import DataPlan, plan_data
-from raykit.data.errors import DataError
 from raykit.environment import forwarded_environment
 from raykit.ray.cluster import single_fixed_node
 from raykit.ray.worker import train_loop_per_worker
-from raykit.spec import RunSpec, SpecError
+from raykit.spec import RunSpec
 
 
 @dataclass
@@ -167,13 +166,10 @@ def fit(spec: RunSpec, run_dir: str, plan: DataPlan | None = None) -> TrainOutco
     )
 
 
-# Errors in what the user gave (a spec, data, a checkpoint or weights file), raised on a worker: reported as
-# raykit's one message (the CLI prints it without a traceback), not as Ray's wrapper with the worker's stack.
-INPUT_ERRORS = (SpecError, DataError, CheckpointError)
-
-
 def input_error_of(failure: Exception) -> Exception | None:
-    """The first user-input error (:data:`INPUT_ERRORS`) among a failed run's worker errors, or None."""
+    """The first user-input error (:data:`raykit.checks.INPUT_ERRORS`) among a failed run's worker errors, or
+    None: re-raised as itself, it is raykit's one message (the CLI prints no traceback), not Ray's wrapper
+    with the worker's stack."""
     for error in getattr(failure, "worker_failures", {}).values():
         original = getattr(error, "_base_exc", error)  # Ray wraps it with the worker's traceback text
         if isinstance(original, INPUT_ERRORS):
