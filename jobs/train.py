@@ -4,7 +4,7 @@
         python jobs/train.py jobs/configs/digits_cnn_torch.yaml --set train.epochs=5
 
 Connects to the running cluster (``ray.init(address="auto")``), or starts a local Ray when there is
-none. Exits 0 on success, 2 on an invalid spec, 1 when the run fails.
+none. Exits 0 on success, 2 on an invalid spec, 1 when the run fails, 130 / 143 after SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         train(config_of(args), overrides_of(args), address=args.address or "auto")
         return 0
 
-    return guarded(run, debug=args.debug)
+    argv = sys.argv[1:] if argv is None else argv
+    return guarded(run, debug=args.debug, command=["python", "jobs/train.py", *argv])
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         result = tune(config_of(args), overrides=overrides_of(args), address=args.address or "auto")
         return EXIT_OK if result.best_trial is not None else EXIT_FAILED
 
-    return guarded(run, debug=args.debug)
+    argv = sys.argv[1:] if argv is None else argv
+    return guarded(run, debug=args.debug, command=["python", "jobs/tune.py", *argv])
 
 
 if __name__ == "__main__":

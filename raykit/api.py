@@ -9,7 +9,7 @@ import re
 import secrets
 import time
 
-from raykit import failures, storage
+from raykit import checks, failures, interrupts, lock, storage
 from raykit.backends import backend_info
 from raykit.data import DataPlan, plan_data
 from raykit.data.catalog import is_named_dataset
@@ -60,12 +60,19 @@ def train(spec: "RunSpec | dict | str | list | None" = None, overrides=(), *, ad
         run_spec = resolve(load_spec(spec, overrides))
         require_installed(run_spec)  # the framework's packages, located (not imported) before Ray starts
         run_dir = storage.join(run_spec.storage, run_spec.name)
+        checks.run_inputs(run_spec, run_dir)  # storage, the run's own files, starting weights: before Ray
         _check_continuation(run_spec, run_dir)
         plan = plan_data(run_spec.data, run_spec.model.num_classes)  # bad data fails here, before Ray starts
         _check_against_data(run_spec, plan)
     if verbose:
         print(describe_plan(plan), flush=True)
+    with lock.held(run_dir, "run"), interrupts.resumable(run_spec.name):  # one driver per run directory
+        return _train_on_ray(run_spec, run_dir, plan, address, verbose, started, watch)
 
+
+def _train_on_ray(run_spec: RunSpec, run_dir: str, plan: DataPlan, address: str | None, verbose: bool,
+                  started: float, watch: Stopwatch) -> TrainResult:
+    """:func:`train` from Ray's start to the run's files, holding the run directory's lock."""
     with watch.phase("ray_start_s"):
         from raykit.ray import cluster, trainer  # imports Ray only once the spec is known good
 
@@ -258,22 +265,29 @@ def tune(spec: "RunSpec | dict | str | list | None" = None, search_space: dict |
                              ["tune.num_samples=4", "tune.scheduler=asha", "scaling.num_workers=1"])
         print(result.best_spec.optim.lr, result.best_checkpoint)
     """
-    from raykit.tuning import shared_trial_spec, sweep_plot_png, trials_csv
+    from raykit.tuning import shared_trial_spec
 
     if search_space is not None:
         overrides = [*_as_list(overrides), {"tune.search_space": search_space}]
     sweep_spec = _resolve_sweep(load_spec(spec, _as_list(overrides)))
     require_installed(sweep_spec)
     sweep_dir = storage.join(sweep_spec.storage, sweep_spec.name)
+    checks.run_inputs(sweep_spec, sweep_dir, resume=False)  # a sweep's resume is Tune's experiment state
     plan = plan_data(sweep_spec.data, sweep_spec.model.num_classes)  # bad data fails before Ray starts
     _check_against_data(shared_trial_spec(sweep_spec), plan)  # as raykit.train does, for every trial at once
     if plan.loader == "stream" and sweep_spec.tune.inline_single_worker:
         # Inline trials load data into memory; streamed data needs the Train workers' dataset shards.
         sweep_spec = dataclasses.replace(sweep_spec, tune=dataclasses.replace(sweep_spec.tune,
                                                                              inline_single_worker=False))
+    with lock.held(sweep_dir, "sweep"), interrupts.resumable(sweep_spec.name):  # one driver per sweep
+        return _sweep_on_ray(sweep_spec, sweep_dir, plan, address, verbose)
 
+
+def _sweep_on_ray(sweep_spec: RunSpec, sweep_dir: str, plan: DataPlan, address: str | None, verbose: bool):
+    """:func:`tune` from Ray's start to the sweep's files, holding the sweep directory's lock."""
     from raykit.ray import cluster
     from raykit.ray.tune import run_sweep
+    from raykit.tuning import sweep_plot_png, trials_csv
 
     cluster.connect(address)
     cluster.check_fits(sweep_spec, streamed=plan.loader == "stream")
@@ -318,7 +332,7 @@ def evaluate(checkpoint: str, split: str = "test", overrides=(), *, out_dir: str
 
     if split not in ("train", "val", "test"):
         raise SpecError([("--split", f"got {split!r}; accepted: train, val, test")])
-    from raykit.inference import checkpoint_manifest
+    from raykit.checks import checkpoint_manifest
 
     spec = load_trained_spec(checkpoint_manifest(checkpoint)["spec"], _as_list(overrides))
 

@@ -1,6 +1,8 @@
 """The ``raykit`` command line: thin over the Python API.
 
-Exit codes: 0 success, 2 invalid spec or arguments (nothing was started), 1 the run failed.
+Exit codes: 0 success, 2 invalid spec, arguments or input files (nothing was started), 1 the run failed,
+130 interrupted by Ctrl-C (SIGINT), 143 stopped by SIGTERM; after 130 or 143 the same command with the
+run's name resumes it (the line printed says the command).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import argparse
 import os
 import sys
 
+from raykit import interrupts
 from raykit.data.errors import DataError
 from raykit.failures import RunFailedError
 from raykit.report import add_report_command, run_report
@@ -30,6 +33,16 @@ a number after a list field indexes it (augment.ops.0.degrees, model.filters.-1)
 Several config files merge left to right: mappings key by key, a later list or value replaces the earlier.
 """
 
+
+EXIT_CODES = """\
+exit codes:
+  0    success
+  1    the run failed (one line says why; --debug shows the traceback)
+  2    invalid spec, arguments or input file: nothing was started
+  130  interrupted by Ctrl-C (SIGINT)    143  stopped by SIGTERM
+       (the run's workers are stopped and its checkpoints kept; the line printed gives the command that
+       resumes it: the same command with the run's name)
+"""
 
 TUNE_EXAMPLES = """\
 examples:
@@ -58,18 +71,20 @@ class VersionAction(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raykit", description="Scalable deep-learning training on Ray "
-                                     "from one run spec.")
+                                     "from one run spec.", epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=VersionAction)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = commands.add_parser("train", help="train a model as a run spec says",
                                 description="Train a model as a run spec says, on Ray Train workers.",
-                                epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=TRAIN_EXAMPLES + "\n" + EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(train)
     tune = commands.add_parser(
         "tune", help="sweep hyperparameters with Ray Tune over the spec",
         description="Run the Ray Tune sweep that the spec's tune section describes; every trial trains like "
                     "`raykit train`. Running it again with the same name resumes it.",
-        epilog=TUNE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=TUNE_EXAMPLES + "\n" + EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(tune)
     evaluate = commands.add_parser(
         "evaluate", help="evaluate a checkpoint: accuracy, per-class precision/recall, confusion matrix PNG",
@@ -366,14 +381,18 @@ COMMANDS = {"train": run_train, "tune": run_tune, "evaluate": run_evaluate, "spe
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    return guarded(lambda: COMMANDS[args.command](args), debug=args.debug)
+    return guarded(lambda: COMMANDS[args.command](args), debug=args.debug, command=["raykit", *argv])
 
 
-def guarded(action, *, debug: bool) -> int:
-    """Run ``action``; user mistakes print one clear message (no traceback) unless ``debug``."""
+def guarded(action, *, debug: bool, command: list[str] | None = None) -> int:
+    """Run ``action``; user mistakes print one clear message (no traceback) unless ``debug``. SIGINT and
+    SIGTERM end it cleanly (exit 130 and 143) with a line saying how to resume: ``command`` (the words that
+    started this, default ``raykit`` + the arguments) with the run's name."""
     try:
-        return action()
+        with interrupts.signals_raise():
+            return action()
     except SpecError as exc:
         if debug:
             raise
@@ -384,9 +403,9 @@ def guarded(action, *, debug: bool) -> int:
             raise
         print(f"raykit: invalid data: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("raykit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(interrupts.message(exc, command or ["raykit", *sys.argv[1:]]), file=sys.stderr)
+        return interrupts.exit_code(exc)
     except RunFailedError as exc:  # a cause raykit names (disk full, out of memory): its message says it all
         if debug:
             raise

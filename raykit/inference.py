@@ -18,6 +18,7 @@ import numpy as np
 
 from raykit import storage
 from raykit.backends import backend_info, load_backend
+from raykit.checks import checkpoint_manifest
 from raykit.engine import reference_logits
 from raykit.spec import RunSpec, SpecError, load_trained_spec
 
@@ -25,14 +26,6 @@ from raykit.spec import RunSpec, SpecError, load_trained_spec
 # at least 1) is refused: float32 round-off in another runtime stays orders of magnitude below it.
 EXPORT_TOLERANCE = 1e-3
 
-
-def checkpoint_manifest(checkpoint: str) -> dict:
-    """A raykit checkpoint's manifest (path or URI), or a SpecError naming the argument."""
-    path = storage.join(checkpoint, "manifest.json")
-    if not storage.exists(path):
-        raise SpecError([("checkpoint", f"got {checkpoint!r}, which has no manifest.json; accepted: a raykit "
-                                        "checkpoint directory (path or URI)")])
-    return json.loads(storage.read_text(path))
 
 
 def model_shape(manifest: dict, spec: RunSpec) -> tuple[tuple, int]:

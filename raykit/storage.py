@@ -67,6 +67,12 @@ def _s3_with_settings(fs):
 _PYARROW_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs")
 
 
+def served_by_pyarrow(location: str) -> bool:
+    """Whether ``location`` is a URI that pyarrow's own filesystems serve (s3://, gs://, hdfs://, file://),
+    not fsspec."""
+    return is_uri(location) and location.split("://", 1)[0] in _PYARROW_SCHEMES
+
+
 def write_bytes(location: str, data: bytes) -> None:
     """Write ``data`` to ``location`` as one atomic step, creating parent directories."""
     if not is_uri(location) or location.startswith("file://"):

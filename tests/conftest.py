@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,17 @@ def evaluated_on_rank_zero(monkeypatch) -> None:
         raise AssertionError("rank 0 did not evaluate the checkpoint Ray ranked best")
 
     monkeypatch.setattr("raykit.ray.remote.evaluate", task_evaluation)
+
+
+def wait_for_committed_checkpoint(run_dir: Path, dir_name: str, process: subprocess.Popen, timeout: float) -> None:
+    """Until Ray's snapshot (what a resume reads) lists ``dir_name``; fails when ``process`` (a driver whose
+    stdout is piped) exits first."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if snapshot.is_file() and dir_name in snapshot.read_text():
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"driver exited early: {process.stdout.read()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"{dir_name} was not committed within {timeout}s")

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import raykit
 from raykit import faults
 from raykit.checkpoint import read_manifest
 from raykit.failures import RunFailedError
-from tests.conftest import REPO, evaluated_on_rank_zero
+from tests.conftest import REPO, evaluated_on_rank_zero, wait_for_committed_checkpoint
 
 DEFAULT_JOB = "jobs/configs/digits_cnn_torch.yaml"
 pytestmark = pytest.mark.ray
@@ -31,19 +30,6 @@ pytestmark = pytest.mark.ray
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     latest = max(run_dir.glob("checkpoint_epoch=*"))
     return torch.load(latest / "model.pt", weights_only=True)
-
-
-def wait_for_committed_checkpoint(run_dir: Path, dir_name: str, process: subprocess.Popen, timeout: float) -> None:
-    """Until Ray's snapshot (what a resume reads) lists ``dir_name``."""
-    snapshot = run_dir / "checkpoint_manager_snapshot.json"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if snapshot.is_file() and dir_name in snapshot.read_text():
-            return
-        if process.poll() is not None:
-            raise AssertionError(f"driver exited early: {process.stdout.read()[-3000:]}")
-        time.sleep(0.2)
-    raise AssertionError(f"{dir_name} was not committed within {timeout}s")
 
 
 @pytest.fixture(scope="module")

@@ -101,6 +101,36 @@ def test_a_keras_applications_model_with_kwargs_trains_an_epoch_on_two_workers(r
     assert model(model.preprocess(str(slice_dir / "test.parquet"))[:4]).shape == (4, 10)
 
 
+def test_a_data_file_broken_after_the_driver_checked_it_is_one_message_not_a_worker_traceback(
+        ray_address, storage, tmp_path, monkeypatch, capfd):
+    import numpy as np
+
+    from raykit import api
+    from raykit.cli import main
+    from raykit.data.images import encode_png
+
+    for label in ("ant", "bee"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for index in range(10):
+            image = np.full((8, 8, 1), 20 * index, np.uint8)
+            (tmp_path / "images" / label / f"{index}.png").write_bytes(encode_png(image))
+    described = api.describe_plan
+
+    def break_the_images(plan):  # after the driver's checks, before Ray starts: the workers read them broken
+        for path in (tmp_path / "images").rglob("*.png"):
+            path.write_bytes(b"not a png any more")
+        return described(plan)
+
+    monkeypatch.setattr(api, "describe_plan", break_the_images)
+    code = main(["train", "--set", f"storage={storage}", "--set", "name=broken", "--set",
+                 f"data.uri={tmp_path / 'images'}", "--set", "scaling.num_workers=1", "--set", "model.name=mlp",
+                 "--set", "train.epochs=1", "--address", ray_address])
+    err = capfd.readouterr().err
+    assert code == 2, err[-3000:]
+    assert f"raykit: invalid data: cannot read image {tmp_path / 'images'}" in err
+    assert "Traceback" not in err and "TrainingFailedError" not in err
+
+
 def test_asking_for_more_than_the_cluster_has_fails_before_launch(ray_address, storage):
     from raykit.ray.cluster import ResourceError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def decode(data: bytes, name: str, color_mode: str, resize: tuple[int, int] | No
                 image = image.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {name}: {exc}; accepted: PNG, JPEG, BMP, GIF, TIFF or WebP "
+        raise DataError(f"cannot read image {name}: {_reason(exc)}; accepted: PNG, JPEG, BMP, GIF, TIFF or WebP "
                         "files that open with Pillow") from None
     return array[..., None] if array.ndim == 2 else array
 
@@ -39,7 +40,14 @@ def color_mode_of(data: bytes, name: str) -> str:
         with Image.open(io.BytesIO(data)) as image:
             return "grayscale" if image.mode in ("L", "1", "I", "I;16", "F", "LA") else "rgb"
     except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read image {name}: {exc}") from None
+        raise DataError(f"cannot read image {name}: {_reason(exc)}; accepted: PNG, JPEG, BMP, GIF, TIFF or WebP "
+                        "files that open with Pillow") from None
+
+
+def _reason(exc: Exception) -> str:
+    """Pillow's message without the in-memory buffer it names (``<_io.BytesIO object at 0x...>``)."""
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))
+    return "not an image file Pillow can identify" if text == "cannot identify image file" else text
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -13,6 +13,7 @@ decode one chunk at a time on any machine: a ``Source`` pickles with its filesys
 from __future__ import annotations
 
 import posixpath
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -221,7 +222,11 @@ def _open(uri: str):
 def _listing(fs, path: str, uri: str, recursive: bool = False) -> list:
     import pyarrow.fs
 
-    info = fs.get_file_info(path)
+    try:
+        info = fs.get_file_info(path)
+    except OSError as exc:  # credentials, permissions, an unreachable endpoint
+        raise DataError(f"data.uri: cannot list {uri!r}: {exc}; accepted: a location these credentials can "
+                        "read") from None
     if info.type == pyarrow.fs.FileType.NotFound:
         raise DataError(f"data.uri: {uri!r} does not exist")
     if info.type == pyarrow.fs.FileType.File:
@@ -237,6 +242,9 @@ def _open_npz(uri: str, options: ReadOptions, labels_required: bool = True) -> S
     _listing(fs, path, uri)  # a clear error when missing
     with fs.open_input_stream(path) as stream:
         payload = stream.read()
+    if not payload.startswith(b"PK"):  # np.load would take other bytes for a pickle and refuse it as one
+        raise DataError(f"data.uri: {uri} ({len(payload)} bytes) is not an .npz archive (a zip of .npy arrays); "
+                        "accepted: a file written by numpy.savez with images 'x' and labels 'y'")
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
             keys = set(archive.files)
@@ -248,10 +256,11 @@ def _open_npz(uri: str, options: ReadOptions, labels_required: bool = True) -> S
                                 "(N, H, W) or (N, H, W, C) and labels 'y' (N,)")
             else:
                 x, y = archive["x"], archive["y"]
-    except ValueError as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, DataError):
             raise
-        raise DataError(f"data.uri: cannot read {uri} as .npz: {exc}") from None
+        raise DataError(f"data.uri: cannot read {uri} as .npz ({exc}: truncated?); accepted: a file written by "
+                        "numpy.savez with images 'x' and labels 'y'") from None
     x = x[..., None] if x.ndim == 3 else x
     if x.ndim != 4 or len(x) != len(y):
         raise DataError(f"data.uri: {uri} has x of shape {x.shape} and y of shape {y.shape}; accepted: x (N, H, W) or "
@@ -272,7 +281,7 @@ def _open_parquet(uri: str, options: ReadOptions, labels_required: bool = True) 
     labels, chunks, offset = [], [], 0
     for file in files:
         with fs.open_input_file(file) as handle:
-            parquet = pq.ParquetFile(handle)
+            parquet = _parquet_footer(handle, file)
             names = parquet.schema_arrow.names
             wanted = (options.label_column, options.image_column) if labels_required else (options.image_column,)
             missing = [c for c in wanted if c not in names]
@@ -292,6 +301,18 @@ def _open_parquet(uri: str, options: ReadOptions, labels_required: bool = True) 
                                     allow_unlabelled=not labels_required)
     return _with_color_mode(Source(uri, "parquet", indices, options, class_names=names, chunks=chunks,
                                    filesystem=fs))
+
+
+def _parquet_footer(handle, file: str):
+    """``pq.ParquetFile`` of an open file: its footer read, or a DataError naming the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(handle)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"data.uri: {file} is not a readable Parquet file ({exc}); accepted: Parquet files, e.g. "
+                        "written by `raykit data convert`") from None
 
 
 def _open_image_folder(uri: str, options: ReadOptions, labels_required: bool = True) -> Source:

@@ -151,6 +151,8 @@ def plan_data(data: DataSpec, num_classes: int | None = None) -> DataPlan:
     for name, uri in separate.items():
         if uri:
             other = open_source(uri, data.format, options)
+            if len(other):  # one image decoded, as the main source's below: a bad file fails before Ray
+                other.first_image()
             splits[name] = SplitRows(other, np.random.default_rng(data.split_seed).permutation(len(other)))
     _check_splits(splits, main, num_classes)
     shape = tuple(int(s) for s in main.first_image().shape)

@@ -7,6 +7,7 @@ import os
 
 import ray
 
+from raykit import interrupts
 from raykit.spec import RunSpec
 
 logger = logging.getLogger(__name__)
@@ -26,17 +27,18 @@ def connect(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None  # an empty RAY_ADDRESS means unset
-    if address == "auto":
-        try:
-            ray.init(address="auto", log_to_driver=True)
-            return
-        except ConnectionError:
-            address = None
-    if address is None:
-        address = running_local_ray()
-        if address:
-            use_auth_of_local_ray(address)
-    ray.init(address=address or "local", log_to_driver=True)
+    with interrupts.kept():  # ray.init's SIGTERM handler exits 15 at once; the CLI's own raises Interrupted
+        if address == "auto":
+            try:
+                ray.init(address="auto", log_to_driver=True)
+                return
+            except ConnectionError:
+                address = None
+        if address is None:
+            address = running_local_ray()
+            if address:
+                use_auth_of_local_ray(address)
+        ray.init(address=address or "local", log_to_driver=True)
 
 
 def running_local_ray() -> str | None:

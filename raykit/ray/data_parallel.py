@@ -1,13 +1,17 @@
 """The Ray Train trainer every raykit trainer derives from: Ray's ``DataParallelTrainer``, less the
-Ray Data machinery for runs that hand it no dataset."""
+Ray Data machinery for runs that hand it no dataset, and with raykit's handling of Ctrl-C and SIGTERM."""
 
 from __future__ import annotations
 
+import ray
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer as _RayDataParallelTrainer
+
+from raykit import interrupts
 
 
 class DataParallelTrainer(_RayDataParallelTrainer):
-    """Ray's ``DataParallelTrainer``; with no ``datasets``, its run starts no dataset manager.
+    """Ray's ``DataParallelTrainer``; with no ``datasets``, its run starts no dataset manager; SIGINT and
+    SIGTERM abort the run and raise :class:`raykit.interrupts.Interrupted`.
 
     Ray's datasets callback starts a DatasetManager actor for every run, datasets or none: one more
     process importing Ray Train and Ray Data while the workers start (measured on 2 cores, 1-epoch
@@ -21,3 +25,14 @@ class DataParallelTrainer(_RayDataParallelTrainer):
         from ray.train.v2._internal.callbacks import DatasetsCallback
 
         return [callback for callback in callbacks if not isinstance(callback, DatasetsCallback)]
+
+    def fit(self):
+        with interrupts.handlers_restored():  # Ray's fit leaves its SIGINT handler installed
+            return super().fit()
+
+    def _register_sigint_handler(self, controller) -> None:
+        """Ray's handler aborts the run on Ctrl-C, then exits 0 or surfaces the controller's death as a failed
+        run (exit 1), and leaves SIGTERM to end the process without any cleanup. raykit's aborts the run on
+        either signal (the workers stop; committed checkpoints stay, so the same name resumes) and raises
+        ``Interrupted`` here, in the driver's main thread, so the caller's cleanup runs."""
+        interrupts.abort_then_raise(lambda: ray.get(controller.abort.remote()))

@@ -10,6 +10,7 @@ import ray.train
 
 from raykit import storage
 from raykit.backends import backend_info
+from raykit.checks import INPUT_ERRORS
 from raykit.data import DataPlan, plan_data
 from raykit.environment import forwarded_environment
 from raykit.ray.cluster import single_fixed_node
@@ -145,7 +146,14 @@ def fit(spec: RunSpec, run_dir: str, plan: DataPlan | None = None) -> TrainOutco
     """Run training to the end (or raise ``ray.train.TrainingFailedError``)."""
     set_controller_environment()
     # A bar only where someone watches: not under `ray job logs`, CI, or a pipe.
-    result = build_trainer(spec, run_dir, plan=plan, progress_bar=sys.stdout.isatty()).fit()
+    trainer = build_trainer(spec, run_dir, plan=plan, progress_bar=sys.stdout.isatty())
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        error = input_error_of(exc)
+        if error is None:
+            raise
+        raise error from exc  # --debug still shows Ray's error, the worker's traceback in its text
     best = None
     if result.best_checkpoints:
         best = result.get_best_checkpoint(spec.checkpoint.monitor, spec.checkpoint.mode)
@@ -156,6 +164,17 @@ def fit(spec: RunSpec, run_dir: str, plan: DataPlan | None = None) -> TrainOutco
         best_metrics=best_metrics,
         worker_return=result.return_value,
     )
+
+
+def input_error_of(failure: Exception) -> Exception | None:
+    """The first user-input error (:data:`raykit.checks.INPUT_ERRORS`) among a failed run's worker errors, or
+    None: re-raised as itself, it is raykit's one message (the CLI prints no traceback), not Ray's wrapper
+    with the worker's stack."""
+    for error in getattr(failure, "worker_failures", {}).values():
+        original = getattr(error, "_base_exc", error)  # Ray wraps it with the worker's traceback text
+        if isinstance(original, INPUT_ERRORS):
+            return original
+    return None
 
 
 def _location(checkpoint) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import ray.train
 import ray.tune
 from ray.util.queue import Empty, Queue
 
-from raykit import engine, storage
+from raykit import engine, interrupts, storage
 from raykit.history import read_history_csv
 from raykit.metrics import is_metric_column
 from raykit.ray.cluster import worker_resources
@@ -152,7 +153,9 @@ def run_sweep(spec: RunSpec, sweep_dir: str) -> SweepResult:
         tuner = ray.tune.Tuner(trainable, param_space=to_tune_space(spec.tune.search_space),
                                tune_config=_tune_config(spec), run_config=_run_config(spec))
     try:
-        grid = tuner.fit()
+        with _stop_gracefully_on_signals() as signalled:
+            grid = tuner.fit()
+        signalled.raise_if_signalled()
     except BaseException:
         if sweep_run:
             sweep_run.finish(False)
@@ -160,6 +163,29 @@ def run_sweep(spec: RunSpec, sweep_dir: str) -> SweepResult:
     if sweep_run:
         sweep_run.finish(True)
     return _collect(spec, sweep_dir, grid)
+
+
+@contextlib.contextmanager
+def _stop_gracefully_on_signals():
+    """SIGINT and SIGTERM stop the sweep the way Tune stops on Ctrl-C (trials stopped, the experiment's state
+    saved: the same command resumes it), then :class:`raykit.interrupts.Interrupted` is raised (yields the
+    record that does it). Tune's own SIGINT handler stays off: it ends ``fit()`` as if the sweep were done,
+    and ignores SIGTERM; its SIGUSR1 handler, the same graceful stop, is what the signals are passed to."""
+    before = os.environ.get(_TUNE_SIGINT_OFF)
+    os.environ[_TUNE_SIGINT_OFF] = "1"
+    usr1 = signal.getsignal(signal.SIGUSR1)
+    try:
+        with interrupts.handlers_restored():
+            yield interrupts.forward_to(lambda: signal.getsignal(signal.SIGUSR1))
+    finally:
+        signal.signal(signal.SIGUSR1, usr1)
+        if before is None:
+            os.environ.pop(_TUNE_SIGINT_OFF, None)
+        else:
+            os.environ[_TUNE_SIGINT_OFF] = before
+
+
+_TUNE_SIGINT_OFF = "TUNE_DISABLE_SIGINT_HANDLER"
 
 
 def _tune_config(spec: RunSpec) -> ray.tune.TuneConfig:

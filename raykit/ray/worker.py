@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import ray.train
 from raykit import engine, faults, storage
 from raykit.backends import backend_info
 from raykit.checkpoint import CheckpointError, read_manifest, verified
+from raykit.checks import INPUT_ERRORS
 from raykit.session import WorkerSession
 from raykit.spec import load_spec
 from raykit.timing import process_started_at
@@ -29,6 +31,7 @@ def train_loop_per_worker(config: dict) -> dict:
     entered_at = time.time()
     spec = load_spec(config["spec"])
     _quiet_ray_report_log()
+    _quiet_input_error_tracebacks()
     context = ray.train.get_context()
     _record_placement(config["run_dir"], context)
     checkpoint = ray.train.get_checkpoint()
@@ -80,6 +83,22 @@ def _test_metrics(spec, run_dir: str, epoch: int | None, names: CheckpointNames)
                        exc_info=True)
         return None
     return {**metrics, "checkpoint": name}
+
+
+class _NoInputErrorTraceback(logging.Filter):
+    """Drops Ray's "Error in training function" record (the traceback) of a user-input error: the driver
+    reports that error as raykit's one message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Ray logs it inside the except block that caught the error, so the error is sys.exc_info()'s.
+        return not (isinstance(sys.exc_info()[1], INPUT_ERRORS) and "Error in training function" in str(record.msg))
+
+
+def _quiet_input_error_tracebacks() -> None:
+    from ray.train.v2._internal import util as ray_train_util  # it logs a train function's error
+
+    if not any(isinstance(f, _NoInputErrorTraceback) for f in ray_train_util.logger.filters):
+        ray_train_util.logger.addFilter(_NoInputErrorTraceback())
 
 
 class CheckpointNames:

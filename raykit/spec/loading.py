@@ -30,9 +30,31 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
-def yaml_load(text: str) -> Any:
-    """Parse YAML text safely (no Python objects), reading ``1e-3`` as a float."""
-    return yaml.load(text, Loader=_YamlLoader)
+def yaml_load(text: str, name: str | None = None) -> Any:
+    """Parse YAML text safely (no Python objects), reading ``1e-3`` as a float. With ``name`` (the file the
+    text came from), invalid YAML is a SpecError naming the file and the line."""
+    if name is None:
+        return yaml.load(text, Loader=_YamlLoader)
+    try:
+        return yaml.load(text, Loader=_YamlLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+        raise SpecError([("<config>", f"{name!r}{where}: not valid YAML ({problem}); accepted: a YAML mapping of "
+                                      "spec sections")]) from None
+
+
+def _config_text(path: Path, name: str) -> str:
+    """The text of a config file; a file that is not UTF-8 text or cannot be read is a SpecError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([("<config>", f"{name!r} is not text: byte {exc.object[exc.start]:#04x} at position "
+                                      f"{exc.start} is not UTF-8; accepted: a YAML run spec (UTF-8 text)")]) from None
+    except OSError as exc:
+        raise SpecError([("<config>", f"{name!r} cannot be read ({exc.strerror or exc}); accepted: a readable "
+                                      "YAML run spec")]) from None
 
 
 def load_spec(source: "RunSpec | Mapping | str | os.PathLike | list | None" = None,
@@ -162,10 +184,7 @@ def _raw_dict(source: Any) -> dict:
         path = Path(source)
         if not path.is_file():
             raise SpecError([("<config>", f"file {str(source)!r} does not exist; give a YAML run spec path")])
-        try:
-            data = yaml_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise SpecError([("<config>", f"{str(source)!r} is not valid YAML: {exc}")]) from None
+        data = yaml_load(_config_text(path, str(source)), str(source))
         if data is None:
             return {}
         if not isinstance(data, dict):

@@ -79,7 +79,8 @@ def read_state_dict(location: str) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"finetune.init_from: {location!r} does not hold a state dict of tensors")
+        raise ValueError(f"finetune.init_from: {location!r} does not hold a state dict of tensors; accepted: a file "
+                         "written by torch.save(model.state_dict(), path)")
     return state
 
 

@@ -12,27 +12,18 @@ the load says.
 
 from __future__ import annotations
 
-import json
-import struct
-from pathlib import Path
-
 from raykit.backends.base import Problems
+from raykit.checkpoint import CheckpointError
 
 FIELD = "finetune.init_from"
 
 
 def safetensors_shapes(location: str) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes from a safetensors file's header (its first 8 + N bytes only)."""
-    if "://" in location and not location.startswith("file://"):
-        import fsspec
+    from raykit.checks import safetensors_header
 
-        opener = fsspec.open(location, "rb")
-    else:
-        opener = open(Path(location.removeprefix("file://")).expanduser(), "rb")
-    with opener as handle:
-        (size,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(size))
-    return {name: tuple(entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
+    return {name: tuple(entry["shape"]) for name, entry in safetensors_header(location).items()
+            if name != "__metadata__"}
 
 
 def file_shapes(location: str) -> dict[str, tuple[int, ...]]:
@@ -96,7 +87,10 @@ def fit_problems(spec, input_shape: tuple[int, int, int], num_classes: int) -> P
     except Exception:  # a factory that cannot build on meta: the worker's load reports instead
         return []
     own = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    shapes = remap_keys(file_shapes(location), spec.finetune.key_prefix_map)
+    try:
+        shapes = remap_keys(file_shapes(location), spec.finetune.key_prefix_map)
+    except (CheckpointError, ValueError, OSError) as exc:  # not a state dict, pickled code: the file's fault
+        return [(FIELD, str(exc).removeprefix(f"{FIELD}: "))]
     layers = parameterised_layers(model)
     adaptable = {f"{layers[-1][0]}.{p}" for p, _ in layers[-1][1].named_parameters(recurse=False)}
     first_conv = next((name for name, m in layers if isinstance(m, torch.nn.Conv2d)), None)
