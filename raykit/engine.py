@@ -1,9 +1,10 @@
 """The one epoch driver every backend runs: raykit's training loop, written once.
 
 :func:`fit` owns what does not depend on the framework — the data order and shards, epochs, the metrics
-row, progress bars and ETA, early stopping and ``train.stop_at``, metric sinks, report and checkpoint
-cadence, fault points, resume bookkeeping — and asks a :class:`~raykit.backends.base.Backend` for the
-rest (model, optimizer, one epoch of steps, evaluation sums, collectives, checkpoint files).
+row (``train.metrics`` from :class:`raykit.metrics.EvalStats` summed over the ranks), progress bars and
+ETA, early stopping and ``train.stop_at``, metric sinks, report and checkpoint cadence, fault points,
+resume bookkeeping — and asks a :class:`~raykit.backends.base.Backend` for the rest (model, optimizer,
+loss, one epoch of steps, evaluation sums or logits, collectives, checkpoint files).
 :func:`evaluate_checkpoint`, :func:`predict_split` and :class:`Predictor` run a finished checkpoint
 through the backend's inference model. Nothing here imports torch, TensorFlow or Ray::
 
@@ -159,8 +160,8 @@ class _Run:
         train = backend.all_reduce_sum(totals.as_array())
         progress.global_step += totals.steps
         extra = backend.end_of_epoch()
-        val = self.evaluation.from_array(backend.all_reduce_sum(evaluation_sums(backend, self.feeds.val(),
-                                                                                self.evaluation)))
+        local = _evaluation_sums(backend, self.feeds.val(), self.evaluation)
+        val = self.evaluation.from_array(backend.all_reduce_sum(local))  # exact over the ranks' val shards
         extra.update(backend.after_validation())
         # Compilation (train.compile) is a one-off cost: kept out of the epoch's time and samples/s.
         seconds = time.perf_counter() - epoch_started - extra.get("compile_s", 0.0)
@@ -252,7 +253,7 @@ def optimizer_steps_per_epoch(num_train: int, spec: RunSpec, world_size: int) ->
     return math.ceil(batches_per_epoch(num_train, spec, world_size) / spec.train.grad_accum_steps)
 
 
-def evaluation_sums(backend: Backend, batches: Iterable, template: EvalStats) -> np.ndarray:
+def _evaluation_sums(backend: Backend, batches: Iterable, template: EvalStats) -> np.ndarray:
     """This rank's evaluation statistics in ``template``'s layout (:meth:`EvalStats.as_array`): the backend's
     own (loss sum, correct, samples) when no metric needs the logits (a GPU keeps those sums on the device),
     else each batch's logits added up on the host."""
