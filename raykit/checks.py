@@ -46,6 +46,7 @@ INPUT_ERRORS = (SpecError, DataError, CheckpointError)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 RESUME_PREFIX = "checkpoint_epoch="  # raykit.ray.worker.CHECKPOINT_PREFIX: the directories a resume reads
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints
+RUN_SPEC_FILE = "spec.yaml"  # raykit.run.SPEC_FILE (not imported: raykit.run imports this module, via inference)
 _MAX_SAFETENSORS_HEADER = 100 * 2**20  # the safetensors format's own limit on its JSON header
 
 
@@ -256,11 +257,9 @@ def resume_problems(run_dir: str) -> Problems:
     """What would stop the run in ``run_dir`` from being continued under its name: its ``spec.yaml`` or
     Ray's checkpoint record unreadable, or checkpoints none of which checks (the worker falls back from a
     damaged latest checkpoint to the newest earlier one that verifies; none means it cannot resume)."""
-    from raykit.run import SPEC_FILE
-
     problems: Problems = []
     try:
-        spec_path = storage.join(run_dir, SPEC_FILE)
+        spec_path = storage.join(run_dir, RUN_SPEC_FILE)
         if storage.exists(spec_path) and not isinstance(yaml_load(_read_text(spec_path)), dict):
             raise _problem(spec_path, "not a YAML mapping", "the spec.yaml raykit wrote")
         snapshot = storage.join(run_dir, RAY_SNAPSHOT)
