@@ -26,7 +26,7 @@ import numpy as np
 from raykit import faults
 from raykit.backends import load_backend
 from raykit.backends.base import Backend
-from raykit.data import DataInfo, Splits, iter_split, plan_data, to_float, worker_data
+from raykit.data import DataInfo, Splits, plan_data, to_float, worker_data
 from raykit.data.order import batch_indices, epoch_order, shard_rows
 from raykit.history import Progress, epoch_bar, epoch_line, history_csv
 from raykit.schedules import frozen_at_epoch
@@ -51,7 +51,7 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
         backend = load_backend(spec.framework)(spec, session)
         backend.seed(spec.train.seed)  # the same on every rank: the same initial weights
     with watch.phase("data_s"):
-        info, splits = worker_data(spec.data, session.streams, session.data_info)
+        info, splits = worker_data(spec.data, session.streams, session.data_info, session.splits)
         info = _with_classes(spec, info, splits)
     with watch.phase("model_build_s"):
         backend.build(info, optimizer_steps_per_epoch(info.sizes["train"], spec, session.world_size))
@@ -253,33 +253,37 @@ def optimizer_steps_per_epoch(num_train: int, spec: RunSpec, world_size: int) ->
 # A finished checkpoint: evaluation, prediction, the predictor of batch inference
 
 
-def evaluate_checkpoint(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False) -> dict:
-    """Loss and accuracy of a checkpoint's model on one split of ``spec.data`` (single process; the split
-    is read a chunk at a time, so it need not fit in memory)."""
+def evaluate_checkpoint(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False,
+                        data=None) -> dict:
+    """Loss and accuracy of a checkpoint's model on one split of ``spec.data``, or of ``data`` (see
+    :func:`_split_logits`) (single process; the split is read a chunk at a time, so it need not fit in
+    memory)."""
     totals = np.zeros(3)
-    for truth, logits in _split_logits(spec, checkpoint_dir, split, use_gpu):
+    for truth, logits in _split_logits(spec, checkpoint_dir, split, use_gpu, data):
         totals += [cross_entropy_sum(logits, truth), np.sum(logits.argmax(1) == truth), len(truth)]
     return {f"{split}_loss": float(totals[0] / totals[2]), f"{split}_acc": float(totals[1] / totals[2]),
             f"{split}_samples": int(totals[2])}
 
 
-def predict_split(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False
+def predict_split(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False, data=None
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(true labels, predicted labels) of a checkpoint's model on one split of ``spec.data``."""
+    """(true labels, predicted labels) of a checkpoint's model on one split of ``spec.data`` (or ``data``)."""
     truth, predictions = [], []
-    for labels, logits in _split_logits(spec, checkpoint_dir, split, use_gpu):
+    for labels, logits in _split_logits(spec, checkpoint_dir, split, use_gpu, data):
         truth.append(labels)
         predictions.append(logits.argmax(1))
     return np.concatenate(truth), np.concatenate(predictions)
 
 
-def _split_logits(spec: RunSpec, checkpoint_dir: str, split: str, use_gpu: bool):
-    """(labels, logits) batches of a checkpoint's model over one split."""
-    plan = plan_data(spec.data)
+def _split_logits(spec: RunSpec, checkpoint_dir: str, split: str, use_gpu: bool, data=None):
+    """(labels, logits) batches of a checkpoint's model over one split of ``data``: anything with an ``info``
+    (:class:`~raykit.data.DataInfo`) and ``batches(split, size)`` of ``(x, y)``, such as a data plan or data
+    given from Python as Ray holds it; default: ``spec.data``'s plan."""
+    data = data or plan_data(spec.data)
     backend = load_backend(spec.framework)
-    num_classes = spec.model.num_classes or plan.info.num_classes
-    model = backend.inference_model(spec, checkpoint_dir, plan.info.input_shape, num_classes, use_gpu)
-    for x, y in iter_split(plan, split, EVAL_BATCH):
+    num_classes = spec.model.num_classes or data.info.num_classes
+    model = backend.inference_model(spec, checkpoint_dir, data.info.input_shape, num_classes, use_gpu)
+    for x, y in data.batches(split, EVAL_BATCH):
         yield y, np.asarray(backend.logits(model, to_float(x)), np.float64)
 
 
