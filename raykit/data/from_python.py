@@ -126,22 +126,24 @@ def checked_mapping(value: Any, where: str) -> dict:
     kinds = {name: NUMPY if isinstance(item, Arrays) else RAY_DATA for name, item in given.items()}
     if len(set(kinds.values())) > 1:
         listed = ", ".join(f"{name} {kind}" for name, kind in kinds.items())
-        raise DataError(f"{where}: mixes kinds ({listed}); accepted: every split of one kind (convert with "
-                        "ray.data.from_numpy, or ds.to_numpy_refs())")
+        raise DataError(f"{where}: mixes kinds ({listed}); accepted: every split of one kind (arrays become a "
+                        "Ray Dataset with ray.data.from_items or from_numpy)")
     return given
 
 
-def _is_dataset(value: Any) -> bool:
-    """A ``ray.data.Dataset`` (known without importing Ray: whoever made one imported it) or an (x, y) pair."""
+def _is_ray_dataset(value: Any) -> bool:
+    """A ``ray.data.Dataset``, known without importing Ray (whoever made one has imported it)."""
     ray_data = sys.modules.get("ray.data")
-    if ray_data is not None and isinstance(value, ray_data.Dataset):
-        return True
-    return isinstance(value, tuple) and len(value) == 2
+    return ray_data is not None and isinstance(value, ray_data.Dataset)
+
+
+def _is_dataset(value: Any) -> bool:
+    """One dataset rather than a mapping of them: a Ray Dataset or an (x, y) tuple."""
+    return _is_ray_dataset(value) or (isinstance(value, tuple) and len(value) == 2)
 
 
 def _checked_dataset(value: Any, where: str):
-    ray_data = sys.modules.get("ray.data")
-    if ray_data is not None and isinstance(value, ray_data.Dataset):
+    if _is_ray_dataset(value):
         return value
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return checked_arrays(value[0], value[1], where)
