@@ -12,7 +12,9 @@ import time
 from raykit import checks, failures, interrupts, lock, storage
 from raykit.backends import backend_info
 from raykit.data import DataPlan, plan_data
-from raykit.data.catalog import is_named_dataset
+from raykit.data.catalog import FACTORY_URI, is_from_python, is_named_dataset, refuse_python_data
+from raykit.data.from_python import (FINGERPRINT_FILE, Arrays, GivenPlan, check_fingerprint, given_datasets,
+                                     plan_arrays)
 from raykit.history import history_csv, read_history_csv
 from raykit.losses import FOCAL, loss_problems
 from raykit.metrics import is_scalar_column
@@ -29,8 +31,8 @@ _RESUMABLE_CHANGES = {"name", "storage", "train.epochs", "scaling"}
 TrainResult = Run
 
 
-def train(spec: "RunSpec | dict | str | list | None" = None, overrides=(), *, address: str | None = None,
-          verbose: bool = True) -> TrainResult:
+def train(spec: "RunSpec | dict | str | list | None" = None, overrides=(), *, datasets=None,
+          address: str | None = None, verbose: bool = True) -> TrainResult:
     """Train a model as ``spec`` describes, on Ray Train workers.
 
     Args:
@@ -38,6 +40,18 @@ def train(spec: "RunSpec | dict | str | list | None" = None, overrides=(), *, ad
             list of YAML paths (or dicts) merged left to right (``["base.yaml", "exp.yaml"]``).
         overrides: dotted ``"key=value"`` strings or a ``{key: value}`` dict applied on top, in order
             (``"augment.ops.0.degrees=20"`` indexes a list, ``"augment.ops+={op: hflip}"`` appends).
+        datasets: data from Python instead of the spec's ``data.uri``: ``{"train": ..., "val": ...,
+            "test": ...}`` (train required; a missing val or test is carved out of train by
+            ``data.val_fraction`` / ``data.test_fraction``), or one dataset for training. Each is an
+            ``(x, y)`` pair of NumPy arrays -- images (N, H, W, C) or (N, H, W) as uint8 or floats in [0, 1],
+            or features (N, F); integer labels (N,) -- or a ``ray.data.Dataset`` with an ``image`` (or ``x``)
+            and a ``label`` (or ``y``) column (other names: ``data.image_column`` / ``data.label_column``).
+            Arrays go into Ray's object store once; a Ray Dataset is read into memory when its training
+            split fits ``data.memory_limit_mb``, else streamed in per-worker shards (``data.loader``
+            decides). The run records ``data.uri: python:<fingerprint>`` and the data's fingerprint (columns,
+            dtypes, shapes and rows of each split): resuming the run takes the same datasets again.
+            In a job, name a factory instead: ``data.uri: "py:package.module:function"`` (called here with
+            ``data.kwargs``, returning the same).
         address: Ray address to join; default: the current ``ray.init()``, else ``RAY_ADDRESS``, else a
             new local Ray.
         verbose: print the summary at the end (epoch lines come from the rank-0 worker either way).
@@ -46,23 +60,27 @@ def train(spec: "RunSpec | dict | str | list | None" = None, overrides=(), *, ad
         A :class:`TrainResult`.
 
     Raises:
-        SpecError: the spec is invalid, or its framework is not installed here (raised before Ray is
-            started or any resource is claimed).
+        SpecError: the spec is invalid, its framework is not installed here, or the run exists with other
+            data (raised before Ray is started or any resource is claimed).
+        DataError: the data cannot be used as given (wrong types, unknown split, x and y of different
+            lengths, labels that are not integer class indices, a ``py:`` factory that cannot be imported or
+            returns something else); raised before any resource is claimed.
 
     Example::
 
         import raykit
         result = raykit.train("jobs/configs/digits_cnn_torch.yaml", ["train.epochs=5"])
         print(result.test_accuracy, result.best_checkpoint)
+
+        result = raykit.train(None, {"model.name": "mlp"}, datasets={"train": (x, y), "test": (x_test, y_test)})
     """
     started, watch = time.perf_counter(), Stopwatch()
     with watch.phase("spec_and_plan_s"):
-        run_spec = resolve(load_spec(spec, overrides))
+        run_spec = resolve(load_spec(spec, overrides, data_from_python=datasets is not None))
         require_installed(run_spec)  # the framework's packages, located (not imported) before Ray starts
         run_dir = storage.join(run_spec.storage, run_spec.name)
         checks.run_inputs(run_spec, run_dir)  # storage, the run's own files, starting weights: before Ray
-        _check_continuation(run_spec, run_dir)
-        plan = plan_data(run_spec.data, run_spec.model.num_classes)  # bad data fails here, before Ray starts
+        run_spec, plan = _data_plan(run_spec, datasets, run_dir)  # bad data fails here, before Ray starts
         _check_against_data(run_spec, plan)
     if verbose:
         print(describe_plan(plan), flush=True)
@@ -78,11 +96,12 @@ def _train_on_ray(run_spec: RunSpec, run_dir: str, plan: DataPlan, address: str 
 
         cluster.connect(address)
         cluster.check_fits(run_spec, streamed=plan.loader == "stream")
+        held = _hold(plan, run_spec, run_dir)
     storage.write_text(storage.join(run_dir, SPEC_FILE), run_spec.to_yaml())
     fit_started_at = time.time()
     with watch.phase("fit_s"):
         try:
-            outcome = trainer.fit(run_spec, run_dir, plan)
+            outcome = trainer.fit(run_spec, run_dir, None if held else plan, given=held)
         except Exception as error:
             explained = failures.explain(error, run_spec.name, run_dir)  # a full disk, a worker out of memory
             if explained is None:
@@ -91,7 +110,7 @@ def _train_on_ray(run_spec: RunSpec, run_dir: str, plan: DataPlan, address: str 
     fit_ended_at = time.time()
     worker_return = outcome.worker_return or {}
     history = worker_return.get("history") or _read_history(run_dir)
-    test_metrics = _test_metrics(run_spec, outcome, watch)
+    test_metrics = _test_metrics(run_spec, outcome, watch, held)
     result = TrainResult(spec=run_spec, run_dir=run_dir, metrics=outcome.metrics or (history[-1] if history else {}),
                          test_metrics=test_metrics, best_checkpoint=outcome.best_checkpoint,
                          best_metrics=outcome.best_metrics, history=history, data=_data_record(plan))
@@ -117,10 +136,52 @@ def _check_against_data(spec: RunSpec, plan: DataPlan) -> None:
         raise SpecError(problems)
 
 
-def _test_metrics(spec: RunSpec, outcome, watch: Stopwatch) -> dict:
+def _data_plan(spec: RunSpec, datasets, run_dir: str, continued: bool = True) -> tuple[RunSpec, "DataPlan | GivenPlan"]:
+    """The plan of the run's data: the spec's, or data given from Python (``datasets``, or a ``py:`` factory
+    called here), then with the spec recording where it came from. A run in ``run_dir`` continues only
+    with the same spec (when ``continued``) and, fed from Python, on data with the same fingerprint."""
+    given = given_datasets(datasets, spec.data)
+    if given is None:
+        if continued:
+            _check_continuation(spec, run_dir)  # cheap: before listing the data
+        return spec, plan_data(spec.data, spec.model.num_classes)
+    plan = _plan_given(given, spec)
+    path = storage.join(run_dir, FINGERPRINT_FILE)
+    check_fingerprint(storage.read_text(path) if storage.exists(path) else None, plan.fingerprint, run_dir,
+                      "data.uri" if spec.data.uri.startswith(FACTORY_URI) else "datasets")
+    spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, uri=plan.uri))
+    if continued:
+        _check_continuation(spec, run_dir)
+    return spec, plan
+
+
+def _plan_given(given: dict, spec: RunSpec) -> GivenPlan:
+    """The plan of data given from Python: NumPy arrays here, Ray Datasets by :mod:`raykit.ray.given`
+    (classes: ``model.num_classes``, else from the labels)."""
+    factory = spec.data.uri if spec.data.uri.startswith(FACTORY_URI) else None
+    if isinstance(given["train"], Arrays):
+        return plan_arrays(given, spec.data, spec.model.num_classes, factory)
+    from raykit.ray.given import plan_datasets  # Ray is imported already: the user made a Ray Dataset
+
+    return plan_datasets(given, spec, factory)
+
+
+def _hold(plan, spec: RunSpec, run_dir: str):
+    """Data given from Python handed to Ray (:func:`raykit.ray.given.hold`), its fingerprint written
+    beside the spec; None for the spec's own data."""
+    if not isinstance(plan, GivenPlan):
+        return None
+    from raykit.ray.given import hold
+
+    storage.write_text(storage.join(run_dir, FINGERPRINT_FILE), json.dumps(plan.fingerprint, indent=1))
+    return hold(plan, spec)
+
+
+def _test_metrics(spec: RunSpec, outcome, watch: Stopwatch, given=None) -> dict:
     """The test metrics of the run's best checkpoint: rank 0's, computed as training ended, when rank 0
     evaluated that same checkpoint; otherwise (a resume of a run from before raykit recorded its
-    checkpoints, a damaged checkpoint replaced) a Ray task evaluates it."""
+    checkpoints, a damaged checkpoint replaced) a Ray task evaluates it (on the data ``given`` from
+    Python, if any)."""
     if not outcome.best_checkpoint:
         return {}
     evaluated = dict((outcome.worker_return or {}).get("test_metrics") or {})
@@ -129,7 +190,7 @@ def _test_metrics(spec: RunSpec, outcome, watch: Stopwatch) -> dict:
     from raykit.ray import remote
 
     with watch.phase("evaluation_task_s"):
-        return remote.evaluate(spec, outcome.best_checkpoint, "test")
+        return remote.evaluate(spec, outcome.best_checkpoint, "test", given)
 
 
 def resolve(spec: RunSpec) -> RunSpec:
@@ -142,24 +203,25 @@ def resolve(spec: RunSpec) -> RunSpec:
 def _absolute_data(data):
     """Workers and trials run in other directories: relative data paths become absolute, like storage."""
     located = {key: storage.resolve_storage(value) for key in ("uri", "train_uri", "val_uri", "test_uri")
-               if (value := getattr(data, key)) and not (key == "uri" and is_named_dataset(value))}
+               if (value := getattr(data, key)) and not (key == "uri" and (is_named_dataset(value)
+                                                                           or is_from_python(value)))}
     return dataclasses.replace(data, **located)
 
 
-def describe_plan(plan: DataPlan) -> str:
+def describe_plan(plan: "DataPlan | GivenPlan") -> str:
     """One line on the data: source, sizes, input shape, classes and how it is loaded; and a second line on
-    where a named dataset came from (its official release or a re-encoding of it)."""
+    where a named dataset came from (its official release or a re-encoding of it), or data from Python."""
     sizes = ", ".join(f"{name} {count}" for name, count in plan.info.sizes.items())
     mb = plan.decoded_bytes / 2**20
-    line = (f"data: {plan.splits['train'].source.uri} ({plan.splits['train'].source.format}): {sizes}; images "
+    line = (f"data: {plan.origin}: {sizes}; images "
             f"{'x'.join(map(str, plan.info.input_shape))}, {plan.info.num_classes} classes; {plan.loader} "
             f"(training split {mb:,.1f} MB decoded)")
     return line + (f"\ndata source: {plan.info.description}" if plan.info.description else "")
 
 
-def _data_record(plan: DataPlan) -> dict:
+def _data_record(plan: "DataPlan | GivenPlan") -> dict:
     """What a run trained on, for its ``result.json``."""
-    return {"uri": plan.splits["train"].source.uri, "source": plan.info.description, "sizes": plan.info.sizes}
+    return {"uri": plan.uri, "source": plan.info.description, "sizes": plan.info.sizes}
 
 
 def _generated_name(spec: RunSpec) -> str:
@@ -236,7 +298,7 @@ def _write_result_json(result: TrainResult) -> None:
 
 
 def tune(spec: "RunSpec | dict | str | list | None" = None, search_space: dict | None = None, overrides=(), *,
-         address: str | None = None, verbose: bool = True):
+         datasets=None, address: str | None = None, verbose: bool = True):
     """Sweep hyperparameters over the spec with Ray Tune; every trial runs the same worker code as
     :func:`train`.
 
@@ -246,6 +308,8 @@ def tune(spec: "RunSpec | dict | str | list | None" = None, search_space: dict |
         search_space: dotted spec paths to distributions (see :mod:`raykit.tuning`); replaces
             ``tune.search_space`` when given.
         overrides: dotted ``"key=value"`` strings or a mapping, as for :func:`train`.
+        datasets: data from Python, as for :func:`train` (held once for every trial; a resumed sweep takes
+            the same datasets again).
 
     Raises:
         SpecError: as :func:`train`, before Ray starts: an invalid spec or search space, a framework not
@@ -269,11 +333,12 @@ def tune(spec: "RunSpec | dict | str | list | None" = None, search_space: dict |
 
     if search_space is not None:
         overrides = [*_as_list(overrides), {"tune.search_space": search_space}]
-    sweep_spec = _resolve_sweep(load_spec(spec, _as_list(overrides)))
+    sweep_spec = _resolve_sweep(load_spec(spec, _as_list(overrides), data_from_python=datasets is not None))
     require_installed(sweep_spec)
     sweep_dir = storage.join(sweep_spec.storage, sweep_spec.name)
     checks.run_inputs(sweep_spec, sweep_dir, resume=False)  # a sweep's resume is Tune's experiment state
-    plan = plan_data(sweep_spec.data, sweep_spec.model.num_classes)  # bad data fails before Ray starts
+    # Bad data fails before Ray starts; a sweep resumes through Tune's own state, not the spec check.
+    sweep_spec, plan = _data_plan(sweep_spec, datasets, sweep_dir, continued=False)
     _check_against_data(shared_trial_spec(sweep_spec), plan)  # as raykit.train does, for every trial at once
     if plan.loader == "stream" and sweep_spec.tune.inline_single_worker:
         # Inline trials load data into memory; streamed data needs the Train workers' dataset shards.
@@ -291,8 +356,9 @@ def _sweep_on_ray(sweep_spec: RunSpec, sweep_dir: str, plan: DataPlan, address: 
 
     cluster.connect(address)
     cluster.check_fits(sweep_spec, streamed=plan.loader == "stream")
+    held = _hold(plan, sweep_spec, sweep_dir)
     storage.write_text(storage.join(sweep_dir, SPEC_FILE), sweep_spec.to_yaml())
-    result = run_sweep(sweep_spec, sweep_dir)
+    result = run_sweep(sweep_spec, sweep_dir, given=held)
     storage.write_text(storage.join(sweep_dir, "trials.csv"), trials_csv(result))
     storage.write_bytes(storage.join(sweep_dir, "sweep.png"),
                         sweep_plot_png(result, sweep_spec.tune.search_space, f"sweep {sweep_spec.name}"))
@@ -317,15 +383,17 @@ def _resolve_sweep(spec: RunSpec) -> RunSpec:
                                data=_absolute_data(spec.data))
 
 
-def evaluate(checkpoint: str, split: str = "test", overrides=(), *, out_dir: str | None = None,
+def evaluate(checkpoint: str, split: str = "test", overrides=(), *, datasets=None, out_dir: str | None = None,
              address: str | None = None, verbose: bool = True) -> dict:
     """Evaluate a raykit checkpoint (path or URI) on one split of its data.
 
     The checkpoint's own spec says how to build the model and load the data; ``overrides`` (e.g.
-    ``data.*``) may change the data. Writes ``evaluation-<split>.json`` (accuracy, per-class precision,
-    recall, F1, support, confusion matrix, and ``metrics``: the split's loss, accuracy and the spec's
-    ``train.metrics``, named as the run's test metrics, e.g. ``test_top5_acc``) and ``confusion-<split>.png``
-    to ``out_dir`` (default: the run directory's ``evaluation/``). Returns the report.
+    ``data.*``) may change the data. A run fed from Python is evaluated on ``datasets`` (as for
+    :func:`train`; split the same way); a ``py:`` factory is called again. Writes ``evaluation-<split>.json``
+    (accuracy, per-class precision, recall, F1, support, confusion matrix, and ``metrics``: the split's loss,
+    accuracy and the spec's ``train.metrics``, named as the run's test metrics, e.g. ``test_top5_acc``) and
+    ``confusion-<split>.png`` to ``out_dir`` (default: the run directory's ``evaluation/``). Returns the
+    report.
     """
     from raykit.evaluation import classification_report
     from raykit.plots import confusion_png
@@ -334,12 +402,25 @@ def evaluate(checkpoint: str, split: str = "test", overrides=(), *, out_dir: str
         raise SpecError([("--split", f"got {split!r}; accepted: train, val, test")])
     from raykit.checks import checkpoint_manifest
 
-    spec = load_trained_spec(checkpoint_manifest(checkpoint)["spec"], _as_list(overrides))
+    manifest = checkpoint_manifest(checkpoint)
+    spec = load_trained_spec(manifest["spec"], _as_list(overrides))
+    given = given_datasets(datasets, spec.data)
+    if given is None:
+        refuse_python_data(spec.data.uri)  # a run fed from Python, evaluated without its data: say so now
+    plan = None
+    if given:  # the model's classes, not those the labels given now happen to reach
+        classes = spec.model.num_classes or manifest.get("state", {}).get("num_classes")
+        plan = _plan_given(given, dataclasses.replace(spec, model=dataclasses.replace(spec.model, num_classes=classes)))
 
     from raykit.ray import cluster, remote
 
     cluster.connect(address)
-    metrics, labels, predictions = remote.evaluate_split(spec, checkpoint, split)
+    held = None
+    if plan is not None:
+        from raykit.ray.given import hold
+
+        held = hold(plan, spec)
+    metrics, labels, predictions = remote.evaluate_split(spec, checkpoint, split, held)
     classes = spec.model.num_classes or int(max(labels.max(), predictions.max())) + 1
     report = {"checkpoint": checkpoint, "split": split, **classification_report(labels, predictions, classes),
               "metrics": metrics}

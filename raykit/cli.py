@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(tune)
     evaluate = commands.add_parser(
         "evaluate", help="evaluate a checkpoint: accuracy, per-class precision/recall, confusion matrix PNG",
-        description="Evaluate a raykit checkpoint on a split of its data (the checkpoint's own spec says how).",
+        description="Evaluate a raykit checkpoint on a split of its data (the checkpoint's own spec says how). A "
+                    "data.uri 'py:' factory is called again; a run fed datasets from Python (data.uri 'python:...') "
+                    "is evaluated from Python: raykit.evaluate(checkpoint, datasets=...).",
         epilog="examples:\n  raykit evaluate runs/<run>/checkpoint_epoch=0015 --split test\n"
                "  raykit evaluate s3://bucket/runs/<run>/checkpoint_epoch=0015 --out eval/",
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -27,7 +27,7 @@ import numpy as np
 from raykit import faults
 from raykit.backends import load_backend
 from raykit.backends.base import Backend
-from raykit.data import DataInfo, Splits, iter_split, plan_data, to_float, worker_data
+from raykit.data import DataInfo, Splits, plan_data, to_float, worker_data
 from raykit.data.order import batch_indices, epoch_order, shard_rows
 from raykit.history import Progress, epoch_bar, epoch_line, history_csv
 from raykit.metrics import EvalStats
@@ -53,7 +53,7 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
         backend = load_backend(spec.framework)(spec, session)
         backend.seed(spec.train.seed)  # the same on every rank: the same initial weights
     with watch.phase("data_s"):
-        info, splits = worker_data(spec.data, session.streams, session.data_info)
+        info, splits = worker_data(spec.data, session.streams, session.data_info, session.splits)
         info = _with_classes(spec, info, splits)
     with watch.phase("model_build_s"):
         backend.build(info, optimizer_steps_per_epoch(info.sizes["train"], spec, session.world_size))
@@ -269,31 +269,35 @@ def _evaluation_sums(backend: Backend, batches: Iterable, template: EvalStats) -
 # A finished checkpoint: evaluation, prediction, the predictor of batch inference
 
 
-def evaluate_checkpoint(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False) -> dict:
+def evaluate_checkpoint(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False,
+                        data=None) -> dict:
     """Loss (``train.loss`` on the hard labels), accuracy and the ``train.metrics`` of a checkpoint's model on
-    one split of ``spec.data`` (single process; the split is read a chunk at a time, so it need not fit in
-    memory): ``{<split>_loss, <split>_acc, <split>_top5_acc, ..., <split>_samples}``."""
-    return evaluate_split(spec, checkpoint_dir, split, use_gpu)[0]
+    one split of ``spec.data``, or of ``data`` (see :func:`evaluate_split`) (single process; the split is read
+    a chunk at a time, so it need not fit in memory): ``{<split>_loss, <split>_acc, <split>_top5_acc, ...,
+    <split>_samples}``."""
+    return evaluate_split(spec, checkpoint_dir, split, use_gpu, data)[0]
 
 
-def predict_split(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False
+def predict_split(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False, data=None
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(true labels, predicted labels) of a checkpoint's model on one split of ``spec.data``."""
-    _, truth, predictions = evaluate_split(spec, checkpoint_dir, split, use_gpu)
+    """(true labels, predicted labels) of a checkpoint's model on one split of ``spec.data`` (or ``data``)."""
+    _, truth, predictions = evaluate_split(spec, checkpoint_dir, split, use_gpu, data)
     return truth, predictions
 
 
-def evaluate_split(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False
+def evaluate_split(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_gpu: bool = False, data=None
                    ) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(:func:`evaluate_checkpoint`'s metrics, true labels, predicted labels) in one pass over the split."""
-    plan = plan_data(spec.data)
+    """(:func:`evaluate_checkpoint`'s metrics, true labels, predicted labels) in one pass over one split of
+    ``data``: anything with an ``info`` (:class:`~raykit.data.DataInfo`) and ``batches(split, size)`` of
+    ``(x, y)``, such as a data plan or data given from Python as Ray holds it; default: ``spec.data``'s plan."""
+    data = data or plan_data(spec.data)
     backend = load_backend(spec.framework)
-    num_classes = spec.model.num_classes or plan.info.num_classes
-    model = backend.inference_model(spec, checkpoint_dir, plan.info.input_shape, num_classes, use_gpu)
+    num_classes = spec.model.num_classes or data.info.num_classes
+    model = backend.inference_model(spec, checkpoint_dir, data.info.input_shape, num_classes, use_gpu)
     loss_sum = backend.evaluation_loss(spec, num_classes)
-    stats = EvalStats(num_classes, spec.train.metrics, plan.info.class_names)
+    stats = EvalStats(num_classes, spec.train.metrics, data.info.class_names)
     truth, predictions = [], []
-    for x, y in iter_split(plan, split, EVAL_BATCH):
+    for x, y in data.batches(split, EVAL_BATCH):
         logits = np.asarray(backend.logits(model, to_float(x)), np.float64)
         stats.add(loss_sum(logits, y), logits, y)
         truth.append(y)

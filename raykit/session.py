@@ -38,6 +38,8 @@ class WorkerSession:
         streams: streamed data (Ray Data): split name -> a callable returning one epoch of this rank's
             ``{"x", "y"}`` NumPy batches; None when the loop loads ``spec.data`` into memory itself.
         data_info: input shape, classes and split sizes of streamed data (the driver's plan).
+        splits: data held in memory that the driver handed in (datasets given from Python, read from Ray's
+            object store), or None when the loop reads ``spec.data`` itself.
         progress_bar: ``progress_bar(total, description)`` -> a bar with ``update(n)``,
             ``set_description(text)`` and ``close()`` (rank 0 with a terminal); None for no bar.
     """
@@ -52,6 +54,7 @@ class WorkerSession:
     prepare_model: Callable[[Any], Any] = field(default=_identity)
     streams: dict[str, Callable[[], Iterable[dict]]] | None = None
     data_info: Any = None
+    splits: Any = None
     progress_bar: Callable[[int, str], Any] | None = None
 
     @property

@@ -60,3 +60,23 @@ def write_parquet(uri: str, x: np.ndarray, y: np.ndarray, *, layout: str = "png"
         pq.write_table(table, buffer, row_group_size=rows_per_group)
         _put(f"{uri}/part-{part}.parquet", buffer.getvalue())
     return uri
+
+
+def digits_splits(rows: int | None = None, as_ray: bool = False, columns: tuple[str, str] = ("image", "label")) -> dict:
+    """A ``data.uri: py:tests.data_factory:digits_splits`` factory: the embedded digits as uint8 pixels (8, 8),
+    split in order into train / val / test (70/15/15; the first ``rows`` rows only, if given), each an (x, y)
+    NumPy pair, or with ``as_ray`` a Ray Dataset of ``columns`` rows (from_items)."""
+    from raykit.data import digits
+
+    x, y = digits.load()
+    x, y = (x[..., 0] * 255).round().astype(np.uint8)[:rows], y[:rows]
+    cut = [int(len(y) * 0.7), int(len(y) * 0.85)]
+    parts = dict(zip(("train", "val", "test"), zip(np.split(x, cut), np.split(y, cut))))
+    if not as_ray:
+        return parts
+    import ray.data
+
+    image, label = columns
+    return {name: ray.data.from_items([{image: row, label: int(target)} for row, target in zip(*pair)],
+                                      override_num_blocks=2)  # not ~200 blocks of a few rows: a task each
+            for name, pair in parts.items()}

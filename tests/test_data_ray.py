@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import raykit
-from raykit.data import plan_data
+from raykit.data import plan_data, stratified_split
 from raykit.data.convert import convert
 from raykit.engine import fit
 from raykit.session import WorkerSession
@@ -104,6 +104,73 @@ def test_a_streamed_tf_run_trains_with_two_workers(ray_address, storage, tmp_pat
     # Keras's batch-norm statistics lag in the first epochs (in memory too: 0.21, 0.19, 0.86 measured).
     assert result.history[-1]["train_acc"] > 0.9 and result.history[-1]["val_acc"] > 0.6
     assert result.test_metrics["test_samples"] == 269
+
+
+# --- data given from Python: NumPy arrays, Ray Datasets, py: factories --------------------------------------
+
+
+def test_numpy_arrays_from_python_train_and_rank_zero_evaluates_them(ray_address, storage, monkeypatch):
+    evaluated_on_rank_zero(monkeypatch)  # the test split given from Python reached rank 0
+    parts = make.digits_splits()
+    result = raykit.train(None, {"storage": storage, "name": "from-numpy", "train.epochs": 1, "model.name": "mlp",
+                                 "scaling.num_workers": 1}, datasets=parts)
+    assert [m["epoch"] for m in result.history] == [1] and result.history[0]["val_acc"] > 0.5
+    assert result.test_metrics["test_samples"] == 270 and result.test_accuracy > 0.5
+    assert result.data["sizes"] == {"train": 1257, "val": 270, "test": 270}
+    recorded = load_spec(str(Path(result.run_dir) / "spec.yaml")).data.uri
+    assert recorded == result.data["uri"] and recorded.startswith("python:")
+    fingerprint = json.loads((Path(result.run_dir) / "data-fingerprint.json").read_text())
+    assert fingerprint["train"] == {"kind": "NumPy arrays", "rows": 1257, "columns": {"x": "uint8[8, 8]", "y": "int64[]"}}
+    with pytest.raises(raykit.SpecError, match="train rows 1257 before, 1000 now"):  # refused before Ray: no run
+        raykit.train(None, {"storage": storage, "name": "from-numpy", "train.epochs": 2, "model.name": "mlp",
+                            "scaling.num_workers": 1}, datasets={**parts, "train": tuple(a[:1000] for a in parts["train"])})
+
+
+def test_a_py_factory_of_ray_datasets_streams_to_two_workers_and_evaluates_again(ray_address, storage, monkeypatch,
+                                                                                 tmp_path):
+    evaluated_on_rank_zero(monkeypatch)
+    spec = {"storage": storage, "name": "from-factory", "train.epochs": 1, "model.name": "mlp",
+            "data.uri": "py:tests.data_factory:digits_splits", "data.kwargs": {"as_ray": True},
+            **STREAMED, "data.loader": "stream"}
+    result = raykit.train(None, spec)
+    assert [m["epoch"] for m in result.history] == [1] and result.history[0]["val_acc"] > 0.3
+    assert result.data["uri"] == "py:tests.data_factory:digits_splits"
+    assert result.test_metrics["test_samples"] == 270  # rank 0 read the whole test Dataset
+    # `raykit evaluate` calls the factory again (a Ray task reads its test Dataset)
+    report = raykit.evaluate(result.best_checkpoint, out_dir=str(tmp_path / "evaluation"), verbose=False)
+    assert report["samples"] == 270 and report["accuracy"] == pytest.approx(result.test_accuracy)
+    with pytest.raises(raykit.SpecError, match=r"data.uri: .*train rows 1257 before, 700 now"):
+        raykit.train(None, {**spec, "data.kwargs": {"as_ray": True, "rows": 1000}})
+
+
+def test_ray_datasets_are_planned_from_one_row_and_the_row_count(ray_address):
+    import ray.data
+
+    from raykit.data import DataError
+    from raykit.data.from_python import given_datasets
+    from raykit.ray.given import plan_datasets
+
+    parts = make.digits_splits(rows=200, as_ray=True, columns=("x", "y"))
+    spec = load_spec(None)
+    plan = plan_datasets({"train": parts["train"], "val": parts["val"]}, spec)  # small: held in memory
+    assert plan.loader == "memory" and plan.info.input_shape == (8, 8, 1) and plan.arrays.train.x.dtype == np.uint8
+    carved = stratified_split(make.digits_splits(rows=200)["train"][1], 0.0, 0.15, seed=0)  # out of train's 140
+    assert plan.info.sizes == {"train": len(carved[0]), "val": 30, "test": len(carved[2])}
+    assert plan.fingerprint["train"] == {"kind": "ray.data.Dataset", "rows": 140,
+                                         "columns": {"x": "uint8[8, 8]", "y": "int64[]"}}
+    assert plan_datasets({"train": parts["train"], "val": parts["val"]}, spec).uri == plan.uri  # same split again
+    streamed = load_spec(None, {"data.loader": "stream"}, data_from_python=True)
+    with pytest.raises(DataError, match="no 'test' for streamed Ray Datasets"):
+        plan_datasets({"train": parts["train"], "val": parts["val"]}, streamed)
+    assert plan_datasets(parts, streamed).info.num_classes == 10  # from one read of the label column
+    x, y = make.digits_splits(rows=50)["train"]
+    with pytest.raises(DataError, match=r"no column 'image' \(data.image_column\) or 'x'; its columns: data"):
+        plan_datasets({"train": ray.data.from_numpy(x)}, spec)
+    with pytest.raises(DataError, match=r"datasets: mixes kinds \(train ray.data.Dataset, val NumPy arrays\)"):
+        given_datasets({"train": parts["train"], "val": (x, y)}, spec.data)
+    floats = ray.data.from_items([{"image": image, "label": float(label)} for image, label in zip(x, y)])
+    with pytest.raises(DataError, match="column 'label': labels of dtype float64"):
+        plan_datasets({"train": floats}, spec)
 
 
 # --- S3-compatible storage: a moto server on 127.0.0.1, the bytes cross HTTP --------------------------------

@@ -13,10 +13,11 @@ __all__ = ["DataError", "DataInfo", "DataPlan", "Split", "Splits", "iter_split",
            "splits_of", "stratified_split", "to_float", "worker_data"]
 
 
-def worker_data(data_spec, streams, data_info) -> tuple[DataInfo, Splits | None]:
-    """What a training loop trains on: streamed data's info (and no splits), or splits read into memory."""
+def worker_data(data_spec, streams, data_info, held: Splits | None = None) -> tuple[DataInfo, Splits | None]:
+    """What a training loop trains on: streamed data's info (and no splits), the splits the driver ``held``
+    in memory for it (data given from Python), or ``data_spec``'s splits read into memory."""
     if streams:
         return data_info, None
-    splits = load_splits(data_spec, as_stored=True)  # backends scale uint8 pixels on their device
+    splits = held or load_splits(data_spec, as_stored=True)  # backends scale uint8 pixels on their device
     sizes = {name: len(splits.get(name)) for name in ("train", "val", "test")}
     return DataInfo(splits.input_shape, splits.num_classes, sizes), splits

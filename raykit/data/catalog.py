@@ -78,6 +78,30 @@ def is_named_dataset(uri: str | None) -> bool:
     return uri in NAMED_DATASETS
 
 
+# data.uri of data given from Python (raykit.data.from_python): no location either.
+PYTHON_URI = "python:"  # a run fed datasets from Python records python:<fingerprint hash>
+FACTORY_URI = "py:"  # a factory: py:package.module:function
+
+
+def is_from_python(uri: str | None) -> bool:
+    """Whether ``data.uri`` says the data comes from Python (a ``py:`` factory, or ``python:`` datasets)."""
+    return isinstance(uri, str) and uri.startswith((PYTHON_URI, FACTORY_URI))
+
+
+def refuse_python_data(uri: str) -> None:
+    """A DataError for a ``data.uri`` of data from Python (``python:`` or ``py:``): whoever is given such data
+    (raykit.train, tune, evaluate) plans it; it is never read from the spec alone."""
+    if uri.startswith(PYTHON_URI):
+        raise DataError(f"data.uri: got {uri!r}, the record of datasets passed from Python (raykit.train(spec, "
+                        "datasets=...)), of which raykit keeps no copy; accepted: the same datasets passed again "
+                        "(raykit.train, raykit.tune or raykit.evaluate with datasets=...), or data.uri set to "
+                        "stored data (--set data.uri=...)")
+    if uri.startswith(FACTORY_URI):
+        raise DataError(f"data.uri: got the factory {uri!r}, which raykit.train, raykit.tune and raykit.evaluate "
+                        "(and their commands) call; this command reads stored data only; accepted here: data.uri "
+                        "set to stored data (--set data.uri=...)")
+
+
 def data_home() -> str:
     """The local data cache: ``$RAYKIT_DATA_HOME``, else ``~/.cache/raykit/data``."""
     return os.path.abspath(os.path.expanduser(os.environ.get(DATA_HOME_ENV) or DEFAULT_DATA_HOME))

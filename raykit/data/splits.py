@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raykit.data.catalog import resolve_named
+from raykit.data.catalog import refuse_python_data, resolve_named
 from raykit.data.errors import DataError
 from raykit.data.sources import Chunk, ReadOptions, Source, open_source
 from raykit.spec import DataSpec
@@ -99,10 +99,24 @@ class DataPlan:
     loader: str  # "memory" or "stream"
 
     @property
+    def uri(self) -> str:
+        """The training split's source."""
+        return self.splits["train"].source.uri
+
+    @property
+    def origin(self) -> str:
+        """The training split's source and its format, for the run's first line."""
+        return f"{self.uri} ({self.splits['train'].source.format})"
+
+    @property
     def decoded_bytes(self) -> int:
         """Bytes the training split takes decoded as float32 (what an in-memory worker holds on the CPU; on
         a GPU, uint8 pixels stay uint8, a quarter of this)."""
         return self.float32_bytes("train")
+
+    def batches(self, name: str, batch_size: int):
+        """``(x, y)`` batches of split ``name`` (see :func:`iter_split`)."""
+        return iter_split(self, name, batch_size)
 
     def float32_bytes(self, *names: str) -> int:
         """Bytes the splits ``names`` take decoded as float32."""
@@ -139,6 +153,7 @@ def read_options(data: DataSpec) -> ReadOptions:
 def plan_data(data: DataSpec, num_classes: int | None = None) -> DataPlan:
     """List the spec's sources and draw the splits; check labels against ``num_classes`` (None: any). A named
     dataset (``data.uri: cifar10``) reads its cached train and test files (:mod:`raykit.data.catalog`)."""
+    refuse_python_data(data.uri)
     data, named = resolve_named(data)
     options = read_options(data)
     main = open_source(data.train_uri or data.uri, data.format, options)

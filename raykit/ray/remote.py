@@ -19,27 +19,28 @@ def _task_options(spec: RunSpec) -> dict:
     return options
 
 
-def _evaluate(spec_dict: dict, checkpoint: str, split: str) -> dict:
-    return evaluate_stored_checkpoint(load_trained_spec(spec_dict), checkpoint, split)
+def _evaluate(spec_dict: dict, checkpoint: str, split: str, data=None) -> dict:
+    return evaluate_stored_checkpoint(load_trained_spec(spec_dict), checkpoint, split, data)
 
 
-def evaluate(spec: RunSpec, checkpoint: str, split: str = "test") -> dict:
-    """Loss, accuracy and ``train.metrics`` of ``checkpoint`` (path or URI) on ``split``, computed on a Ray
-    worker."""
+def evaluate(spec: RunSpec, checkpoint: str, split: str = "test", data=None) -> dict:
+    """Loss, accuracy and ``train.metrics`` of ``checkpoint`` (path or URI) on ``split`` of ``spec.data`` (or
+    of ``data``, data given from Python as Ray holds it: :class:`raykit.ray.given.GivenData`), computed on a
+    Ray worker."""
     task = ray.remote(_evaluate).options(**_task_options(spec))
-    return ray.get(task.remote(spec.to_dict(), checkpoint, split))
+    return ray.get(task.remote(spec.to_dict(), checkpoint, split, data))
 
 
-def _evaluate_split(spec_dict: dict, checkpoint: str, split: str):
+def _evaluate_split(spec_dict: dict, checkpoint: str, split: str, data=None):
     spec = load_trained_spec(spec_dict)
     from ray.train import Checkpoint
 
     with Checkpoint(checkpoint).as_directory() as directory:
-        return engine.evaluate_split(spec, directory, split, use_gpu=spec.scaling.use_gpu)
+        return engine.evaluate_split(spec, directory, split, use_gpu=spec.scaling.use_gpu, data=data)
 
 
-def evaluate_split(spec: RunSpec, checkpoint: str, split: str = "test"):
-    """(metrics as :func:`evaluate`'s, true labels, predicted labels) of ``checkpoint`` on ``split``, computed
-    on a Ray worker."""
+def evaluate_split(spec: RunSpec, checkpoint: str, split: str = "test", data=None):
+    """(metrics as :func:`evaluate`'s, true labels, predicted labels) of ``checkpoint`` on ``split`` (of
+    ``spec.data``, or ``data`` as for :func:`evaluate`), computed on a Ray worker."""
     task = ray.remote(_evaluate_split).options(**_task_options(spec))
-    return ray.get(task.remote(spec.to_dict(), checkpoint, split))
+    return ray.get(task.remote(spec.to_dict(), checkpoint, split, data))

@@ -74,21 +74,29 @@ def worker_environment(spec: RunSpec) -> dict:
 
 
 def build_trainer(spec: RunSpec, run_dir: str, *, callbacks: list | None = None, resume_from: str | None = None,
-                  plan: DataPlan | None = None, progress_bar: bool = False):
+                  plan: DataPlan | None = None, given=None, progress_bar: bool = False):
     """The framework's DataParallelTrainer running raykit's worker loop.
 
     ``resume_from`` (a checkpoint path or URI) starts the run from that checkpoint's full state when the
     run has none of its own yet (a sweep trial continuing from another trial's checkpoint). ``plan`` is
     the data plan (made here when not given): streamed data goes to the workers as Ray Datasets.
-    ``progress_bar``: rank 0 draws a bar per epoch on the driver's terminal."""
-    plan = plan or plan_data(spec.data, spec.model.num_classes)
+    ``given``: data given from Python as Ray holds it (:class:`raykit.ray.given.GivenData`), instead of
+    the spec's. ``progress_bar``: rank 0 draws a bar per epoch on the driver's terminal."""
     loop_config = {"spec": spec.to_dict(), "run_dir": run_dir, "resume_from": resume_from,
                    "progress_bar": progress_bar}
     config = run_config(spec)
     if callbacks:
         config.callbacks = [*(config.callbacks or []), *callbacks]
     common = dict(train_loop_config=loop_config, scaling_config=scaling_config(spec), run_config=config)
-    if plan.loader == "stream":
+    if given is not None:
+        # A reference to arrays in the object store, or Ray Datasets (rank 0 reads "test" from it): no data copied.
+        loop_config["given"] = given
+        if given.datasets is not None:
+            from raykit.ray import data
+
+            loop_config["data_info"] = data.info_dict(given.info)
+            common["datasets"] = {name: given.datasets[name] for name in data.STREAMED}  # sharded per worker
+    elif (plan := plan or plan_data(spec.data, spec.model.num_classes)).loader == "stream":
         from raykit.ray import data
 
         loop_config["data_info"] = data.info_dict(plan.info)
@@ -142,11 +150,12 @@ def _set_default(name: str, value: str) -> None:
         _set_here.add(name)
 
 
-def fit(spec: RunSpec, run_dir: str, plan: DataPlan | None = None) -> TrainOutcome:
-    """Run training to the end (or raise ``ray.train.TrainingFailedError``)."""
+def fit(spec: RunSpec, run_dir: str, plan: DataPlan | None = None, given=None) -> TrainOutcome:
+    """Run training to the end (or raise ``ray.train.TrainingFailedError``); ``plan`` and ``given`` as for
+    :func:`build_trainer`."""
     set_controller_environment()
     # A bar only where someone watches: not under `ray job logs`, CI, or a pipe.
-    trainer = build_trainer(spec, run_dir, plan=plan, progress_bar=sys.stdout.isatty())
+    trainer = build_trainer(spec, run_dir, plan=plan, given=given, progress_bar=sys.stdout.isatty())
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as exc:

@@ -138,13 +138,14 @@ def concurrency_cap(spec: RunSpec) -> int:
     return min(cap, spec.tune.max_concurrent_trials or cap)
 
 
-def run_sweep(spec: RunSpec, sweep_dir: str) -> SweepResult:
-    """Run (or resume) the sweep ``spec.tune`` describes; files go to ``sweep_dir``."""
+def run_sweep(spec: RunSpec, sweep_dir: str, given=None) -> SweepResult:
+    """Run (or resume) the sweep ``spec.tune`` describes; files go to ``sweep_dir``. ``given``: data from
+    Python as Ray holds it (:class:`raykit.ray.given.GivenData`), for every trial."""
     forwarded = worker_environment(spec).get("env_vars", {})  # as for Train workers
     base, sweep_run = open_sweep_tracking(spec, sweep_dir)  # trials: one MLflow / W&B run each, grouped
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(_trial, base=base.to_dict(), trials_dir=storage.join(sweep_dir, "trials"),
-                                 env=forwarded),
+                                 env=forwarded, given=given),
         trial_resources(spec))
     if ray.tune.Tuner.can_restore(sweep_dir):
         print(f"resuming the sweep in {sweep_dir}: finished trials are kept", flush=True)
@@ -206,7 +207,7 @@ def _run_config(spec: RunSpec) -> ray.tune.RunConfig:
                               failure_config=ray.tune.FailureConfig(max_failures=spec.tune.max_failures))
 
 
-def _trial(config: dict, base: dict, trials_dir: str, env: dict) -> None:
+def _trial(config: dict, base: dict, trials_dir: str, env: dict, given=None) -> None:
     """One trial: validate its spec (a bad combination fails this trial only), then train it."""
     os.environ.update(env)
     trial_id = ray.tune.get_context().get_trial_id()
@@ -217,9 +218,9 @@ def _trial(config: dict, base: dict, trials_dir: str, env: dict) -> None:
     if checkpoint is not None:
         _record_restore(run_dir, checkpoint)
     if _inline(spec):
-        _train_inline(spec, run_dir, checkpoint)
+        _train_inline(spec, run_dir, checkpoint, given)
     else:
-        _train_with_trainer(spec, run_dir, checkpoint)
+        _train_with_trainer(spec, run_dir, checkpoint, given)
 
 
 def _record_restore(run_dir: str, checkpoint) -> None:
@@ -241,11 +242,11 @@ def _report_to_tune(metrics: dict, checkpoint_dir: str | None) -> None:
     ray.tune.report(metrics, checkpoint=checkpoint)
 
 
-def _train_inline(spec: RunSpec, run_dir: str, checkpoint) -> None:
+def _train_inline(spec: RunSpec, run_dir: str, checkpoint, given=None) -> None:
     local = checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None)
     with local as resume_dir:
         session = WorkerSession(use_gpu=spec.scaling.use_gpu, report=_report_to_tune, resume_dir=resume_dir,
-                                run_dir=run_dir)
+                                run_dir=run_dir, splits=given.splits() if given else None)
         engine.fit(spec, session)
 
 
@@ -260,7 +261,7 @@ class _ForwardToTrial(ray.train.UserCallback):
                         checkpoint.filesystem if checkpoint else None))
 
 
-def _train_with_trainer(spec: RunSpec, run_dir: str, checkpoint) -> None:
+def _train_with_trainer(spec: RunSpec, run_dir: str, checkpoint, given=None) -> None:
     """Fit a Train run in a thread while this thread turns its reports into Tune reports. Every (re)start
     is a new Train run continuing from the Tune checkpoint, so a PBT exploit really starts from the
     donor's weights rather than from this trial's own last snapshot."""
@@ -269,7 +270,8 @@ def _train_with_trainer(spec: RunSpec, run_dir: str, checkpoint) -> None:
     resume_from = checkpoint.path if checkpoint else None
     train_spec = dataclasses.replace(spec, name=f"train-{attempt}", storage=run_dir)
     set_controller_environment()
-    trainer = build_trainer(train_spec, run_dir, callbacks=[_ForwardToTrial(queue)], resume_from=resume_from)
+    trainer = build_trainer(train_spec, run_dir, callbacks=[_ForwardToTrial(queue)], resume_from=resume_from,
+                            given=given)
     failure: list[BaseException] = []
 
     def fit() -> None:

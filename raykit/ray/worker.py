@@ -52,7 +52,7 @@ def train_loop_per_worker(config: dict) -> dict:
             run_dir=config["run_dir"],
             prepare_model=model_preparer(backend_info(spec.framework).trainer),
             progress_bar=_progress_bar(config, context.get_world_rank()),
-            **_streamed_data(spec, config),
+            **_data_fields(spec, config),
         )
         result = engine.fit(spec, session)
     # Until the last checkpoint is in storage and registered: what rank 0 evaluates next, and what the run
@@ -60,24 +60,26 @@ def train_loop_per_worker(config: dict) -> dict:
     result["timings"]["epochs_s"] += uploads.finish()
     if context.get_world_rank() == 0:
         evaluation_started = time.perf_counter()
-        result["test_metrics"] = _test_metrics(spec, config["run_dir"], result["best_checkpoint_epoch"], names)
+        result["test_metrics"] = _test_metrics(spec, config["run_dir"], result["best_checkpoint_epoch"], names,
+                                               config.get("given"))
         result["timings"]["final_evaluation_s"] = time.perf_counter() - evaluation_started
     # Marks the driver joins with its own (raykit.timing.join_timings).
     result["timings"].update(entered_at=entered_at, left_at=time.time(), process_started_at=process_started_at())
     return result
 
 
-def _test_metrics(spec, run_dir: str, epoch: int | None, names: CheckpointNames) -> dict | None:
+def _test_metrics(spec, run_dir: str, epoch: int | None, names: CheckpointNames, given=None) -> dict | None:
     """Rank 0's test-split evaluation of the checkpoint the run's ranking names best, here where the
     framework and the data are loaded already (a Ray task afterwards starts a process and imports both
-    again: 7-9 s of a 40 s digits run on 2 cores). ``{..., "checkpoint": <directory name>}``; None when
-    the best checkpoint is not known here or its evaluation fails -- the driver then evaluates it in a
-    task, so an evaluation problem never fails (and restarts) the training."""
+    again: 7-9 s of a 40 s digits run on 2 cores), on ``spec.data`` or the data ``given`` from Python
+    (:class:`raykit.ray.given.GivenData`). ``{..., "checkpoint": <directory name>}``; None when the best
+    checkpoint is not known here or its evaluation fails -- the driver then evaluates it in a task, so an
+    evaluation problem never fails (and restarts) the training."""
     if epoch is None:
         return None
     name = names.for_epoch(epoch)
     try:
-        metrics = evaluate_stored_checkpoint(spec, storage.join(run_dir, name), "test")
+        metrics = evaluate_stored_checkpoint(spec, storage.join(run_dir, name), "test", given)
     except Exception:  # noqa: BLE001 -- reported, and done again by the driver
         logger.warning("raykit: evaluating %s on rank 0 failed; the driver evaluates it instead", name,
                        exc_info=True)
@@ -159,10 +161,11 @@ def _verified(resume_dir: str | None, name: str, run_dir: str, context, names: C
     raise CheckpointError(f"{problem}; and no earlier checkpoint in {run_dir} verifies, so the run cannot resume")
 
 
-def evaluate_stored_checkpoint(spec, checkpoint: str, split: str) -> dict:
-    """Loss and accuracy of a checkpoint at a path or URI (downloaded for the call when remote) on ``split``."""
+def evaluate_stored_checkpoint(spec, checkpoint: str, split: str, data=None) -> dict:
+    """Loss and accuracy of a checkpoint at a path or URI (downloaded for the call when remote) on ``split``
+    of ``spec.data``, or of ``data`` (see :func:`raykit.engine.evaluate_checkpoint`)."""
     with ray.train.Checkpoint(checkpoint).as_directory() as directory:
-        return engine.evaluate_checkpoint(spec, directory, split, use_gpu=spec.scaling.use_gpu)
+        return engine.evaluate_checkpoint(spec, directory, split, use_gpu=spec.scaling.use_gpu, data=data)
 
 
 def checkpoint_dir_name(epoch: int) -> str:
@@ -180,8 +183,12 @@ def _progress_bar(config: dict, rank: int):
     return lambda total, description: tqdm_ray.tqdm(total=total, desc=description, unit="img")
 
 
-def _streamed_data(spec, config: dict) -> dict:
-    """Session fields for data the driver streams through Ray Data (none for data loaded in memory)."""
+def _data_fields(spec, config: dict) -> dict:
+    """Session fields for data the driver streams through Ray Data, or holds in the object store (arrays
+    given from Python); none for data the loop reads into memory itself."""
+    given = config.get("given")
+    if given is not None and given.arrays is not None:
+        return {"splits": given.splits()}  # this node's copy, not copied again
     if "data_info" not in config:
         return {}
     from raykit.ray import data

@@ -58,7 +58,8 @@ def _config_text(path: Path, name: str) -> str:
 
 
 def load_spec(source: "RunSpec | Mapping | str | os.PathLike | list | None" = None,
-              overrides: Iterable[str | Mapping[str, Any]] | Mapping[str, Any] = ()) -> RunSpec:
+              overrides: Iterable[str | Mapping[str, Any]] | Mapping[str, Any] = (), *,
+              data_from_python: bool = False) -> RunSpec:
     """Build a validated :class:`RunSpec`.
 
     Args:
@@ -69,6 +70,9 @@ def load_spec(source: "RunSpec | Mapping | str | os.PathLike | list | None" = No
             mappings (one, or several mixed with strings in a list), applied in order on top of the source.
             A key may index a list field (``augment.ops.0.degrees``, ``model.filters.-1``); a key ending in
             ``+`` appends its value to one (``augment.ops+={op: hflip}``).
+        data_from_python: the data comes with the call (``raykit.train(spec, datasets=...)``): the spec
+            must name none of its own (``data.uri`` may stay ``digits``, the default, or be the record of an
+            earlier run fed from Python), and ``data.uri`` becomes ``python:`` until the data is fingerprinted.
 
     Raises:
         SpecError: naming every invalid field, its value and what is accepted.
@@ -78,7 +82,7 @@ def load_spec(source: "RunSpec | Mapping | str | os.PathLike | list | None" = No
         load_spec("jobs/configs/digits_cnn_torch.yaml", ["train.epochs=2"]).train.epochs  # 2
         load_spec(["base.yaml", "exp.yaml"], ["augment.ops+={op: hflip}"])
     """
-    return _load(source, overrides, starting_weights=True)
+    return _load(source, overrides, starting_weights=True, data_from_python=data_from_python)
 
 
 def load_trained_spec(source: "RunSpec | Mapping | str | os.PathLike | list",
@@ -96,7 +100,7 @@ def load_trained_spec(source: "RunSpec | Mapping | str | os.PathLike | list",
     return _load(source, overrides, starting_weights=False)
 
 
-def _load(source, overrides, starting_weights: bool) -> RunSpec:
+def _load(source, overrides, starting_weights: bool, data_from_python: bool = False) -> RunSpec:
     raw, origins = _merged_sources(source)
     problems: list[tuple[str, str]] = []
     for path, value in _parse_overrides(overrides):
@@ -105,6 +109,8 @@ def _load(source, overrides, starting_weights: bool) -> RunSpec:
         except SpecError as exc:
             problems.extend(exc.problems)
         origins.set(_field_part(path), None)
+    if data_from_python:
+        problems.extend(_data_from_python(raw))
     try:
         spec = _build(RunSpec, raw, "")
         problems += cross_field_problems(spec, starting_weights)  # once every field is well typed
@@ -113,6 +119,23 @@ def _load(source, overrides, starting_weights: bool) -> RunSpec:
     if problems:
         raise SpecError([(path, origins.name_source(path, message)) for path, message in problems])
     return spec
+
+
+PENDING_PYTHON_URI = "python:"  # data.uri of data passed from Python, before its fingerprint is known
+
+
+def _data_from_python(raw: dict) -> list[tuple[str, str]]:
+    """Mark ``raw``'s data as passed from Python; its own sources are refused (no silent choice of one)."""
+    data = raw.setdefault("data", {})
+    if not isinstance(data, dict):
+        return []  # building the section reports it
+    uri = data.get("uri")
+    named = [("uri", uri)] if uri not in (None, "digits") and not str(uri).startswith(PENDING_PYTHON_URI) else []
+    named += [(key, data.pop(key)) for key in ("train_uri", "val_uri", "test_uri") if data.get(key)]  # said once
+    data["uri"] = PENDING_PYTHON_URI
+    return [(f"data.{key}", f"got {value!r} with datasets passed from Python; accepted: one source of data, the "
+                            f"datasets argument (leave data.{key} unset) or the spec's data.{key} (no datasets)")
+            for key, value in named]
 
 
 def _merged_sources(source: Any) -> "tuple[dict, Origins]":

@@ -92,14 +92,19 @@ def _data_problems(data) -> list[tuple[str, str]]:
     if sum(carved.values()) >= 0.9:
         problems.append(("data.test_fraction", f"the fractions carved out of the training source sum to "
                          f"{sum(carved.values()):g}; accepted: a sum below 0.9 so that training keeps data"))
+    from raykit.data.catalog import NAMED_DATASETS, is_from_python, is_named_dataset  # here: data imports the spec
+
+    if is_from_python(data.uri):  # the splits come from Python: checked once they are there
+        return problems + _python_data_problems(data)
+    if data.kwargs:
+        problems.append(("data.kwargs", f"got {data.kwargs} with data.uri {data.uri!r}; accepted: keyword arguments "
+                                        "for a data.uri 'py:package.module:function' factory only, or {}"))
     if not data.val_uri and data.val_fraction == 0:
         problems.append(("data.val_fraction", "got 0 with no data.val_uri, which leaves no validation data; "
                          "accepted: a fraction > 0, or a data.val_uri"))
     if data.train_uri and data.uri != "digits":
         problems.append(("data.train_uri", f"got {data.train_uri!r} with data.uri {data.uri!r}; accepted: one of "
                                            "the two as the training source"))
-    from raykit.data.catalog import NAMED_DATASETS, is_named_dataset  # here: raykit.data imports the spec
-
     for name in ("uri", "train_uri", "val_uri", "test_uri"):
         value = getattr(data, name)
         if value and not (name == "uri" and is_named_dataset(value)):
@@ -114,6 +119,30 @@ def _data_problems(data) -> list[tuple[str, str]]:
                                     or (data.train_uri and "train_uri" in whole)):
         problems.append(("data.loader", "got 'stream' for a source that is read whole (digits, .npz); accepted: "
                                         "memory or auto, or convert the data to Parquet with `raykit data convert`"))
+    return problems
+
+
+_PY_FACTORY = re.compile(r"^py:[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_PYTHON_RECORD = re.compile(r"^python:([0-9a-f]{12})?$")  # bare while the data is being planned
+
+
+def _python_data_problems(data) -> list[tuple[str, str]]:
+    """A ``py:`` factory (only its form: it is imported where it is called, in the driver; workers never
+    need it) or the ``python:`` record of datasets passed from Python, with no other source beside it."""
+    problems = []
+    if not (_PY_FACTORY.match(data.uri) or _PYTHON_RECORD.match(data.uri)):
+        problems.append(("data.uri", f"got {data.uri!r}; accepted: 'py:package.module:function' (a factory), or "
+                                     "'python:<12 hex digits>' as a run fed from Python records it"))
+    elif data.kwargs and data.uri.startswith("python:"):
+        problems.append(("data.kwargs", f"got {data.kwargs} with data.uri {data.uri!r}; accepted: keyword arguments "
+                                        "for a 'py:' factory only, or {}"))
+    for name in ("train_uri", "val_uri", "test_uri"):
+        if getattr(data, name):
+            problems.append((f"data.{name}", f"got {getattr(data, name)!r} with data.uri {data.uri!r}, which gives "
+                                             "every split; accepted: null"))
+    if data.resize:
+        problems.append(("data.resize", f"got {data.resize} for data from Python, which is used as given; "
+                                        "accepted: [] (resize the arrays or the Ray Dataset first)"))
     return problems
 
 

@@ -59,25 +59,37 @@ class DataSpec:
                                      "~/.cache/raykit/data, filled by `raykit data get cifar10`: train from its "
                                      "train file, test from its official test file), a .npz file (arrays "
                                      "x, y), a Parquet file or directory, or an image folder (root/<class>/<images>); "
-                                     "a local path or URI (file://, s3://, gs://, memory://, any fsspec scheme).")
+                                     "a local path or URI (file://, s3://, gs://, memory://, any fsspec scheme). "
+                                     "'py:package.module:function': a factory called in the driver with "
+                                     "data.kwargs, returning {'train': ..., 'val': ..., 'test': ...} (or one training "
+                                     "dataset) of (x, y) NumPy pairs or ray.data.Datasets, as raykit.train(spec, "
+                                     "datasets=...) takes them from Python (a run fed that way records "
+                                     "'python:<fingerprint>').")
     train_uri: str | None = _field(None, help="Training data from its own source (instead of data.uri); val/test "
                                               "come from val_uri/test_uri, or are carved out of it by the fractions.")
     val_uri: str | None = _field(None, help="Validation data from its own source (null = carved out by "
                                             "val_fraction).")
     test_uri: str | None = _field(None, help="Test data from its own source (null = carved out by test_fraction).")
+    kwargs: dict = _field({}, help="Keyword arguments for a data.uri 'py:' factory.")
     format: str = _field("auto", help="Source format; auto = from the extension (.npz, .parquet) or the listing "
                                       "(Parquet files, or class folders).", choices=DATA_FORMATS)
-    label_column: str = _field("label", help="Parquet: the label column (integer class indices or class names).",
-                               nonempty=True)
+    label_column: str = _field("label", help="Parquet: the label column (integer class indices or class names); "
+                                             "a ray.data.Dataset from Python: its label column (integer class "
+                                             "indices; 'y' when 'label' is absent).", nonempty=True)
     image_column: str = _field("image", help="Parquet: the image column: encoded bytes (PNG/JPEG, or a "
-                                             "{bytes, path} struct) or fixed-shape numeric arrays.", nonempty=True)
+                                             "{bytes, path} struct) or fixed-shape numeric arrays; a "
+                                             "ray.data.Dataset from Python: its image (or feature) column "
+                                             "('x' when 'image' is absent).", nonempty=True)
     color_mode: str = _field("auto", help="Decoded channels: grayscale (1), rgb (3), or auto = the first image's.",
                              choices=("auto", "grayscale", "rgb"))
     resize: list[int] = _field([], help="[height, width] every decoded image is resized to (bilinear); [] keeps "
                                         "the stored size (then all images must share it).", ge=1)
     loader: str = _field("auto", help="memory: every worker holds its data decoded; stream: Ray Data reads and "
                                       "decodes on CPU workers and streams disjoint shards to the training workers; "
-                                      "auto: stream when the decoded training split exceeds memory_limit_mb.",
+                                      "auto: stream when the decoded training split exceeds memory_limit_mb. Data "
+                                      "from Python: NumPy arrays are held in memory (in Ray's object store, once "
+                                      "per node); a ray.data.Dataset held in memory is read once in the driver, a "
+                                      "streamed one runs its own pipeline every epoch.",
                          choices=("auto", "memory", "stream"))
     memory_limit_mb: int = _field(2048, help="loader auto: the decoded training-split size above which data is "
                                              "streamed.", ge=1)
@@ -89,7 +101,8 @@ class DataSpec:
                                             "Ray's object store (shared by every worker of a node, spilled to disk "
                                             "when full), instead of decoding every epoch; auto = when their "
                                             "decoded float32 size is at most a quarter of the cluster's object "
-                                            "store memory.", choices=("auto", "on", "off"))
+                                            "store memory (a ray.data.Dataset from Python: only 'on' materializes "
+                                            "it).", choices=("auto", "on", "off"))
     val_fraction: float = _field(0.15, help="Fraction of the data held out for validation (stratified).",
                                  ge=0.0, lt=1.0)
     test_fraction: float = _field(0.15, help="Fraction of the data held out for testing (stratified); a named "
