@@ -44,26 +44,17 @@ def top_k(metric: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def metric_problems(metrics, field: str = "train.metrics") -> list[tuple[str, str]]:
-    """Why ``metrics`` is not a list of known metric names, as ``(field path, message)`` pairs."""
+def metric_problem(name: str) -> str:
+    """Why ``name`` is not a known metric name (``train.metrics``' item check), or ''."""
     from raykit.spec.fields import did_you_mean
 
-    if not isinstance(metrics, list):
-        return [(field, f"got {metrics!r}; accepted: a list of {METRIC_FORMS}")]
-    problems, seen = [], set()
-    examples = [f"top{k}_acc" for k in (2, 3, 5, 10)] + [MACRO_F1, PER_CLASS_ACC]
-    for index, name in enumerate(metrics):
-        k = top_k(name)
-        if k is not None and not TOP_K_RANGE[0] <= k <= TOP_K_RANGE[1]:
-            problems.append((f"{field}[{index}]", f"got {name!r}, k={k}; accepted: k {TOP_K_RANGE[0]}..{TOP_K_RANGE[1]} "
-                                                  "(top1 is val_acc, always logged)"))
-        elif k is None and name not in (MACRO_F1, PER_CLASS_ACC):
-            problems.append((f"{field}[{index}]", f"got {name!r}{did_you_mean(name, examples)}; accepted: "
-                                                  f"{METRIC_FORMS}"))
-        elif name in seen:
-            problems.append((f"{field}[{index}]", f"got {name!r} twice; accepted: each metric once"))
-        seen.add(name)
-    return problems
+    k = top_k(name)
+    if k is not None and not TOP_K_RANGE[0] <= k <= TOP_K_RANGE[1]:
+        return f"got {name!r}, k={k}; accepted: k {TOP_K_RANGE[0]}..{TOP_K_RANGE[1]} (top1 is val_acc, always logged)"
+    if k is None and name not in (MACRO_F1, PER_CLASS_ACC):
+        examples = [f"top{k}_acc" for k in (2, 3, 5, 10)] + [MACRO_F1, PER_CLASS_ACC]
+        return f"got {name!r}{did_you_mean(name, examples)}; accepted: {METRIC_FORMS}"
+    return ""
 
 
 def scalar_columns(metrics: Iterable[str], split: str = "val") -> tuple[str, ...]:

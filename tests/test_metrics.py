@@ -80,10 +80,10 @@ def test_metric_names_are_checked_with_did_you_mean():
     assert spec.train.metrics == ["top5_acc", "macro_f1", "per_class_acc"]
     with pytest.raises(SpecError) as info:
         load_spec(None, ["train.metrics=[top5_acc, macro_f2, top1_acc, top101_acc, top5_acc]"])
-    problems = dict(info.value.problems)
-    assert "'macro_f2' (did you mean 'macro_f1'?)" in problems["train.metrics[1]"]
-    assert "top1" in problems["train.metrics[2]"] and "k 2..100" in problems["train.metrics[3]"]
-    assert "twice" in problems["train.metrics[4]"]
+    problem = dict(info.value.problems)["train.metrics"]
+    assert "item 1: got 'macro_f2' (did you mean 'macro_f1'?)" in problem and "item 0" not in problem
+    assert "item 2: got 'top1_acc', k=1" in problem and "item 3: got 'top101_acc', k=101; accepted: k 2..100" in problem
+    assert "item 4: got 'top5_acc' twice" in problem
 
 
 @pytest.mark.parametrize("field", ["checkpoint.monitor", "tune.metric"])

@@ -58,11 +58,13 @@ def check_rules(value: Any, meta: Mapping) -> str:
     if isinstance(value, list):
         if meta.get("nonempty") and not value:
             return "got an empty list; accepted: at least one item"
+        problems = []
         for index, item in enumerate(value):
-            problem = _check_bounds(item, meta)
-            if problem:
-                return f"item {index}: {problem}"
-        return ""
+            problem = _check_bounds(item, meta) or (meta["item_problem"](item) if "item_problem" in meta else "")
+            if not problem and meta.get("unique_items") and item in value[:index]:
+                problem = f"got {item!r} twice; accepted: each once"
+            problems += [f"item {index}: {problem}"] if problem else []
+        return "; ".join(problems)
     return _check_bounds(value, meta)
 
 

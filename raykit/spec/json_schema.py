@@ -93,7 +93,8 @@ def _type_schema(ftype: Any, meta: Mapping, items: dict | None) -> dict:
         (item_type,) = typing.get_args(ftype) or (Any,)
         schema: dict = {"type": "array",
                         "items": items or ({} if item_type is Any else _type_schema(item_type, meta, None))}
-        return {**schema, "minItems": 1} if meta.get("nonempty") else schema
+        schema.update({"minItems": 1} if meta.get("nonempty") else {})
+        return {**schema, "uniqueItems": True} if meta.get("unique_items") else schema
     if ftype is dict or typing.get_origin(ftype) is dict:
         return {"type": "object", "propertyNames": {"type": "string"}}  # YAML keys may be numbers; JSON's never
     raise TypeError(f"unsupported spec annotation {ftype!r}")  # a bug in the schema, not user input
@@ -137,5 +138,6 @@ def _op_schema(name: str, params: Mapping[str, tuple]) -> dict:
             "additionalProperties": False}
 
 
-# Lists whose items the validator checks outside the field metadata (raykit.spec.rules), by spec path.
+# Lists whose items are checked by code, by spec path: augment.ops by raykit.spec.rules (the op catalogue),
+# train.metrics by its field's item_problem (raykit.metrics.metric_problem).
 ITEM_SCHEMAS = {"augment.ops": augment_op_schemas(), "train.metrics": {"type": "string", "pattern": METRIC_PATTERN}}

@@ -19,7 +19,7 @@ from raykit.backends import backend_info, backend_names
 from raykit.backends.base import GPU, GRAD_ACCUM, PRETRAINED_THEN_INIT, ModelZoo
 from raykit.environment import env_var_problems
 from raykit.losses import loss_problems
-from raykit.metrics import metric_problems, scalar_columns
+from raykit.metrics import scalar_columns
 from raykit.spec.fields import USER_FACTORY, field_types
 from raykit.spec.schema import EPOCH_METRICS, MONITORED_METRICS, RunSpec, ScalingSpec, SpecError
 from raykit.spec.search_space import has_grid, search_space_problems
@@ -43,7 +43,6 @@ def cross_field_problems(spec: RunSpec, starting_weights: bool = True) -> list[t
                          "deterministic: off, default"))
     problems += _resource_problems(spec.scaling)
     problems += loss_problems(spec.train, spec.model.num_classes)
-    problems += metric_problems(spec.train.metrics)
     problems += _metric_mode_problems(spec)
     problems += _finetune_problems(spec, starting_weights)
     if spec.name is not None and not _RUN_NAME.match(spec.name):

@@ -17,7 +17,7 @@ from raykit.augment import OPS as AUGMENT_OPS
 from raykit.augment import PRESETS
 from raykit.backends import backend_info, backend_names
 from raykit.losses import LOSSES
-from raykit.metrics import METRIC_FORMS, MONITOR_PATTERN, scalar_columns
+from raykit.metrics import METRIC_FORMS, MONITOR_PATTERN, metric_problem, scalar_columns
 from raykit.spec.fields import spec_field as _field
 
 AUGMENT_PRESETS = tuple(PRESETS)
@@ -215,7 +215,8 @@ class TrainSpec:
                                          f"{METRIC_FORMS}. Columns val_top5_acc, val_macro_f1 and, per class, "
                                          "val_acc/<class name, or index> (letters, digits, _ . - kept, the rest "
                                          "_); the test evaluation adds test_ ones. macro F1 averages the classes "
-                                         "present in the labels or predictions (as scikit-learn).")
+                                         "present in the labels or predictions (as scikit-learn).",
+                                    item_problem=metric_problem, unique_items=True)
     channels_last: str = _field("auto", help="torch: feed images and keep conv weights in the channels-last "
                                              "(NHWC) memory layout, which convolution kernels run faster on (CPU "
                                              "and GPU). auto = on when the model has a 2-D convolution (cnn, the "
