@@ -79,6 +79,36 @@ def kept() -> Iterator[None]:
             signal.signal(signum, raise_interrupted)
 
 
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM are held back within the block and delivered as it ends, where the handlers of
+    its start act on them (raykit's raise :class:`Interrupted`). For ``ray.init``: a Ctrl-C landing in its
+    connection to the cluster's GCS left the driver hung for good (seen on CI). Both are blocked in this
+    thread, so the threads Ray starts meanwhile inherit the block and never receive them; one that another
+    thread receives is only noted, then raised again. Outside the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def note(signum: int, frame) -> None:
+        held.append(signum)
+
+    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    for signum in SIGNALS:
+        signal.signal(signum, note)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if signal.getsignal(signum) is note:  # one the block installed (ray.init's SIGTERM exit) stays
+                signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one blocked meanwhile arrives now
+        if held:
+            signal.raise_signal(held[0])
+
+
 def abort_then_raise(abort: Callable[[], None]) -> None:
     """Install handlers for SIGINT and SIGTERM that call ``abort()`` once (stopping what runs elsewhere,
     e.g. a Ray Train controller; its errors are ignored: it may be gone already), then raise

@@ -69,3 +69,23 @@ def test_a_sweep_passes_both_signals_to_tune_s_graceful_stop_then_raises(monkeyp
         signalled.raise_if_signalled()
     assert raised.value.signum == signal.SIGTERM
     assert _TUNE_SIGINT_OFF not in os.environ and signal.getsignal(signal.SIGUSR1) == usr1
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_ray_init_waits_for_it_and_threads_it_starts_never_get_one(signum, code):
+    """cluster.connect wraps ray.init in deferred(): a Ctrl-C there hung the driver for good on CI."""
+    import threading
+
+    masks = []
+    with pytest.raises(Interrupted) as raised:
+        with interrupts.signals_raise():
+            with interrupts.deferred():
+                os.kill(os.getpid(), signum)  # arrives now: held back, nothing raised here
+                thread = threading.Thread(target=lambda: masks.append(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+                thread.start()
+                thread.join()
+                finished = True
+            assert False, "the held-back signal was not delivered as the block ended"
+    assert finished and raised.value.exit_code == code
+    assert {signal.SIGINT, signal.SIGTERM} <= masks[0]  # a thread started inside has both blocked
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the main thread's mask is back

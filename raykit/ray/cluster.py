@@ -27,7 +27,9 @@ def connect(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None  # an empty RAY_ADDRESS means unset
-    with interrupts.kept():  # ray.init's SIGTERM handler exits 15 at once; the CLI's own raises Interrupted
+    # ray.init's SIGTERM handler exits 15 at once (kept: the CLI's own raises Interrupted); a signal during
+    # the connection waits until it is made (deferred: interrupted there, the driver hung).
+    with interrupts.kept(), interrupts.deferred():
         if address == "auto":
             try:
                 ray.init(address="auto", log_to_driver=True)
