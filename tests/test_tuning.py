@@ -90,8 +90,7 @@ def test_yaml_distributions_become_tune_samplers():
 
 
 def test_every_scheduler_the_spec_accepts_has_one_registered_factory():
-    from ray.tune.schedulers import (ASHAScheduler, HyperBandScheduler, PopulationBasedTraining,
-                                     TrialScheduler)
+    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining, TrialScheduler
 
     from raykit.ray.tune import TUNE_SCHEDULERS
     from raykit.spec import SCHEDULERS
@@ -100,8 +99,18 @@ def test_every_scheduler_the_spec_accepts_has_one_registered_factory():
     spec = load_spec(None, ["tune.search_space={optim.lr: {loguniform: [1e-4, 1e-2]}}", "train.epochs=6"])
     built = {name: TUNE_SCHEDULERS.get(name)(spec) for name in SCHEDULERS}
     assert built["fifo"] is None  # Tune's default FIFO
-    assert isinstance(built["asha"], ASHAScheduler) and isinstance(built["hyperband"], HyperBandScheduler)
+    assert isinstance(built["asha"], ASHAScheduler) and len(built["asha"]._brackets) == 1
+    # hyperband: asynchronous (never pauses a trial), one bracket per grace period 1, 2, 4 of 6 epochs
+    assert isinstance(built["hyperband"], ASHAScheduler) and len(built["hyperband"]._brackets) == 3
     assert isinstance(built["pbt"], PopulationBasedTraining)
     assert all(isinstance(s, TrialScheduler) for s in built.values() if s is not None)
     with pytest.raises(KeyError, match="tune.scheduler: got 'median'; accepted: fifo, asha"):
         TUNE_SCHEDULERS.get("median")
+
+
+@pytest.mark.parametrize("max_t, grace, rate, brackets", [(6, 1, 2, 3), (8, 1, 2, 4), (2, 1, 2, 2), (1, 1, 2, 1),
+                                                           (27, 1, 3, 4), (26, 1, 3, 3), (10, 3, 2, 2)])
+def test_hyperband_has_one_bracket_per_possible_number_of_halvings(max_t, grace, rate, brackets):
+    from raykit.ray.tune import hyperband_brackets
+
+    assert hyperband_brackets(max_t, grace, rate) == brackets

@@ -85,7 +85,22 @@ def _asha(spec: RunSpec):
 
 @TUNE_SCHEDULERS.register("hyperband")
 def _hyperband(spec: RunSpec):
-    return ray.tune.schedulers.HyperBandScheduler(max_t=spec.train.epochs, reduction_factor=spec.tune.reduction_factor)
+    """HyperBand's brackets, each run as ASHA does: a trial is promoted or stopped as it reaches a rung,
+    never paused. Ray's synchronous HyperBandScheduler pauses a trial at each rung until its bracket
+    fills; a trial paused at its last rung while the other ended was left paused for good in our suite."""
+    epochs, rate = spec.train.epochs, spec.tune.reduction_factor
+    grace = min(spec.tune.grace_period, epochs)
+    return ray.tune.schedulers.ASHAScheduler(max_t=epochs, grace_period=grace, reduction_factor=rate,
+                                             brackets=hyperband_brackets(epochs, grace, rate))
+
+
+def hyperband_brackets(max_t: int, grace_period: int, reduction_factor: int) -> int:
+    """HyperBand's bracket count, s_max + 1: one per number of halvings possible between the grace period
+    and max_t (``1 + floor(log_rf(max_t / grace))``)."""
+    brackets = 1
+    while grace_period * reduction_factor ** brackets <= max_t:
+        brackets += 1
+    return brackets
 
 
 @TUNE_SCHEDULERS.register("pbt")

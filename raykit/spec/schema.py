@@ -293,7 +293,9 @@ class TuneSpec:
                                          "also uniform, quniform [lo, hi, q], randint [lo, hi), or a fixed value.")
     num_samples: int = _field(1, help="Samples from the search space (each grid point is run this many times).",
                               ge=1, le=100_000)
-    scheduler: str = _field("fifo", help="Trial scheduler: fifo, asha, hyperband, pbt (population based "
+    scheduler: str = _field("fifo", help="Trial scheduler: fifo, asha, hyperband (HyperBand's brackets of "
+                                         "different grace periods, each promoting trials asynchronously as "
+                                         "ASHA does: no trial waits paused for others), pbt (population based "
                                          "training, mutating the search-space entries).", choices=SCHEDULERS)
     searcher: str = _field("random", help="Search algorithm: random (and grid) or optuna (pip install optuna).",
                            choices=SEARCHERS)
