@@ -143,3 +143,35 @@ def test_a_controller_that_does_not_answer_the_abort_is_killed(ray_address, monk
     assert time.monotonic() - started < 30
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(controller.ping.remote(), timeout=30)
+
+
+def test_the_placement_group_a_dead_controller_left_is_released_and_no_other(ray_address):
+    """raykit train runs without Ray's PlacementGroupCleaner actor; the driver releases what a controller
+    that died (killed after a Ctrl-C it did not answer, out of memory) left: the placement groups of this job
+    made during the fit. One made before it, or by another job, stays."""
+    import ray
+    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+    from raykit.ray.data_parallel import placement_groups_released
+
+    @ray.remote(num_cpus=0)
+    class Controller:
+        def reserve(self):
+            group = placement_group([{"CPU": 1}])
+            ray.get(group.ready())
+            return group.id.hex()
+
+    earlier = placement_group([{"CPU": 0.5}])
+    ray.get(earlier.ready())
+    controller = Controller.remote()
+    with placement_groups_released():
+        left = ray.get(controller.reserve.remote())
+        ray.kill(controller)  # dies holding it: Ray keeps it until the job ends
+        time.sleep(1)
+        assert placement_group_table()[left]["state"] == "CREATED"
+    deadline = time.monotonic() + 30
+    while placement_group_table()[left]["state"] != "REMOVED":
+        assert time.monotonic() < deadline, placement_group_table()[left]
+        time.sleep(0.2)
+    assert placement_group_table()[earlier.id.hex()]["state"] == "CREATED"
+    remove_placement_group(earlier)

@@ -3,6 +3,9 @@ Ray Data machinery for runs that hand it no dataset, and with raykit's handling 
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import ray
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer as _RayDataParallelTrainer
 
@@ -16,18 +19,29 @@ class DataParallelTrainer(_RayDataParallelTrainer):
     Ray's datasets callback starts a DatasetManager actor for every run, datasets or none: one more
     process importing Ray Train and Ray Data while the workers start (measured on 2 cores, 1-epoch
     default job, 4 runs each alternating in one Ray: 21.2 s -> 19.5 s mean). Runs with data in memory
-    (and every raykit run not streaming through Ray Data) have no dataset shard to hand out."""
+    (and every raykit run not streaming through Ray Data) have no dataset shard to hand out.
+
+    With ``releases_placement_groups`` (``raykit train``: its driver runs one fit at a time), Ray's
+    PlacementGroupCleaner is not started either -- a detached actor per run, one more process importing
+    Ray Train while the workers start (1-worker digits run in a warm local Ray, 4 runs each alternating:
+    6.9 s -> 5.7 s median). Its one job, removing the workers' placement group when the controller dies
+    without doing so (killed, out of memory), is done by the driver as the fit returns or raises: the
+    placement groups of this job made during the fit and still there are removed. Sweep trials keep Ray's
+    cleaner: several trials of one job fit at once there."""
+
+    releases_placement_groups = False
 
     def _create_default_callbacks(self):
-        callbacks = super()._create_default_callbacks()
-        if self.datasets:
-            return callbacks
         from ray.train.v2._internal.callbacks import DatasetsCallback
+        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
-        return [callback for callback in callbacks if not isinstance(callback, DatasetsCallback)]
+        dropped = () if self.datasets else (DatasetsCallback,)
+        dropped += (PlacementGroupCleanerCallback,) if self.releases_placement_groups else ()
+        return [callback for callback in super()._create_default_callbacks() if not isinstance(callback, dropped)]
 
     def fit(self):
-        with interrupts.handlers_restored():  # Ray's fit leaves its SIGINT handler installed
+        released = placement_groups_released() if self.releases_placement_groups else contextlib.nullcontext()
+        with interrupts.handlers_restored(), released:  # Ray's fit leaves its SIGINT handler installed
             return super().fit()
 
     def _register_sigint_handler(self, controller) -> None:
@@ -50,3 +64,22 @@ def abort(controller) -> None:
         ray.get(controller.abort.remote(), timeout=ABORT_WAIT_S)
     except ray.exceptions.GetTimeoutError:
         ray.kill(controller, no_restart=True)
+
+
+@contextlib.contextmanager
+def placement_groups_released() -> Iterator[None]:
+    """Within the block this job runs one Ray Train fit; at its end, every placement group of this job
+    made in the block and not yet removed is removed (the controller removes its own on any orderly end;
+    one it left is a dead controller's, holding the workers' CPUs and GPUs until the driver exits)."""
+    from ray.util.placement_group import PlacementGroup, placement_group_table
+
+    job = ray.get_runtime_context().get_job_id()  # a placement group's id ends with its job's
+    before = set(placement_group_table())
+    try:
+        yield
+    finally:
+        for group_id, group in placement_group_table().items():
+            if group_id in before or not group_id.endswith(job) or group["state"] == "REMOVED":
+                continue
+            with contextlib.suppress(Exception):  # removed meanwhile
+                ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))

@@ -156,6 +156,7 @@ def fit(spec: RunSpec, run_dir: str, plan: DataPlan | None = None, given=None) -
     set_controller_environment()
     # A bar only where someone watches: not under `ray job logs`, CI, or a pipe.
     trainer = build_trainer(spec, run_dir, plan=plan, given=given, progress_bar=sys.stdout.isatty())
+    trainer.releases_placement_groups = True  # this driver fits one run at a time (see DataParallelTrainer)
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as exc:
