@@ -118,3 +118,28 @@ def test_sigterm_then_ctrl_c_stop_cleanly_and_the_printed_command_resumes(ray_ad
     import ray  # the Ray this driver joined is still there
 
     assert ray.is_initialized() and ray.get(ray.remote(lambda: 1).remote()) == 1
+
+
+def test_a_controller_that_does_not_answer_the_abort_is_killed(ray_address, monkeypatch):
+    """Ctrl-C asks the Ray Train controller to abort; one that does not answer in time (a CI machine's run
+    hung there for good, its workers starting) is killed, and the driver goes on to exit."""
+    import ray
+
+    from raykit.ray import data_parallel
+
+    @ray.remote(num_cpus=0)
+    class Deaf:
+        def abort(self):
+            time.sleep(600)
+
+        def ping(self):
+            return "alive"
+
+    controller = Deaf.remote()
+    assert ray.get(controller.ping.remote()) == "alive"
+    monkeypatch.setattr(data_parallel, "ABORT_WAIT_S", 1.0)
+    started = time.monotonic()
+    data_parallel.abort(controller)
+    assert time.monotonic() - started < 30
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(controller.ping.remote(), timeout=30)

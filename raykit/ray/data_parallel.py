@@ -35,4 +35,18 @@ class DataParallelTrainer(_RayDataParallelTrainer):
         run (exit 1), and leaves SIGTERM to end the process without any cleanup. raykit's aborts the run on
         either signal (the workers stop; committed checkpoints stay, so the same name resumes) and raises
         ``Interrupted`` here, in the driver's main thread, so the caller's cleanup runs."""
-        interrupts.abort_then_raise(lambda: ray.get(controller.abort.remote()))
+        interrupts.abort_then_raise(lambda: abort(controller))
+
+
+# How long a Ctrl-C waits for the controller's graceful abort (measured on 2 cores: 3-8 s, workers starting).
+ABORT_WAIT_S = 20.0
+
+
+def abort(controller) -> None:
+    """Ask the Ray Train controller to abort its run (it stops the workers). A controller that does not
+    answer within ABORT_WAIT_S is killed, and the workers with it (they are its actors): on a slow CI
+    machine a Ctrl-C while the workers were starting waited on the abort for good."""
+    try:
+        ray.get(controller.abort.remote(), timeout=ABORT_WAIT_S)
+    except ray.exceptions.GetTimeoutError:
+        ray.kill(controller, no_restart=True)
