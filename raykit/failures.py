@@ -23,6 +23,14 @@ MEMORY_FIELDS = ("train.batch_size (per worker: batch_size / scaling.num_workers
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _OOM_TEXT = re.compile(r"running low on memory|memory monitor|OutOfMemoryError|killed due to memory pressure",
                        re.IGNORECASE)
+# Ray's raylet lists the workers it killed for memory, each "Selected to kill: (Actor(...): job ID=..., task
+# name=RayTrainWorker.__init__, ..., pid=344, actual memory used=3.16GB, worker ID=...)", beside those it spared
+# (the same entry, unselected); older Rays wrote "(task ID: ..., pid=344, memory used=3.16GB)". Its "GB" are GiB.
+_WORKER_MEMORY = re.compile(r"(Selected to kill: )?\([^\n]*?\bpid=(\d+), (?:actual )?memory used=([\d.]+)\s*GB")
+# The failed rank's pid: its worker's metadata ("pid=344,") or an actor's death message ("\tpid: 344").
+_FAILED_PID = re.compile(r"^\s*pid(?:=|: )(\d+),?\s*$", re.MULTILINE)
+_NODE_MEMORY = re.compile(r"Memory on the node \([^)]*\) was ([\d.]+)\s*GB used / ([\d.]+)\s*GB limit")
+_THRESHOLD = re.compile(r"exceeded threshold of \d+B \(([\d.]+)% of")
 
 
 class RunFailedError(RuntimeError):
@@ -40,12 +48,13 @@ def explain(error: BaseException, run_name: str, run_dir: str) -> RunFailedError
                 f"no space left on the device{where}: {cause.strerror}. The checkpoints already in {run_dir} are "
                 f"complete (a checkpoint is registered only once all of it is written); free some space, then "
                 f"resume with the same name (name={run_name}).")
-    for cause in causes:
-        if _OOM_TEXT.search(str(cause)):
-            return RunFailedError(
-                f"a worker was killed by Ray's memory monitor: its node ran out of memory{_peak_memory(run_dir)}. "
-                f"Fields that lower a worker's memory: {'; '.join(MEMORY_FIELDS)}. The run resumes from its last "
-                f"checkpoint with the same name (name={run_name}).")
+    out_of_memory = [str(cause) for cause in causes if _OOM_TEXT.search(str(cause))]
+    if out_of_memory:
+        killed = next(filter(None, map(_killed_memory, out_of_memory)), "")  # Ray's report, wherever it is whole
+        return RunFailedError(
+            f"a worker was killed by Ray's memory monitor: its node ran out of memory{killed}{_peak_memory(run_dir)}. "
+            f"Fields that lower a worker's memory: {'; '.join(MEMORY_FIELDS)}. The run resumes from its last "
+            f"checkpoint with the same name (name={run_name}).")
     return None
 
 
@@ -66,6 +75,23 @@ def _causes(error: BaseException):
             value = getattr(current, attribute, None)
             if isinstance(value, BaseException):
                 stack.append(value)
+
+
+def _killed_memory(message: str) -> str:
+    """``" (the killed worker, pid N, held X GiB ...)"`` from Ray's out-of-memory message, or "" when it names
+    no worker's memory. Of the workers Ray killed, the failed rank's, else the largest: Ray kills restartable
+    actors first (a small one of Ray Train's may go with the worker that held the memory)."""
+    entries = [(bool(selected), int(pid), float(gib)) for selected, pid, gib in _WORKER_MEMORY.findall(message)]
+    killed = [entry for entry in entries if entry[0]] or entries
+    if not killed:
+        return ""
+    failed = {int(pid) for pid in _FAILED_PID.findall(message)}
+    _, pid, gib = max(killed, key=lambda entry: (entry[1] in failed, entry[2]))
+    node, threshold = _NODE_MEMORY.search(message), _THRESHOLD.search(message)
+    on_node = f"; its node had {node.group(1)} GiB used of {node.group(2)} GiB" if node else ""
+    if node and threshold:
+        on_node += f", above Ray's kill threshold of {threshold.group(1)}% (RAY_memory_usage_threshold)"
+    return f" (the killed worker, pid {pid}, held {gib:.2f} GiB when it was killed{on_node})"
 
 
 def _peak_memory(run_dir: str) -> str:

@@ -7,8 +7,11 @@ weights file, not yet the others or the manifest), ``during_upload`` (in rank 0'
 training goes on: the checkpoint's weights file is in storage, not yet the rest, and Ray has not registered
 it). Actions: ``sleep`` (``seconds``), ``exit`` (the process dies at
 once, like a killed worker; ``code``), ``raise`` (a RuntimeError), ``enospc`` (an ``OSError`` with errno
-ENOSPC, as a full disk raises from a write). raykit forwards ``RAYKIT_*`` variables to its Ray workers, so a
-rule set in the driver's environment reaches them.
+ENOSPC, as a full disk raises from a write), ``allocate`` (the process takes ``mb`` MiB more in
+128 MiB steps ``step_seconds`` apart, default 0.05, each written so it is resident and Ray's memory monitor sees
+usage climb; then it holds it ``seconds``, default 600, so that it is killed for memory rather than going on).
+raykit forwards ``RAYKIT_*`` variables to its Ray workers, so a rule set in the driver's environment reaches
+them.
 
 A rule with ``once_file`` fires once across restarts (the first process to create that file). Chaos tests
 draw many such kills from a seed with :func:`chaos_plan`, so a failing plan can be replayed exactly.
@@ -55,6 +58,28 @@ def inject(point: str, *, epoch: int, rank: int) -> None:
         elif action == "enospc":
             raise OSError(errno.ENOSPC, f"No space left on device (injected at {point}, epoch {epoch})",
                           rule.get("path", point))
+        elif action == "allocate":
+            allocate(float(rule["mb"]), step_seconds=float(rule.get("step_seconds", 0.05)),
+                     hold_seconds=float(rule.get("seconds", 600)))
+
+
+ALLOCATE_STEP_MB = 128
+
+
+def allocate(mb: float, *, step_seconds: float, hold_seconds: float) -> None:
+    """Take ``mb`` MiB of resident memory in :data:`ALLOCATE_STEP_MB` steps, then hold it ``hold_seconds``.
+    Each block is filled with ones: untouched pages would stay unallocated and Ray would see nothing."""
+    import numpy as np  # only when a test asks for it: the fault module stays light otherwise
+
+    held = []
+    left = int(mb * 2**20)
+    while left > 0:
+        size = min(left, ALLOCATE_STEP_MB * 2**20)
+        held.append(np.ones(size, dtype=np.uint8))
+        left -= size
+        time.sleep(step_seconds)
+    time.sleep(hold_seconds)
+    del held
 
 
 # Where a worker may die with the run still resuming exactly (every one is a point of `inject`): a rank in

@@ -58,8 +58,8 @@ ABORT_WAIT_S = 20.0
 
 def abort(controller) -> None:
     """Ask the Ray Train controller to abort its run (it stops the workers). A controller that does not
-    answer within ABORT_WAIT_S is killed, and the workers with it (they are its actors): on a slow CI
-    machine a Ctrl-C while the workers were starting waited on the abort for good."""
+    answer within ABORT_WAIT_S is killed, and the workers with it (they are its actors), so a busy or hung
+    controller cannot keep the driver from exiting after a Ctrl-C."""
     try:
         ray.get(controller.abort.remote(), timeout=ABORT_WAIT_S)
     except ray.exceptions.GetTimeoutError:

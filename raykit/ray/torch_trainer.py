@@ -64,8 +64,11 @@ class _TorchBackend(Backend):
             for rank in range(len(worker_group))])
 
     def on_shutdown(self, worker_group, backend_config) -> None:
+        """Each live worker leaves its process group. A worker already dead (killed for memory, or by a
+        fault) has nothing left to shut down: Ray's own backend raises its death here, which the controller
+        logs as a second failure with a traceback, after the one that ended the run."""
         from ray._private import ray_constants
-        from ray.exceptions import GetTimeoutError
+        from ray.exceptions import OutOfMemoryError, RayActorError
         from ray.train.constants import (DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
                                          TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S)
 
@@ -73,10 +76,14 @@ class _TorchBackend(Backend):
                                              destroy_process_group=len(worker_group) > 1)
         timeout_s = ray_constants.env_integer(TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
                                               DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S)
-        try:
-            ray.get(futures, timeout=timeout_s)
-        except GetTimeoutError:
+        done, pending = ray.wait(futures, num_returns=len(futures), timeout=timeout_s)
+        if pending:
             logger.warning("Torch process group shutdown timed out after %s seconds", timeout_s)
+        for future in done:
+            try:
+                ray.get(future)
+            except (RayActorError, OutOfMemoryError):
+                continue
 
 
 class TorchDeviceContext:
