@@ -28,8 +28,9 @@ cluster/constraints-gpu.txt: $(CONSTRAINTS)
 run: install
 	$(BIN)/raykit train jobs/configs/digits_cnn_torch.yaml
 
+# --durations: the slowest tests at the end of CI's log, where the suite's time goes.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=30
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
