@@ -97,14 +97,16 @@ def deferred() -> Iterator[None]:
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
     for signum in SIGNALS:
         signal.signal(signum, note)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    blocking = hasattr(signal, "pthread_sigmask")  # POSIX; elsewhere only noted
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS) if blocking else None
     try:
         yield
     finally:
         for signum, handler in previous.items():
             if signal.getsignal(signum) is note:  # one the block installed (ray.init's SIGTERM exit) stays
                 signal.signal(signum, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one blocked meanwhile arrives now
+        if blocking:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one blocked meanwhile arrives now
         if held:
             signal.raise_signal(held[0])
 
