@@ -9,7 +9,7 @@ import re
 import secrets
 import time
 
-from raykit import checks, failures, interrupts, lock, storage
+from raykit import checks, failures, inline, interrupts, lock, storage
 from raykit.backends import backend_info
 from raykit.data import DataPlan, plan_data
 from raykit.data.catalog import FACTORY_URI, is_from_python, is_named_dataset, refuse_python_data
@@ -21,7 +21,7 @@ from raykit.metrics import is_scalar_column
 from raykit.run import CURVES_FILE, METRICS_FILE, RESULT_FILE, SPEC_FILE, Run
 from raykit.spec import RunSpec, SpecError, load_spec, load_trained_spec, yaml_load
 from raykit.spec.rules import require_installed
-from raykit.timing import Stopwatch, join_timings
+from raykit.timing import Stopwatch, inline_timings, join_timings
 
 # Fields that may change when a run is continued under the same name (more epochs, another cluster).
 _RESUMABLE_CHANGES = {"name", "storage", "train.epochs", "scaling"}
@@ -33,7 +33,8 @@ TrainResult = Run
 
 def train(spec: "RunSpec | dict | str | list | None" = None, overrides=(), *, datasets=None,
           address: str | None = None, verbose: bool = True) -> TrainResult:
-    """Train a model as ``spec`` describes, on Ray Train workers.
+    """Train a model as ``spec`` describes, on Ray Train workers (a single worker on this machine: in this
+    process, without Ray; see ``scaling.inline``).
 
     Args:
         spec: a ``RunSpec``, a dict, a YAML path, or None for the default job (digits CNN, 2 workers); or a
@@ -82,10 +83,34 @@ def train(spec: "RunSpec | dict | str | list | None" = None, overrides=(), *, da
         checks.run_inputs(run_spec, run_dir)  # storage, the run's own files, starting weights: before Ray
         run_spec, plan = _data_plan(run_spec, datasets, run_dir)  # bad data fails here, before Ray starts
         _check_against_data(run_spec, plan)
+        here = inline.chosen(run_spec, plan, address)  # scaling.inline=on that cannot be kept: refused here
     if verbose:
         print(describe_plan(plan), flush=True)
     with lock.held(run_dir, "run"), interrupts.resumable(run_spec.name):  # one driver per run directory
+        if here:
+            return _train_inline(run_spec, run_dir, plan, verbose, started, watch)
         return _train_on_ray(run_spec, run_dir, plan, address, verbose, started, watch)
+
+
+def _train_inline(run_spec: RunSpec, run_dir: str, plan, verbose: bool, started: float, watch: Stopwatch
+                  ) -> TrainResult:
+    """:func:`train` of a single-worker run in this process (:mod:`raykit.inline`), holding the run
+    directory's lock: no Ray, the same files as a worker group leaves."""
+    if isinstance(plan, GivenPlan):
+        storage.write_text(storage.join(run_dir, FINGERPRINT_FILE), json.dumps(plan.fingerprint, indent=1))
+    storage.write_text(storage.join(run_dir, SPEC_FILE), run_spec.to_yaml())
+    if verbose:
+        print("training inline: one worker in this process, no Ray (scaling.inline)", flush=True)
+    with watch.phase("fit_s"):
+        try:
+            outcome = inline.fit(run_spec, run_dir, plan)
+        except Exception as error:
+            explained = failures.explain(error, run_spec.name, run_dir)  # a full disk, say
+            if explained is None:
+                raise
+            raise explained from error
+    return _finish(run_spec, run_dir, plan, outcome, watch, started, verbose,
+                   evaluate=lambda checkpoint: inline.evaluate(run_spec, checkpoint, plan))
 
 
 def _train_on_ray(run_spec: RunSpec, run_dir: str, plan: DataPlan, address: str | None, verbose: bool,
@@ -108,17 +133,34 @@ def _train_on_ray(run_spec: RunSpec, run_dir: str, plan: DataPlan, address: str 
                 raise
             raise explained from error
     fit_ended_at = time.time()
+
+    def evaluate(checkpoint: str) -> dict:
+        from raykit.ray import remote
+
+        return remote.evaluate(run_spec, checkpoint, "test", held)
+
+    return _finish(run_spec, run_dir, plan, outcome, watch, started, verbose, evaluate,
+                   (fit_started_at, fit_ended_at))
+
+
+def _finish(run_spec: RunSpec, run_dir: str, plan, outcome, watch: Stopwatch, started: float, verbose: bool,
+            evaluate, fit_marks: tuple[float, float] | None = None) -> TrainResult:
+    """The run's result and files from a finished fit, either path: metrics CSV, curves, export,
+    ``result.json`` with the timings, the summary. ``evaluate(checkpoint)``: test metrics of the best
+    checkpoint when the training could not give them; ``fit_marks``: when the worker group's fit began
+    and ended (none inline: the phases are all this process's)."""
     worker_return = outcome.worker_return or {}
     history = worker_return.get("history") or _read_history(run_dir)
-    test_metrics = _test_metrics(run_spec, outcome, watch, held)
+    test_metrics = _test_metrics(outcome, watch, evaluate)
     result = TrainResult(spec=run_spec, run_dir=run_dir, metrics=outcome.metrics or (history[-1] if history else {}),
                          test_metrics=test_metrics, best_checkpoint=outcome.best_checkpoint,
                          best_metrics=outcome.best_metrics, history=history, data=_data_record(plan))
     with watch.phase("outputs_s"):
         _write_outputs(result)
     result.seconds = time.perf_counter() - started
-    result.timings = {**join_timings(watch.seconds, worker_return.get("timings"), fit_started_at, fit_ended_at),
-                      "total_s": round(result.seconds, 3)}
+    timings = (join_timings(watch.seconds, worker_return.get("timings"), *fit_marks) if fit_marks
+               else inline_timings(watch.seconds, worker_return.get("timings")))
+    result.timings = {**timings, "total_s": round(result.seconds, 3)}
     _write_result_json(result)
     if verbose:
         print(result.summary(), flush=True)
@@ -177,20 +219,18 @@ def _hold(plan, spec: RunSpec, run_dir: str):
     return hold(plan, spec)
 
 
-def _test_metrics(spec: RunSpec, outcome, watch: Stopwatch, given=None) -> dict:
+def _test_metrics(outcome, watch: Stopwatch, evaluate) -> dict:
     """The test metrics of the run's best checkpoint: rank 0's, computed as training ended, when rank 0
     evaluated that same checkpoint; otherwise (a resume of a run from before raykit recorded its
-    checkpoints, a damaged checkpoint replaced) a Ray task evaluates it (on the data ``given`` from
-    Python, if any)."""
+    checkpoints, a damaged checkpoint replaced) ``evaluate(checkpoint)`` gives them (a Ray task, on the data
+    given from Python if any; inline, this process)."""
     if not outcome.best_checkpoint:
         return {}
     evaluated = dict((outcome.worker_return or {}).get("test_metrics") or {})
     if evaluated.pop("checkpoint", None) == posixpath.basename(outcome.best_checkpoint.rstrip("/")):
         return evaluated
-    from raykit.ray import remote
-
     with watch.phase("evaluation_task_s"):
-        return remote.evaluate(spec, outcome.best_checkpoint, "test", given)
+        return evaluate(outcome.best_checkpoint)
 
 
 def resolve(spec: RunSpec) -> RunSpec:

@@ -44,7 +44,7 @@ Problems = list[tuple[str, str]]
 # worker included: reported as raykit's one message, never as a traceback.
 INPUT_ERRORS = (SpecError, DataError, CheckpointError)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-RESUME_PREFIX = "checkpoint_epoch="  # raykit.ray.worker.CHECKPOINT_PREFIX: the directories a resume reads
+RESUME_PREFIX = "checkpoint_epoch="  # raykit.resume.CHECKPOINT_PREFIX: the directories a resume reads
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints
 RUN_SPEC_FILE = "spec.yaml"  # raykit.run.SPEC_FILE (not imported: raykit.run imports this module, via inference)
 _MAX_SAFETENSORS_HEADER = 100 * 2**20  # the safetensors format's own limit on its JSON header

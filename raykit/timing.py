@@ -77,6 +77,15 @@ def join_timings(driver: dict, worker: dict | None, fit_started_at: float, fit_e
     return _ordered(timings)
 
 
+def inline_timings(driver: dict, worker: dict | None) -> dict:
+    """The phases of a run trained in the driver process itself (:mod:`raykit.inline`): the driver's and the
+    loop's, with no Ray start, worker process or shut-down between them."""
+    timings = {key: value for key, value in driver.items() if key != "fit_s"}
+    timings.update({key: value for key, value in (worker or {}).items()
+                    if key in ("data_s", "model_build_s", "epochs_s", "final_evaluation_s")})
+    return _ordered(timings)
+
+
 def _ordered(timings: dict) -> dict:
     order = [key for key, _, _ in PHASES] + ["train_run_s", "total_s"]
     return {key: round(timings[key], 3) for key in sorted(timings, key=lambda k: order.index(k)

@@ -84,6 +84,7 @@ def test_toolkit_overhead_benchmark_runs_at_tiny_size(tmp_path, ray_address):
     text = results.read_text()
     assert "## Toolkit overhead" in text and "| wall time of a run |" in text
     assert "| steady-state samples/s per worker |" in text
+    assert "| wall time of a run, 1 worker (raykit: inline, no worker group) |" in text
     assert "| worker set-up (Ray worker, framework import, process group) |" in text
 
 

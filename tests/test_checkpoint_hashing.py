@@ -18,7 +18,7 @@ from raykit.backends.torch import checkpoint as ckpt
 from raykit.backends.torch.models import build_model
 from raykit.checkpoint import CheckpointError, HashingWriter, read_manifest, write_manifest
 from raykit.engine import fit
-from raykit.ray import worker
+from raykit import resume
 from raykit.session import WorkerSession
 from raykit.spec import load_spec
 
@@ -99,17 +99,13 @@ def test_files_written_without_a_hashing_writer_are_read_and_hashed_once(tmp_pat
                        digests={"state.bin": writer.entry()})
 
 
-def resume(directory: Path, state) -> dict:
-    """What a Ray worker does with the checkpoint it resumes from: verify it (worker._verified), then the
+def resumed(directory: Path, state) -> dict:
+    """What a Ray worker does with the checkpoint it resumes from: verify it (resume.verified_resume), then the
     backend restores it."""
-    with worker._verified(str(directory), directory.name, str(directory.parent), _Rank0(),
-                          worker.CheckpointNames()) as chosen:
+    with resume.verified_resume(str(directory), directory.name, str(directory.parent),
+                                resume.CheckpointNames()) as chosen:
         return ckpt.restore(chosen, *state)[0]
 
-
-class _Rank0:
-    def get_world_rank(self) -> int:
-        return 0
 
 
 def test_a_resume_hashes_each_file_once(tmp_path, monkeypatch):
@@ -118,7 +114,7 @@ def test_a_resume_hashes_each_file_once(tmp_path, monkeypatch):
     state = torch_state()
     save_torch(directory, state)
     calls = sha256_calls(monkeypatch)
-    assert resume(directory, state)["epoch"] == 1
+    assert resumed(directory, state)["epoch"] == 1
     assert sorted(path.name for path in calls) == sorted(FILES)
     # Out of the worker's block, a restore verifies on its own again.
     calls.clear()
@@ -133,7 +129,7 @@ def test_a_file_damaged_after_the_worker_verified_it_is_caught_before_it_is_load
     state = torch_state()
     save_torch(directory, state)
     weights = directory / "optimizer.pt"
-    with worker._verified(str(directory), directory.name, str(tmp_path), _Rank0(), worker.CheckpointNames()):
+    with resume.verified_resume(str(directory), directory.name, str(tmp_path), resume.CheckpointNames()):
         data = bytearray(weights.read_bytes())
         if damage == "truncate":
             weights.write_bytes(data[:-100])
@@ -157,7 +153,7 @@ def test_evaluating_a_stored_checkpoint_hashes_each_file_once(tmp_path, monkeypa
     spec = small_spec()
     fit(spec, WorkerSession(report=keep))
     calls = sha256_calls(monkeypatch)
-    metrics = worker.evaluate_stored_checkpoint(spec, str(kept[0]), "test")
+    metrics = resume.evaluate_stored_checkpoint(spec, str(kept[0]), "test")
     assert metrics["test_samples"] > 0
     assert sorted(path.name for path in calls) == sorted(FILES)
 

@@ -130,7 +130,7 @@ def test_a_run_whose_spec_file_is_not_text_is_named(no_ray, capsys, tmp_path):
 
 def test_the_checks_know_the_run_directory_s_file_names():
     from raykit.checks import RESUME_PREFIX, RUN_SPEC_FILE
-    from raykit.ray.worker import CHECKPOINT_PREFIX
+    from raykit.resume import CHECKPOINT_PREFIX
     from raykit.run import SPEC_FILE
 
     assert (RUN_SPEC_FILE, RESUME_PREFIX) == (SPEC_FILE, CHECKPOINT_PREFIX)

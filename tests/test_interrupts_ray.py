@@ -73,9 +73,10 @@ def gone(pids: list[int], timeout: float = 30) -> bool:
 def test_sigterm_then_ctrl_c_stop_cleanly_and_the_printed_command_resumes(ray_address, storage):
     run_dir = Path(storage) / "sig"
     args = ["train", "--set", f"storage={storage}", "--set", "name=sig", "--set", "train.epochs=3",
-            "--set", "scaling.num_workers=1", "--set", "model.name=mlp"]
+            "--set", "scaling.num_workers=1", "--set", "model.name=mlp", "--set", "scaling.inline=off"]
 
     # 1. Its own local Ray (no address; a short private RAY_TMPDIR marks that Ray's processes), then SIGTERM.
+    # (One worker would train inline, without Ray; the worker group is what this stops: tests/test_inline.py.)
     ray_tmp = tempfile.mkdtemp(prefix="rk-", dir="/tmp")
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     try:

@@ -88,8 +88,8 @@ def test_a_worker_killed_by_ray_for_memory_is_named_with_its_memory_the_fields_a
     try:
         ran = subprocess.run([sys.executable, "-m", "raykit.cli", "train", "--set", f"storage={tmp_path}",
                               "--set", "name=oom", "--set", "train.epochs=2", "--set", "scaling.num_workers=1",
-                              "--set", "model.name=mlp"], cwd=REPO, env=env, capture_output=True, text=True,
-                             timeout=240)
+                              "--set", "model.name=mlp", "--set", "scaling.inline=off"],  # Ray's monitor kills
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
         assert gone(processes_mentioning(ray_tmp)), "processes of the Ray the CLI started outlived it"
         raylet_log = "".join(path.read_text(errors="replace")  # where the raylet reports whom it killed
                              for path in Path(ray_tmp).glob("*/session_*/logs/raylet.out"))

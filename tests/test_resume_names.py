@@ -6,12 +6,8 @@ from __future__ import annotations
 import pytest
 
 from raykit.checkpoint import CheckpointError
-from raykit.ray import worker
+from raykit import resume
 
-
-class _Rank0:
-    def get_world_rank(self) -> int:
-        return 0
 
 
 def _run_dir(tmp_path, names: list[str]):
@@ -26,9 +22,9 @@ def _resume(monkeypatch, run_dir: str, latest: str, damaged: set[str]):
             raise CheckpointError(f"{directory}: model.pt does not match its checksum")
         return {}
 
-    monkeypatch.setattr(worker, "read_manifest", read_manifest)
-    names = worker.CheckpointNames()
-    with worker._verified(f"{run_dir}/{latest}", latest, run_dir, _Rank0(), names) as chosen:
+    monkeypatch.setattr(resume, "read_manifest", read_manifest)
+    names = resume.CheckpointNames()
+    with resume.verified_resume(f"{run_dir}/{latest}", latest, run_dir, names) as chosen:
         return chosen, names
 
 

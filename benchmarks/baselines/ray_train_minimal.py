@@ -75,7 +75,8 @@ def train_loop_per_worker(config: dict) -> list[dict]:
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
             if rank == 0:
-                torch.save({"model": model.module.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
+                plain = getattr(model, "module", model)  # prepare_model wraps in DDP only with 2+ workers
+                torch.save({"model": plain.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
                            os.path.join(directory, "checkpoint.pt"))
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(history[-1], checkpoint=checkpoint)

@@ -6,7 +6,7 @@ import ray
 
 from raykit import engine
 from raykit.ray.trainer import worker_environment
-from raykit.ray.worker import evaluate_stored_checkpoint
+from raykit.resume import evaluate_stored_checkpoint
 from raykit.spec import RunSpec, load_trained_spec
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 
 import ray.train
 
@@ -13,19 +12,10 @@ from raykit.backends import backend_info
 from raykit.checks import INPUT_ERRORS
 from raykit.data import DataPlan, plan_data
 from raykit.environment import forwarded_environment
+from raykit.inline import TrainOutcome
 from raykit.ray.cluster import single_fixed_node
 from raykit.ray.worker import train_loop_per_worker
 from raykit.spec import RunSpec
-
-
-@dataclass
-class TrainOutcome:
-    """What the driver needs from a finished Train run."""
-
-    metrics: dict  # rank 0's last reported metrics
-    best_checkpoint: str | None  # path or URI
-    best_metrics: dict | None
-    worker_return: dict | None  # rank 0's return value: history and best metric
 
 
 def scaling_config(spec: RunSpec) -> ray.train.ScalingConfig:

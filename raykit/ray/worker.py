@@ -7,7 +7,6 @@ import functools
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -15,15 +14,14 @@ import ray.train
 
 from raykit import engine, faults, storage
 from raykit.backends import backend_info
-from raykit.checkpoint import CheckpointError, read_manifest, verified
+from raykit.checkpoint import read_manifest
 from raykit.checks import INPUT_ERRORS
+from raykit.resume import CheckpointNames, best_test_metrics, verified_resume
 from raykit.session import WorkerSession
 from raykit.spec import load_spec
 from raykit.timing import process_started_at
 
 
-CHECKPOINT_PREFIX = "checkpoint_epoch="  # + the zero-padded epoch: names sort by epoch
-logger = logging.getLogger(__name__)
 
 
 def train_loop_per_worker(config: dict) -> dict:
@@ -41,7 +39,8 @@ def train_loop_per_worker(config: dict) -> dict:
     local_copy = checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None)
     name = os.path.basename(os.path.normpath(checkpoint.path)) if checkpoint else ""
     names, uploads = CheckpointNames(), Uploads()
-    with local_copy as resume_dir, _verified(resume_dir, name, config["run_dir"], context, names) as resume_dir:
+    chief = context.get_world_rank() == 0
+    with local_copy as resume_dir, verified_resume(resume_dir, name, config["run_dir"], names, chief) as resume_dir:
         session = WorkerSession(
             rank=context.get_world_rank(),
             world_size=context.get_world_size(),
@@ -60,31 +59,13 @@ def train_loop_per_worker(config: dict) -> dict:
     result["timings"]["epochs_s"] += uploads.finish()
     if context.get_world_rank() == 0:
         evaluation_started = time.perf_counter()
-        result["test_metrics"] = _test_metrics(spec, config["run_dir"], result["best_checkpoint_epoch"], names,
-                                               config.get("given"))
+        epoch = result["best_checkpoint_epoch"]
+        result["test_metrics"] = best_test_metrics(spec, config["run_dir"],
+                                                   None if epoch is None else names.for_epoch(epoch), config.get("given"))
         result["timings"]["final_evaluation_s"] = time.perf_counter() - evaluation_started
     # Marks the driver joins with its own (raykit.timing.join_timings).
     result["timings"].update(entered_at=entered_at, left_at=time.time(), process_started_at=process_started_at())
     return result
-
-
-def _test_metrics(spec, run_dir: str, epoch: int | None, names: CheckpointNames, given=None) -> dict | None:
-    """Rank 0's test-split evaluation of the checkpoint the run's ranking names best, here where the
-    framework and the data are loaded already (a Ray task afterwards starts a process and imports both
-    again: 7-9 s of a 40 s digits run on 2 cores), on ``spec.data`` or the data ``given`` from Python
-    (:class:`raykit.ray.given.GivenData`). ``{..., "checkpoint": <directory name>}``; None when the best
-    checkpoint is not known here or its evaluation fails -- the driver then evaluates it in a task, so an
-    evaluation problem never fails (and restarts) the training."""
-    if epoch is None:
-        return None
-    name = names.for_epoch(epoch)
-    try:
-        metrics = evaluate_stored_checkpoint(spec, storage.join(run_dir, name), "test", given)
-    except Exception:  # noqa: BLE001 -- reported, and done again by the driver
-        logger.warning("raykit: evaluating %s on rank 0 failed; the driver evaluates it instead", name,
-                       exc_info=True)
-        return None
-    return {**metrics, "checkpoint": name}
 
 
 class _NoInputErrorTraceback(logging.Filter):
@@ -101,76 +82,6 @@ def _quiet_input_error_tracebacks() -> None:
 
     if not any(isinstance(f, _NoInputErrorTraceback) for f in ray_train_util.logger.filters):
         ray_train_util.logger.addFilter(_NoInputErrorTraceback())
-
-
-class CheckpointNames:
-    """The directory name of each epoch's checkpoint in this attempt: ``checkpoint_epoch=NNNN``, except for
-    an epoch whose checkpoint was found damaged and skipped on resume. Ray still holds that one under the
-    plain name and deletes its path when its retention drops it, so the epoch trained again is written
-    beside it as ``checkpoint_epoch=NNNN.1`` (``.2``, ... if that too is taken): reusing the path would lose
-    the new checkpoint with the old one."""
-
-    def __init__(self) -> None:
-        self.skipped: set[str] = set()  # damaged checkpoints Ray registered
-        self.present: set[str] = set()  # every checkpoint directory name in the run when this attempt began
-
-    def for_epoch(self, epoch: int) -> str:
-        name = checkpoint_dir_name(epoch)
-        if name not in self.skipped:
-            return name
-        retry = 1
-        while f"{name}.{retry}" in self.present:
-            retry += 1
-        return f"{name}.{retry}"
-
-
-@contextlib.contextmanager
-def _verified(resume_dir: str | None, name: str, run_dir: str, context, names: CheckpointNames):
-    """The checkpoint to resume from, checked against its manifest. A truncated or altered latest
-    checkpoint is skipped, with a warning, for the newest earlier one that verifies (every rank makes the
-    same choice from the same files); none valid means starting over is refused, not done silently.
-    ``names`` learns which checkpoints were skipped."""
-    if resume_dir is None:
-        yield None
-        return
-    try:
-        manifest = read_manifest(resume_dir)
-    except CheckpointError as exc:
-        problem = str(exc)
-    else:
-        with verified(resume_dir, manifest):  # the backend's restore reads it next: no second hash
-            yield resume_dir
-        return
-    present = storage.list_dirs(run_dir, CHECKPOINT_PREFIX)
-    names.present = {os.path.basename(c) for c in present}
-    names.skipped = {name}
-    for candidate in [c for c in reversed(present) if os.path.basename(c) < name]:
-        with tempfile.TemporaryDirectory(prefix="raykit-fallback-") as local:
-            directory = candidate if "://" not in candidate else storage.download_dir(candidate, local)
-            try:
-                manifest = read_manifest(directory)
-            except CheckpointError:
-                names.skipped.add(os.path.basename(candidate))
-                continue
-            if context.get_world_rank() == 0:
-                logger.warning("raykit: the latest checkpoint is damaged (%s); resuming from %s instead",
-                               problem, candidate)
-            with verified(directory, manifest):
-                yield directory
-            return
-    raise CheckpointError(f"{problem}; and no earlier checkpoint in {run_dir} verifies, so the run cannot resume")
-
-
-def evaluate_stored_checkpoint(spec, checkpoint: str, split: str, data=None) -> dict:
-    """Loss and accuracy of a checkpoint at a path or URI (downloaded for the call when remote) on ``split``
-    of ``spec.data``, or of ``data`` (see :func:`raykit.engine.evaluate_checkpoint`)."""
-    with ray.train.Checkpoint(checkpoint).as_directory() as directory:
-        return engine.evaluate_checkpoint(spec, directory, split, use_gpu=spec.scaling.use_gpu, data=data)
-
-
-def checkpoint_dir_name(epoch: int) -> str:
-    """The directory name of epoch ``epoch``'s checkpoint under the run directory."""
-    return f"{CHECKPOINT_PREFIX}{int(epoch):04d}"
 
 
 def _progress_bar(config: dict, rank: int):

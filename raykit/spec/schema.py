@@ -28,6 +28,7 @@ CHANNELS_LAST = ("auto", "on", "off")
 COMPILE_MODES = ("off", "default", "max-autotune")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 MODES = ("max", "min")
+INLINE_CHOICES = ("auto", "on", "off")
 # Tune trial schedulers (raykit.ray.tune.TUNE_SCHEDULERS registers one factory for each; a test keeps them
 # equal). Listed here because validating a spec must not import Ray.
 SCHEDULERS = ("fifo", "asha", "hyperband", "pbt")
@@ -284,6 +285,15 @@ class ScalingSpec:
                                      "tasks, {NAME: 'value'}, set over those raykit forwards from the driver "
                                      "(RAYKIT_*, AWS_*, MLFLOW_*, WANDB_*, HF_*, ...: see the README). Saved "
                                      "with the run: keep secrets in the driver's environment.")
+    inline: str = _field("auto", help="Train a single-worker run in the driver process, without starting Ray or "
+                                      "a worker group (seconds less per run; same checkpoints, resume, metrics and "
+                                      "test evaluation, and either path continues the other's run). auto: inline "
+                                      "when num_workers is 1, max_failures is 0, the data is read into memory (not "
+                                      "streamed, no Ray Datasets), no Ray address is given, no local Ray (raykit "
+                                      "up) is running, and use_gpu has a GPU here -- and no ray.init() in this "
+                                      "Python process; on: inline, refused when one of those (but the last) "
+                                      "fails; off: always Ray Train's worker group.",
+                         choices=INLINE_CHOICES)
 
 
 @dataclass
