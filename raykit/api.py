@@ -97,18 +97,12 @@ def _train_inline(run_spec: RunSpec, run_dir: str, plan, verbose: bool, started:
     """:func:`train` of a single-worker run in this process (:mod:`raykit.inline`), holding the run
     directory's lock: no Ray, the same files as a worker group leaves."""
     if isinstance(plan, GivenPlan):
-        storage.write_text(storage.join(run_dir, FINGERPRINT_FILE), json.dumps(plan.fingerprint, indent=1))
+        _write_fingerprint(plan, run_dir)
     storage.write_text(storage.join(run_dir, SPEC_FILE), run_spec.to_yaml())
     if verbose:
         print("training inline: one worker in this process, no Ray (scaling.inline)", flush=True)
-    with watch.phase("fit_s"):
-        try:
-            outcome = inline.fit(run_spec, run_dir, plan)
-        except Exception as error:
-            explained = failures.explain(error, run_spec.name, run_dir)  # a full disk, say
-            if explained is None:
-                raise
-            raise explained from error
+    with watch.phase("fit_s"), failures.explained(run_spec.name, run_dir):  # a full disk, say
+        outcome = inline.fit(run_spec, run_dir, plan)
     return _finish(run_spec, run_dir, plan, outcome, watch, started, verbose,
                    evaluate=lambda checkpoint: inline.evaluate(run_spec, checkpoint, plan))
 
@@ -124,14 +118,8 @@ def _train_on_ray(run_spec: RunSpec, run_dir: str, plan: DataPlan, address: str 
         held = _hold(plan, run_spec, run_dir)
     storage.write_text(storage.join(run_dir, SPEC_FILE), run_spec.to_yaml())
     fit_started_at = time.time()
-    with watch.phase("fit_s"):
-        try:
-            outcome = trainer.fit(run_spec, run_dir, None if held else plan, given=held)
-        except Exception as error:
-            explained = failures.explain(error, run_spec.name, run_dir)  # a full disk, a worker out of memory
-            if explained is None:
-                raise
-            raise explained from error
+    with watch.phase("fit_s"), failures.explained(run_spec.name, run_dir):  # a full disk, a worker out of memory
+        outcome = trainer.fit(run_spec, run_dir, None if held else plan, given=held)
     fit_ended_at = time.time()
 
     def evaluate(checkpoint: str) -> dict:
@@ -215,8 +203,13 @@ def _hold(plan, spec: RunSpec, run_dir: str):
         return None
     from raykit.ray.given import hold
 
-    storage.write_text(storage.join(run_dir, FINGERPRINT_FILE), json.dumps(plan.fingerprint, indent=1))
+    _write_fingerprint(plan, run_dir)
     return hold(plan, spec)
+
+
+def _write_fingerprint(plan: GivenPlan, run_dir: str) -> None:
+    """The data given from Python, as a resume must be given it again, beside the spec."""
+    storage.write_text(storage.join(run_dir, FINGERPRINT_FILE), json.dumps(plan.fingerprint, indent=1))
 
 
 def _test_metrics(outcome, watch: Stopwatch, evaluate) -> dict:

@@ -37,6 +37,7 @@ import yaml
 from raykit import storage
 from raykit.checkpoint import FORMAT, MANIFEST, CheckpointError
 from raykit.data.errors import DataError
+from raykit.retention import SNAPSHOT as RAY_SNAPSHOT  # Ray Train's record of a run's checkpoints
 from raykit.spec import SpecError, yaml_load
 
 Problems = list[tuple[str, str]]
@@ -45,7 +46,6 @@ Problems = list[tuple[str, str]]
 INPUT_ERRORS = (SpecError, DataError, CheckpointError)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 RESUME_PREFIX = "checkpoint_epoch="  # raykit.resume.CHECKPOINT_PREFIX: the directories a resume reads
-RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints
 RUN_SPEC_FILE = "spec.yaml"  # raykit.run.SPEC_FILE (not imported: raykit.run imports this module, via inference)
 _MAX_SAFETENSORS_HEADER = 100 * 2**20  # the safetensors format's own limit on its JSON header
 

@@ -9,8 +9,10 @@ by their attributes and messages.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import re
+from typing import Iterator
 
 from raykit.history import read_history_csv
 from raykit.storage import join, read_text
@@ -56,6 +58,19 @@ def explain(error: BaseException, run_name: str, run_dir: str) -> RunFailedError
             f"Fields that lower a worker's memory: {'; '.join(MEMORY_FIELDS)}. The run resumes from its last "
             f"checkpoint with the same name (name={run_name}).")
     return None
+
+
+@contextlib.contextmanager
+def explained(run_name: str, run_dir: str) -> Iterator[None]:
+    """An error in the block that :func:`explain` can state plainly is raised as its
+    :class:`RunFailedError` (the original as its cause); any other goes on as it is."""
+    try:
+        yield
+    except Exception as error:
+        failure = explain(error, run_name, run_dir)
+        if failure is None:
+            raise
+        raise failure from error
 
 
 def _causes(error: BaseException):

@@ -99,16 +99,15 @@ def fit(spec: RunSpec, run_dir: str, plan) -> TrainOutcome:
     retention, names = Retention.of(run_dir, spec), CheckpointNames()
     latest = retention.latest_location()
     name = os.path.basename(latest) if latest else ""
-    splits = plan.arrays if isinstance(plan, GivenPlan) else None
+    given = _given_arrays(plan)
     with local_directory(latest) as resume_dir, verified_resume(resume_dir, name, run_dir, names) as resume_dir:
         session = WorkerSession(use_gpu=spec.scaling.use_gpu, resume_dir=resume_dir, run_dir=run_dir,
-                                report=_Reporter(retention, names, run_dir), splits=splits,
+                                report=_Reporter(retention, names, run_dir), splits=given.arrays if given else None,
                                 progress_bar=_progress_bar())
         result = engine.fit(spec, session)
     best = retention.best()
     started = time.perf_counter()
-    data = _HeldArrays(plan.info, splits) if splits is not None else None
-    result["test_metrics"] = best_test_metrics(spec, run_dir, best[0] if best else None, data)
+    result["test_metrics"] = best_test_metrics(spec, run_dir, best[0] if best else None, given)
     result["timings"]["final_evaluation_s"] = time.perf_counter() - started
     result["timings"].update(entered_at=entered_at, left_at=time.time())
     return TrainOutcome(metrics=result["history"][-1] if result["history"] else {},
@@ -118,8 +117,13 @@ def fit(spec: RunSpec, run_dir: str, plan) -> TrainOutcome:
 
 def evaluate(spec: RunSpec, checkpoint: str, plan) -> dict:
     """The test metrics of ``checkpoint``, in this process (where the worker-group path sends a Ray task)."""
-    splits = plan.arrays if isinstance(plan, GivenPlan) else None
-    return evaluate_stored_checkpoint(spec, checkpoint, "test", _HeldArrays(plan.info, splits) if splits else None)
+    return evaluate_stored_checkpoint(spec, checkpoint, "test", _given_arrays(plan))
+
+
+def _given_arrays(plan) -> GivenPlan | None:
+    """The plan of NumPy arrays given from Python (the loop and the evaluation read them as held), or None
+    for the spec's own data, which they read themselves."""
+    return plan if isinstance(plan, GivenPlan) else None
 
 
 class _Reporter:
@@ -138,18 +142,6 @@ class _Reporter:
         commit_dir(checkpoint_dir, storage.join(self.run_dir, name))
         self.retention.register(name, metrics)
         return False  # copied: the engine deletes its local directory
-
-
-class _HeldArrays:
-    """Data given from Python as NumPy splits, read the way :func:`raykit.engine.evaluate_split` reads."""
-
-    def __init__(self, info, splits):
-        self.info, self.splits = info, splits
-
-    def batches(self, name: str, batch_size: int):
-        split = self.splits.get(name)
-        for start in range(0, len(split), batch_size):
-            yield split.x[start:start + batch_size], split.y[start:start + batch_size]
 
 
 def _progress_bar():

@@ -74,6 +74,10 @@ class GivenPlan:
     def float32_bytes(self, *names: str) -> int:
         return sum(self.info.sizes[name] for name in names) * int(np.prod(self.info.input_shape)) * 4
 
+    def batches(self, name: str, batch_size: int):
+        """``(x, y)`` batches of split ``name`` of the arrays (loader memory), as :meth:`DataPlan.batches`."""
+        return self.arrays.batches(name, batch_size)
+
 
 # --- what was given ---------------------------------------------------------------------------------------
 

@@ -53,6 +53,13 @@ class Splits:
             raise ValueError(f"split: got {name!r}; accepted: train, val, test")
         return getattr(self, name)
 
+    def batches(self, name: str, batch_size: int):
+        """``(x, y)`` batches of split ``name``, x as held (what :func:`raykit.engine.evaluate_checkpoint`
+        reads)."""
+        split = self.get(name)
+        for start in range(0, len(split), batch_size):
+            yield split.x[start:start + batch_size], split.y[start:start + batch_size]
+
 
 @dataclass(frozen=True)
 class DataInfo:

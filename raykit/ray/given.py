@@ -51,9 +51,7 @@ class GivenData:
         """``(x, y)`` batches of split ``name``, x as stored (what :func:`raykit.engine.evaluate_checkpoint`
         reads)."""
         if self.arrays is not None:
-            split = self.splits().get(name)
-            for start in range(0, len(split), batch_size):
-                yield split.x[start:start + batch_size], split.y[start:start + batch_size]
+            yield from self.splits().batches(name, batch_size)
             return
         dataset = (self.datasets or {}).get(name)
         if dataset is None:
