@@ -10,6 +10,10 @@ the first `--test-rows` test images. Contenders, alternating `--repeats` times:
 * plain PyTorch (benchmarks/baselines/cifar_torch.py): one process, `torch.set_num_threads(2)`, the images
   decoded once, batches augmented on the device (here the CPU) and fed channels-last.
 
+Wall time, each side a fresh process timed from launch to exit (as a user runs them, decoding included):
+`raykit train` with the same spec in memory (one worker: it trains inline, with no Ray started) vs
+`benchmarks/baselines/cifar_torch.py --json` on the same slices and epochs.
+
 Images/s = training images / (training + validation seconds) of an epoch, median over epochs 2+; test
 accuracy after the last epoch (raykit: of the best checkpoint by validation accuracy). One local Ray with
 3 logical CPUs on this 2-core machine (the worker's 2 and the stream's reads share the cores).
@@ -20,35 +24,83 @@ accuracy after the last epoch (raykit: of the best checkpoint by validation accu
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
-from benchmarks.common import RESULTS, machine_line, spread, start_ray, verdict, write_section  # noqa: E402
+from benchmarks.common import RESULTS, machine_line, shared_ray_address, spread, start_ray, verdict, \
+    write_section  # noqa: E402
 from benchmarks.parity_cifar import CIFAR, write_slices  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 SECTION = "## CIFAR-10 on the CPU: raykit vs plain PyTorch"
 OPS = [{"op": "random_crop", "padding": 4}, {"op": "hflip", "p": 0.5},
        {"op": "normalize", "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}]
 
 
+def overrides(loader: str, uris: dict, args, storage: str, name: str) -> dict:
+    """The raykit spec of every raykit contender (as ``raykit.train`` overrides)."""
+    return {**uris, "data.loader": loader, "data.read_cpus": args.read_cpus, "model.name": "cnn",
+            "augment.preset": "none", "augment.ops": OPS, "optim.name": "adam", "optim.lr": 1e-3,
+            "optim.schedule": "cosine", "train.batch_size": 64, "train.epochs": args.epochs, "scaling.num_workers": 1,
+            "scaling.resources_per_worker": {"CPU": args.worker_cpus}, "checkpoint.keep_best": 1,
+            "train.tensorboard": False, "storage": storage, "name": name}
+
+
+def steady_rate(history: list[dict]) -> float:
+    """Training images/s (training + validation seconds), median over epochs 2+."""
+    return statistics.median(row["samples_per_s"] for row in history[1:] or history)
+
+
 def raykit_run(loader: str, uris: dict, args, storage: str, index: int) -> dict:
     import raykit
 
-    result = raykit.train(None, {
-        **uris, "data.loader": loader, "data.read_cpus": args.read_cpus, "model.name": "cnn", "augment.preset": "none",
-        "augment.ops": OPS, "optim.name": "adam", "optim.lr": 1e-3, "optim.schedule": "cosine",
-        "train.batch_size": 64, "train.epochs": args.epochs, "scaling.num_workers": 1,
-        "scaling.resources_per_worker": {"CPU": args.worker_cpus}, "checkpoint.keep_best": 1, "train.tensorboard": False,
-        "storage": storage, "name": f"cifar-{loader}-{index}"}, verbose=False)
-    rates = [row["samples_per_s"] for row in result.history[1:]] or [result.history[0]["samples_per_s"]]
-    return {"images_per_s": statistics.median(rates), "test_acc": result.test_accuracy}
+    result = raykit.train(None, overrides(loader, uris, args, storage, f"cifar-{loader}-{index}"), verbose=False)
+    return {"images_per_s": steady_rate(result.history), "test_acc": result.test_accuracy}
+
+
+def fresh_process_run(name: str, uris: dict, args, storage: str, index: int) -> dict:
+    """``raykit train`` (name "raykit-cli") or the plain script ("plain-cli") in a new process, timed from
+    launch to exit."""
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    if name == "raykit-cli":
+        import yaml
+
+        from raykit.spec.paths import set_dotted
+
+        nested: dict = {}
+        for path, value in overrides("memory", uris, args, storage, f"cifar-cli-{index}").items():
+            set_dotted(nested, path, value)
+        spec = Path(storage, f"cli-{index}.yaml")
+        spec.write_text(yaml.safe_dump(nested))
+        shared = shared_ray_address()  # smoke tests only
+        command = [sys.executable, "-m", "raykit.cli", "train", str(spec), *(["--address", shared] if shared else [])]
+    else:
+        command = [sys.executable, str(REPO / "benchmarks" / "baselines" / "cifar_torch.py"), "--data", str(args.data),
+                   "--train-rows", str(args.train_rows), "--val-rows", str(args.val_rows), "--test-rows",
+                   str(args.test_rows), "--epochs", str(args.epochs), "--threads", str(args.worker_cpus), "--json"]
+    started = time.perf_counter()
+    out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+    wall = time.perf_counter() - started
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
+    if name == "raykit-cli":
+        from raykit.run import Run
+
+        result = Run.open(Path(storage, f"cifar-cli-{index}"))
+        return {"wall_s": wall, "images_per_s": steady_rate(result.history), "test_acc": result.test_accuracy}
+    plain = json.loads(out.stdout.strip().splitlines()[-1])
+    rates = [args.train_rows / seconds for seconds in plain["epoch_seconds"][1:] or plain["epoch_seconds"]]
+    return {"wall_s": wall, "images_per_s": statistics.median(rates), "test_acc": plain["test_acc"]}
 
 
 def plain_run(data: dict, args) -> dict:
@@ -85,12 +137,15 @@ def main() -> None:
     scratch = tempfile.mkdtemp(prefix="raykit-bench-cifar-")
     uris = write_slices(args.data, Path(scratch), args.train_rows, args.val_rows, args.test_rows)
     data = decode_slices(args.data, args.train_rows, args.val_rows, args.test_rows)
-    runs: dict[str, list] = {"memory": [], "stream": [], "plain": []}
+    runs: dict[str, list] = {"memory": [], "stream": [], "plain": [], "raykit-cli": [], "plain-cli": []}
     start_ray(args.worker_cpus + math.ceil(args.read_cpus), log_to_driver=False)
     try:
         for index in range(args.repeats):  # alternate, so drift on a shared machine hits all
             for name in runs:
-                run = plain_run(data, args) if name == "plain" else raykit_run(name, uris, args, scratch, index)
+                if name.endswith("-cli"):
+                    run = fresh_process_run(name, uris, args, scratch, index)
+                else:
+                    run = plain_run(data, args) if name == "plain" else raykit_run(name, uris, args, scratch, index)
                 runs[name].append(run)
                 print(f"{name}: {run['images_per_s']:.0f} images/s, test accuracy {run['test_acc']:.4f}", flush=True)
     finally:
@@ -119,7 +174,18 @@ def render(runs: dict, args) -> str:
     gap = [abs(m["test_acc"] - p["test_acc"]) * 100 for m, p in zip(runs["memory"], runs["plain"])]
     lines += ["", verdict("Images/s raykit (memory) / plain", ratio("memory", "plain"), 0.95),
               verdict("Images/s streamed / in memory", ratio("stream", "memory"), 0.85),
-              verdict("Test-accuracy gap |raykit - plain|, points", gap, 1.0, at_least=False), ""]
+              verdict("Test-accuracy gap |raykit - plain|, points", gap, 1.0, at_least=False), "",
+              "Wall time from launch to exit, each side a fresh process: `raykit train` (1 worker, data in memory: "
+              "inline, no Ray started) vs `benchmarks/baselines/cifar_torch.py`, the same slices and epochs "
+              "(JPEG decoding, every epoch's validation and the final test pass included on both sides).", "",
+              "| contender | wall s | images/s | test accuracy |", "|---|---|---|---|"]
+    for name, label in (("raykit-cli", "`raykit train`, fresh process"),
+                        ("plain-cli", "plain PyTorch script, fresh process")):
+        lines.append(f"| {label} | {spread([r['wall_s'] for r in runs[name]])} | "
+                     f"{spread([r['images_per_s'] for r in runs[name]], 0)} | "
+                     f"{spread([r['test_acc'] for r in runs[name]], 4)} |")
+    wall = [r["wall_s"] / p["wall_s"] for r, p in zip(runs["raykit-cli"], runs["plain-cli"])]
+    lines += ["", verdict("Wall raykit / plain, fresh processes", wall, 1.15, at_least=False), ""]
     return "\n".join(lines)
 
 

@@ -2,7 +2,8 @@
 reached the target (98%), for raykit torch, raykit tf, a plain PyTorch script and a plain Keras script.
 
 Every contender is a new process timed from launch to exit, so imports, Ray's start (raykit starts a
-local Ray with 2 workers) and raykit's end-of-run work (test evaluation, export, plots) all count, as they
+local Ray with 2 workers; with 1 worker it trains
+inline in the command's own process and starts no Ray at all) and raykit's end-of-run work (test evaluation, export, plots) all count, as they
 would for a user. All stop at the first epoch whose validation accuracy is >= the target (raykit:
 `train.stop_at`) on the same split, and report the test accuracy of that model. Contenders alternate
 over `--repeats`.
@@ -23,19 +24,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, machine_line, shared_ray_address, spread, write_section  # noqa: E402
+from benchmarks.common import RESULTS, machine_line, shared_ray_address, spread, verdict, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Time to accuracy on digits"
 CONTENDERS = {"raykit-torch": "raykit torch (2 workers)", "raykit-tf": "raykit tf (2 workers)",
+              "raykit-torch-1": "raykit torch (1 worker: inline, no Ray worker group)",
+              "raykit-tf-1": "raykit tf (1 worker: inline, no Ray worker group)",
               "torch": "plain PyTorch", "keras": "plain Keras model.fit"}
 
 
 def command(contender: str, target: float, max_epochs: int, storage: str, name: str) -> list[str]:
     if contender.startswith("raykit"):
-        framework = contender.split("-")[1]
+        _, framework, *workers = contender.split("-")
         shared = shared_ray_address()  # smoke tests only: their session's Ray, not a fresh one per run
-        return [sys.executable, "-m", "raykit.cli", "train", "--set", f"framework={framework}",
+        one_worker = ["--set", "scaling.num_workers=1"] if workers == ["1"] else []  # data.batch_size is global
+        return [sys.executable, "-m", "raykit.cli", "train", "--set", f"framework={framework}", *one_worker,
                 "--set", f"train.stop_at={target}", "--set", f"train.epochs={max_epochs}",
                 "--set", f"storage={storage}", "--set", f"name={name}", *(["--address", shared] if shared else [])]
     script = f"tta_{contender}.py"
@@ -84,8 +88,9 @@ def render(runs: dict, args) -> str:
     lines = [SECTION, "", machine_line() + f" Seconds from launching a fresh process until it exits with a model "
              f"whose validation accuracy reached {args.target:.0%} (the first such epoch; at most {args.max_epochs} "
              "epochs), the seed's CNN, Adam 1e-3, global batch 64, the same stratified split for all; "
-             f"{args.repeats} repeats, contenders alternating. raykit's time includes starting a local Ray, its "
-             "end-of-run test evaluation, export and plots.", "",
+             f"{args.repeats} repeats, contenders alternating. raykit's time includes starting a local Ray (2 workers; "
+             "1 worker trains inline, in the command's process, with no Ray started), its end-of-run test "
+             "evaluation, export and plots.", "",
              f"| contender | seconds to target | epochs | test accuracy at stop | time / "
              f"{'plain PyTorch' if 'torch' in runs else 'first contender'} |",
              "|---|---|---|---|---|"]
@@ -93,6 +98,13 @@ def render(runs: dict, args) -> str:
         ratio = [v["seconds"] / p["seconds"] for v, p in zip(values, plain)]
         lines.append(f"| {CONTENDERS[name]} | {spread([v['seconds'] for v in values])} | {spread([v['epochs'] for v in values], 0)}"
                      f" | {spread([v['test_acc'] for v in values], 4)} | {spread(ratio, 2)} |")
+    if "torch" in runs:
+        lines.append("")
+        for name in ("raykit-torch", "raykit-torch-1"):
+            if name in runs:
+                ratios = [v["seconds"] / p["seconds"] for v, p in zip(runs[name], plain)]
+                lines.append(verdict(f"Time to target, {CONTENDERS[name]} / plain PyTorch", ratios, 2.5,
+                                     at_least=False) + "  ")
     return "\n".join([*lines, ""])
 
 
