@@ -178,3 +178,65 @@ def test_the_engine_deletes_a_checkpoint_unless_report_took_it_over(tmp_path, mo
     with pytest.raises(RuntimeError, match="injected fault"):
         fit(small_spec(), WorkerSession(report=leaving))
     assert sorted(tmp_path.glob("raykit-ckpt-*")) == [seen["taken"][0]]
+
+
+def weights_of(model) -> dict:
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_restore_applies_nothing_from_a_damaged_checkpoint(tmp_path, damage):
+    """The files are hashed on a helper thread while they are read; a damaged one is reported by its checksum
+    (also when the loader itself chokes on it) and nothing read is applied to the model or optimizer."""
+    directory = tmp_path / "checkpoint_epoch=0001"
+    directory.mkdir()
+    save_torch(directory, torch_state())
+    fresh = torch_state()
+    before, optimizer_before = weights_of(fresh[0]), json.dumps(fresh[1].state_dict()["param_groups"])
+    path = directory / "scheduler.pt"
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":  # torch.load itself fails on it
+        path.write_bytes(data[: len(data) // 2])
+    else:  # a byte of a stored tensor: torch.load succeeds, only the checksum tells
+        weights = directory / "model.pt"
+        data = bytearray(weights.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        weights.write_bytes(data)
+    with pytest.raises(CheckpointError, match=r"(scheduler|model)\.pt: checksum differs"):
+        ckpt.restore(str(directory), *fresh)
+    after = weights_of(fresh[0])
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert json.dumps(fresh[1].state_dict()["param_groups"]) == optimizer_before
+    with pytest.raises(CheckpointError, match="checksum differs"):
+        ckpt.load_weights(str(directory))
+
+
+def test_verifying_hashes_while_the_block_reads_and_raises_at_its_end(tmp_path, monkeypatch):
+    directory = tmp_path / "checkpoint_epoch=0001"
+    directory.mkdir()
+    save_torch(directory, torch_state())
+    hashed_on: list[str] = []
+    real = checkpoint._sha256
+
+    def on_which_thread(path: Path) -> str:
+        import threading
+
+        hashed_on.append(threading.current_thread().name)
+        return real(path)
+
+    monkeypatch.setattr(checkpoint, "_sha256", on_which_thread)
+    with checkpoint.verifying(directory) as manifest:
+        assert manifest["epoch"] == 1
+    assert len(hashed_on) == len(FILES) and all(name.startswith("raykit-verify") for name in hashed_on)
+    (directory / "rng.json").write_text("[]")
+    with pytest.raises(CheckpointError, match="rng.json: checksum differs"):
+        with checkpoint.verifying(directory):
+            pass  # the block read nothing wrong itself; its end still reports the file
+    # An error of the block's own, on verified files, is the block's.
+    (directory / "rng.json").unlink()
+    save_dir = tmp_path / "other"
+    save_dir.mkdir()
+    save_torch(save_dir, torch_state())
+    with pytest.raises(KeyError, match="mine"):
+        with checkpoint.verifying(save_dir):
+            raise KeyError("mine")

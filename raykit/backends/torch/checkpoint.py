@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from raykit import faults
-from raykit.checkpoint import CheckpointError, HashingWriter, UnsafeFileError, read_manifest, write_manifest
+from raykit.checkpoint import CheckpointError, HashingWriter, UnsafeFileError, verifying, write_manifest
 
 WEIGHTS = "model.pt"
 OPTIMIZER = "optimizer.pt"
@@ -84,23 +84,27 @@ def load_data(source: Path | bytes, name: str | None = None):
 
 def load_weights(directory: str) -> dict[str, torch.Tensor]:
     """The model state dict of a verified checkpoint, on the CPU."""
-    read_manifest(directory)
-    return load_data(Path(directory) / WEIGHTS)
+    with verifying(directory):
+        weights = load_data(Path(directory) / WEIGHTS)
+    return weights
 
 
 def restore(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
             scaler) -> tuple[dict, list[dict]]:
     """Load weights, optimizer, schedule and grad-scaler state; return the trainer state and the
-    per-rank RNG states."""
-    manifest = read_manifest(directory)
+    per-rank RNG states. The files are verified while they are read, and nothing is applied before they
+    all verified."""
     root = Path(directory)
-
-    unwrap(model).load_state_dict(load_data(root / WEIGHTS))
-    optimizer.load_state_dict(load_data(root / OPTIMIZER))
-    scheduler.load_state_dict(load_data(root / SCHEDULER))
-    if scaler.is_enabled() and (root / SCALER).is_file():
-        scaler.load_state_dict(load_data(root / SCALER))
-    return manifest["state"], json.loads((root / RNG).read_text())
+    with verifying(directory) as manifest:
+        weights, optimizer_state, scheduler_state = (load_data(root / name) for name in (WEIGHTS, OPTIMIZER, SCHEDULER))
+        scaler_state = load_data(root / SCALER) if scaler.is_enabled() and (root / SCALER).is_file() else None
+        rng_states = json.loads((root / RNG).read_text())
+    unwrap(model).load_state_dict(weights)
+    optimizer.load_state_dict(optimizer_state)
+    scheduler.load_state_dict(scheduler_state)
+    if scaler_state is not None:
+        scaler.load_state_dict(scaler_state)
+    return manifest["state"], rng_states
 
 
 def capture_rng() -> dict:
