@@ -9,11 +9,20 @@ Epoch time covers training and validation, as raykit's `epoch_time_s` does.
 
     from benchmarks.baselines.ray_train_minimal import train_digits_cnn
     history = train_digits_cnn(num_workers=2, epochs=5, storage_path="/tmp/runs", name="baseline")
+
+As a command (a fresh process, as benchmarks/first_epoch.py times it), rank 0 prints one line per epoch;
+``--empty`` runs a training function that only prints its first epoch line: Ray Train's own start-up
+(connect or start Ray, controller, placement group, worker processes with torch imported, the process
+group), the floor under any Ray Train job's first epoch on the machine:
+
+    python benchmarks/baselines/ray_train_minimal.py --workers 2 --epochs 2 --storage /tmp/runs [--empty]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import tempfile
 import time
 
@@ -72,6 +81,8 @@ def train_loop_per_worker(config: dict) -> list[dict]:
         torch.distributed.all_reduce(totals)
         seconds = time.perf_counter() - started
         history.append({"epoch": epoch, "val_acc": float(totals[0] / totals[1]), "epoch_time_s": seconds})
+        if rank == 0:
+            print_line(f"epoch {epoch}/{config['epochs']} val_acc {history[-1]['val_acc']:.4f}")
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
             if rank == 0:
@@ -83,11 +94,40 @@ def train_loop_per_worker(config: dict) -> list[dict]:
     return history
 
 
+def empty_loop_per_worker(config: dict) -> list[dict]:
+    """Nothing but rank 0's first epoch line: what remains is Ray Train's start-up."""
+    if ray.train.get_context().get_world_rank() == 0:
+        print_line(f"epoch 1/{config['epochs']} (empty training function)")
+    return []
+
+
+def print_line(text: str) -> None:
+    sys.stdout.write(text + "\n")  # as raykit's rank 0 writes its epoch lines (Ray forwards them to the driver)
+    sys.stdout.flush()
+
+
 def train_digits_cnn(num_workers: int, epochs: int, storage_path: str, name: str,
-                     batch_per_worker: int = 32) -> list[dict]:
-    """Train and return rank 0's per-epoch metrics (``epoch``, ``val_acc``, ``epoch_time_s``)."""
-    trainer = TorchTrainer(train_loop_per_worker,
+                     batch_per_worker: int = 32, empty: bool = False) -> list[dict]:
+    """Train and return rank 0's per-epoch metrics (``epoch``, ``val_acc``, ``epoch_time_s``); ``empty``:
+    run :func:`empty_loop_per_worker` instead (returns [])."""
+    trainer = TorchTrainer(empty_loop_per_worker if empty else train_loop_per_worker,
                            train_loop_config={"epochs": epochs, "batch_per_worker": batch_per_worker},
                            scaling_config=ray.train.ScalingConfig(num_workers=num_workers),
                            run_config=ray.train.RunConfig(name=name, storage_path=storage_path))
     return trainer.fit().return_value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--storage", default=os.path.join(tempfile.gettempdir(), "ray-train-minimal"))
+    parser.add_argument("--name", default="minimal")
+    parser.add_argument("--empty", action="store_true", help="an empty training function: Ray Train's start-up")
+    args = parser.parse_args()
+    ray.init()  # RAY_ADDRESS joins a running Ray; without it, a local Ray of this process's own
+    train_digits_cnn(args.workers, args.epochs, args.storage, args.name, empty=args.empty)
+
+
+if __name__ == "__main__":
+    main()
