@@ -54,6 +54,7 @@ def fit(spec: RunSpec, session: WorkerSession) -> dict:
         backend.seed(spec.train.seed)  # the same on every rank: the same initial weights
     with watch.phase("data_s"):
         info, splits = worker_data(spec.data, session.streams, session.data_info, session.splits)
+        session.splits = splits  # an evaluation after the loop, in this process, reads these, not the files
         info = _with_classes(spec, info, splits)
     with watch.phase("model_build_s"):
         backend.build(info, optimizer_steps_per_epoch(info.sizes["train"], spec, session.world_size))

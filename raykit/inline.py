@@ -107,7 +107,7 @@ def fit(spec: RunSpec, run_dir: str, plan) -> TrainOutcome:
         result = engine.fit(spec, session)
     best = retention.best()
     started = time.perf_counter()
-    result["test_metrics"] = best_test_metrics(spec, run_dir, best[0] if best else None, given)
+    result["test_metrics"] = best_test_metrics(spec, run_dir, best[0] if best else None, session.splits)
     result["timings"]["final_evaluation_s"] = time.perf_counter() - started
     result["timings"].update(entered_at=entered_at, left_at=time.time())
     return TrainOutcome(metrics=result["history"][-1] if result["history"] else {},

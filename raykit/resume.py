@@ -100,7 +100,8 @@ def evaluate_stored_checkpoint(spec, checkpoint: str, split: str, data=None) -> 
 def best_test_metrics(spec, run_dir: str, name: str | None, data=None) -> dict | None:
     """The test-split evaluation of the checkpoint ``name`` the run's ranking names best, here where the
     framework and the data are loaded already (a Ray task afterwards starts a process and imports both
-    again: 7-9 s of a 40 s digits run on 2 cores), on ``spec.data`` or ``data`` given from Python.
+    again: 7-9 s of a 40 s digits run on 2 cores), on ``data`` held in memory (the splits the loop read,
+    or arrays given from Python: not decoded again), else read from ``spec.data``.
     ``{..., "checkpoint": <directory name>}``; None when the best checkpoint is not known here or its
     evaluation fails -- the driver then evaluates it in a task, so an evaluation problem never fails (and
     restarts) the training."""

@@ -39,7 +39,9 @@ class WorkerSession:
             ``{"x", "y"}`` NumPy batches; None when the loop loads ``spec.data`` into memory itself.
         data_info: input shape, classes and split sizes of streamed data (the driver's plan).
         splits: data held in memory that the driver handed in (datasets given from Python, read from Ray's
-            object store), or None when the loop reads ``spec.data`` itself.
+            object store), or None when the loop reads ``spec.data`` itself; :func:`raykit.engine.fit` sets it
+            to the splits it read (None for streamed data), so that an evaluation after the loop in the same
+            process reads them instead of decoding the files again.
         progress_bar: ``progress_bar(total, description)`` -> a bar with ``update(n)``,
             ``set_description(text)`` and ``close()`` (rank 0 with a terminal); None for no bar.
     """

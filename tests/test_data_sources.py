@@ -241,3 +241,26 @@ def test_convert_command_writes_parquet_and_never_overwrites(tmp_path, capsys):
                                                            "part-00002.parquet"]
     assert cli_main(["data", "convert", folder, out]) == 2
     assert f"DST: {out} already holds files" in capsys.readouterr().err
+
+
+def test_planning_decodes_one_image_per_source_not_its_row_group(tmp_path, monkeypatch):
+    """A plan learns the input shape from one image: it must not decode a whole row group (a Parquet file
+    written by pyarrow is one group of up to a million rows: every image, once per plan)."""
+    from raykit.data import sources
+
+    x, y = make.images(60, classes=4)
+    uri = make.write_parquet(str(tmp_path / "pq"), x, y, files=1)
+    decoded: list[str] = []
+    real = sources.decode
+
+    def counting(data: bytes, name: str, *args):
+        decoded.append(name)
+        return real(data, name, *args)
+
+    monkeypatch.setattr(sources, "decode", counting)
+    plan = plan_data(data_spec(uri=uri))
+    assert plan.info.input_shape == (8, 8, 3)
+    assert len(decoded) == 1, decoded
+    decoded.clear()
+    assert len(load_splits(data_spec(uri=uri)).train) > 0
+    assert len(decoded) == 60 + 1  # every image once when the splits are read (and one for the plan)

@@ -19,5 +19,4 @@ def worker_data(data_spec, streams, data_info, held: Splits | None = None) -> tu
     if streams:
         return data_info, None
     splits = held or load_splits(data_spec, as_stored=True)  # backends scale uint8 pixels on their device
-    sizes = {name: len(splits.get(name)) for name in ("train", "val", "test")}
-    return DataInfo(splits.input_shape, splits.num_classes, sizes), splits
+    return splits.info, splits

@@ -108,8 +108,10 @@ class Source:
         """Row 0's image as read (to learn the input shape without reading everything)."""
         if self.arrays is not None:
             return self.arrays[0][0]
-        return self.read_chunk(Chunk(rows=self.chunks[0].rows[:1], file=self.chunks[0].file,
-                                     row_group=self.chunks[0].row_group))[0][0]
+        first = Chunk(rows=self.chunks[0].rows[:1], file=self.chunks[0].file, row_group=self.chunks[0].row_group)
+        if self.format == "image_folder":
+            return self.read_chunk(first)[0][0]
+        return self._read_row_group(first, first_only=True)[0][0]
 
     def _read_file(self, path: str) -> bytes:
         with self.filesystem.open_input_stream(path) as stream:
@@ -118,12 +120,16 @@ class Source:
     def _decode(self, data: bytes, name: str) -> np.ndarray:
         return decode(data, name, self.options.color_mode, self.options.resize)
 
-    def _read_row_group(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
+    def _read_row_group(self, chunk: Chunk, first_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The images and labels of a row group; ``first_only``: of its first row only (the rest of the
+        group's encoded images are read but not decoded: a plan learns the input shape from one image)."""
         import pyarrow.parquet as pq
 
         with self.filesystem.open_input_file(chunk.file) as handle:
             table = pq.ParquetFile(handle).read_row_group(chunk.row_group, columns=[self.options.image_column])
         column = table.column(0).combine_chunks()
+        if first_only:
+            column = column.slice(0, 1)
         name = f"{chunk.file} (row group {chunk.row_group})"
         return images_from_column(column, name, self), self.labels[chunk.rows]
 

@@ -38,15 +38,24 @@ class Split:
 
 @dataclass(frozen=True)
 class Splits:
+    """The three splits held in memory, and what a loop or an evaluation must know of them (:attr:`info`)."""
+
     train: Split
     val: Split
     test: Split
     num_classes: int
+    class_names: list | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """(height, width, channels) of one image."""
         return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def info(self) -> "DataInfo":
+        """Input shape, classes (their names where the data has them) and split sizes."""
+        return DataInfo(self.input_shape, self.num_classes, {name: len(self.get(name)) for name in SPLITS},
+                        self.class_names)
 
     def get(self, name: str) -> Split:
         if name not in SPLITS:
@@ -222,12 +231,29 @@ def load_splits(data: DataSpec, as_stored: bool = False) -> Splits:
 
 def splits_of(plan: DataPlan, as_stored: bool = False) -> Splits:
     """A plan's splits read into memory (images as float32 in [0, 1], or ``as_stored``: uint8 stays uint8)."""
-    parts = {name: rows.read(as_stored) for name, rows in plan.splits.items()}
+    parts = _read_each_source_once(plan.splits, as_stored)
     shapes = {name: split.x.shape[1:] for name, split in parts.items() if len(split)}
     if len(set(shapes.values())) > 1:
         raise DataError(f"data: the splits' images differ in shape ({shapes}); accepted: one shape, or set "
                         "data.resize: [height, width]")
-    return Splits(parts["train"], parts["val"], parts["test"], plan.info.num_classes)
+    return Splits(parts["train"], parts["val"], parts["test"], plan.info.num_classes, plan.info.class_names)
+
+
+def _read_each_source_once(splits: dict, as_stored: bool) -> dict:
+    """Split name -> :class:`Split`, reading each source once for all the splits drawn from it: one file
+    split by fractions (train and val of ``data.uri``) has its row groups decoded once, not once per split."""
+    by_source: dict[int, list[str]] = {}
+    for name, rows in splits.items():
+        by_source.setdefault(id(rows.source), []).append(name)
+    parts = {}
+    for names in by_source.values():
+        x, y = splits[names[0]].source.read_rows(np.concatenate([splits[name].rows for name in names]))
+        start = 0
+        for name in names:
+            end = start + len(splits[name].rows)
+            parts[name] = Split(x[start:end] if as_stored else to_float(x[start:end]), y[start:end])
+            start = end
+    return parts
 
 
 def iter_split(plan: DataPlan, name: str, batch_size: int):

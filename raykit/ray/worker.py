@@ -60,8 +60,8 @@ def train_loop_per_worker(config: dict) -> dict:
     if context.get_world_rank() == 0:
         evaluation_started = time.perf_counter()
         epoch = result["best_checkpoint_epoch"]
-        result["test_metrics"] = best_test_metrics(spec, config["run_dir"],
-                                                   None if epoch is None else names.for_epoch(epoch), config.get("given"))
+        result["test_metrics"] = best_test_metrics(spec, config["run_dir"], None if epoch is None else
+                                                   names.for_epoch(epoch), config.get("given") or session.splits)
         result["timings"]["final_evaluation_s"] = time.perf_counter() - evaluation_started
     # Marks the driver joins with its own (raykit.timing.join_timings).
     result["timings"].update(entered_at=entered_at, left_at=time.time(), process_started_at=process_started_at())
