@@ -66,3 +66,19 @@ def wait_for_committed_checkpoint(run_dir: Path, dir_name: str, process: subproc
             raise AssertionError(f"driver exited early: {process.stdout.read()[-3000:]}")
         time.sleep(0.2)
     raise AssertionError(f"{dir_name} was not committed within {timeout}s")
+
+
+@pytest.fixture
+def decoded_images(monkeypatch) -> list[str]:
+    """The name of every image raykit's data sources decode from now on, in order."""
+    from raykit.data import sources
+
+    decoded: list[str] = []
+    real = sources.decode
+
+    def counting(data: bytes, name: str, *args):
+        decoded.append(name)
+        return real(data, name, *args)
+
+    monkeypatch.setattr(sources, "decode", counting)
+    return decoded

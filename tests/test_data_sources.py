@@ -243,21 +243,12 @@ def test_convert_command_writes_parquet_and_never_overwrites(tmp_path, capsys):
     assert f"DST: {out} already holds files" in capsys.readouterr().err
 
 
-def test_planning_decodes_one_image_per_source_not_its_row_group(tmp_path, monkeypatch):
+def test_planning_decodes_one_image_per_source_not_its_row_group(tmp_path, decoded_images):
     """A plan learns the input shape from one image: it must not decode a whole row group (a Parquet file
     written by pyarrow is one group of up to a million rows: every image, once per plan)."""
-    from raykit.data import sources
-
     x, y = make.images(60, classes=4)
     uri = make.write_parquet(str(tmp_path / "pq"), x, y, files=1)
-    decoded: list[str] = []
-    real = sources.decode
-
-    def counting(data: bytes, name: str, *args):
-        decoded.append(name)
-        return real(data, name, *args)
-
-    monkeypatch.setattr(sources, "decode", counting)
+    decoded = decoded_images
     plan = plan_data(data_spec(uri=uri))
     assert plan.info.input_shape == (8, 8, 3)
     assert len(decoded) == 1, decoded

@@ -226,25 +226,17 @@ def test_sigterm_then_ctrl_c_stop_an_inline_run_and_the_printed_command_resumes_
     assert not list((tmp_path / "ray-tmp").glob("**/session_*"))
 
 
-def test_the_test_evaluation_reads_the_splits_the_loop_held_not_the_files(tmp_path, no_local_ray, monkeypatch):
+def test_the_test_evaluation_reads_the_splits_the_loop_held_not_the_files(tmp_path, no_local_ray, decoded_images):
     """Every image is decoded once in a run: a plan decodes one per source, the loop each split once, and
     the test evaluation of the best checkpoint reads the split the loop held. Its metrics are those of the
     checkpoint evaluated from the files, and the class names of the data reach the checkpoint and the
     per-class columns on both splits."""
-    from raykit.data import sources
     from raykit.resume import evaluate_stored_checkpoint
     from tests import data_factory as make
 
     x, y = make.images(120, classes=4)
     uri = make.write_image_folder(str(tmp_path / "folder"), x, y)  # classes ant, bee, cat, dog
-    decoded: list[str] = []
-    real = sources.decode
-
-    def counting(data: bytes, name: str, *args):
-        decoded.append(name)
-        return real(data, name, *args)
-
-    monkeypatch.setattr(sources, "decode", counting)
+    decoded = decoded_images
     result = raykit.train(None, ["scaling.num_workers=1", "model.name=mlp", "model.hidden=[16]", "train.epochs=2",
                                  f"data.uri={uri}", "data.val_fraction=0.25", "data.test_fraction=0.25",
                                  "train.metrics=[per_class_acc]", f"storage={tmp_path}", "name=once"], verbose=False)
