@@ -165,10 +165,11 @@ def test_cifar_cpu_benchmark_runs_at_tiny_size(tmp_path, ray_address):
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## CIFAR-10 on the CPU: raykit vs plain PyTorch" in text
-    for row in ("| raykit, 1 worker, data in memory |", "| raykit, 1 worker, streamed (Ray Data) |",
+    for row in ("| raykit, 1 Ray Train worker, data in memory |", "| raykit, 1 worker, streamed (Ray Data) |",
                 "| plain PyTorch, 1 process"):
         assert row in text
     assert "Images/s streamed / in memory:" in text and "Test-accuracy gap" in text
+    assert "| `raykit train`, fresh process |" in text and "Wall raykit / plain, fresh processes:" in text
 
 
 def test_gpu_script_parses_and_installs_nothing():
