@@ -237,7 +237,8 @@ def test_the_test_evaluation_reads_the_splits_the_loop_held_not_the_files(tmp_pa
     x, y = make.images(120, classes=4)
     uri = make.write_image_folder(str(tmp_path / "folder"), x, y)  # classes ant, bee, cat, dog
     decoded = decoded_images
-    result = raykit.train(None, ["scaling.num_workers=1", "model.name=mlp", "model.hidden=[16]", "train.epochs=2",
+    result = raykit.train(None, ["scaling.num_workers=1", "scaling.inline=on", "model.name=mlp", "model.hidden=[16]",
+                                 "train.epochs=2",
                                  f"data.uri={uri}", "data.val_fraction=0.25", "data.test_fraction=0.25",
                                  "train.metrics=[per_class_acc]", f"storage={tmp_path}", "name=once"], verbose=False)
     assert len(decoded) == 2 + 120, len(decoded)  # a plan's first image (the driver's, the loop's), each image once
