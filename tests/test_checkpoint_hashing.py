@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import blake3
 import pytest
 import torch
 
@@ -30,16 +31,16 @@ def small_spec(*overrides: str):
                             "train.batch_size=64", "train.tensorboard=false", *overrides])
 
 
-def sha256_calls(monkeypatch) -> list[Path]:
+def hash_calls(monkeypatch) -> list[Path]:
     """Every file :mod:`raykit.checkpoint` reads back to hash, from now on."""
     calls: list[Path] = []
-    real = checkpoint._sha256
+    real = checkpoint._file_digest
 
-    def counting(path: Path) -> str:
+    def counting(path: Path, *args) -> str:
         calls.append(Path(path))
-        return real(path)
+        return real(path, *args)
 
-    monkeypatch.setattr(checkpoint, "_sha256", counting)
+    monkeypatch.setattr(checkpoint, "_file_digest", counting)
     return calls
 
 
@@ -60,37 +61,37 @@ def save_torch(directory: Path, state) -> None:
               spec=small_spec().to_dict())
 
 
-def test_a_hashing_writer_s_digest_is_hashlib_s_over_the_file_it_wrote(tmp_path):
+def test_a_hashing_writer_s_digest_is_blake3_s_over_the_file_it_wrote(tmp_path):
     blocks = [b"header", os.urandom(3 << 20), bytearray(os.urandom(100)), memoryview(os.urandom(5 << 20)), b""]
     path = tmp_path / "file.bin"
     with open(path, "wb") as file, HashingWriter(file) as writer:
         for block in blocks:  # small blocks hashed inline, blocks of 1 MiB and more on the helper thread
             assert writer.write(block) == len(block)
     data = path.read_bytes()
-    assert writer.entry() == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert writer.entry() == {"blake3": blake3.blake3(data).hexdigest(), "bytes": len(data)}
     assert data == b"".join(bytes(block) for block in blocks)
 
 
 def test_a_torch_checkpoint_is_hashed_while_written_and_never_read_back(tmp_path, monkeypatch):
-    calls = sha256_calls(monkeypatch)
+    calls = hash_calls(monkeypatch)
     save_torch(tmp_path, torch_state())
     assert calls == []
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert set(manifest["files"]) == FILES
     for name, entry in manifest["files"].items():
         data = (tmp_path / name).read_bytes()
-        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        assert entry == {"blake3": blake3.blake3(data).hexdigest(), "bytes": len(data)}
 
 
 def test_files_written_without_a_hashing_writer_are_read_and_hashed_once(tmp_path, monkeypatch):
     (tmp_path / "weights.h5").write_bytes(b"h5 bytes")  # e.g. Keras's save_weights, which takes a path
     with open(tmp_path / "state.bin", "wb") as file, HashingWriter(file) as writer:
         writer.write(b"state bytes")
-    calls = sha256_calls(monkeypatch)
+    calls = hash_calls(monkeypatch)
     manifest = write_manifest(tmp_path, framework="tf", state={}, metrics={}, spec={}, weights="weights.h5",
                               digests={"state.bin": writer.entry()})
     assert calls == [tmp_path / "weights.h5"]
-    assert manifest["files"]["weights.h5"]["sha256"] == hashlib.sha256(b"h5 bytes").hexdigest()
+    assert manifest["files"]["weights.h5"]["blake3"] == blake3.blake3(b"h5 bytes").hexdigest()
     read_manifest(tmp_path)
     # A digest that does not describe the file on disk (written again after hashing) is refused.
     (tmp_path / "state.bin").write_bytes(b"state bytes, then more")
@@ -113,7 +114,7 @@ def test_a_resume_hashes_each_file_once(tmp_path, monkeypatch):
     directory.mkdir()
     state = torch_state()
     save_torch(directory, state)
-    calls = sha256_calls(monkeypatch)
+    calls = hash_calls(monkeypatch)
     assert resumed(directory, state)["epoch"] == 1
     assert sorted(path.name for path in calls) == sorted(FILES)
     # Out of the worker's block, a restore verifies on its own again.
@@ -152,7 +153,7 @@ def test_evaluating_a_stored_checkpoint_hashes_each_file_once(tmp_path, monkeypa
 
     spec = small_spec()
     fit(spec, WorkerSession(report=keep))
-    calls = sha256_calls(monkeypatch)
+    calls = hash_calls(monkeypatch)
     metrics = resume.evaluate_stored_checkpoint(spec, str(kept[0]), "test")
     assert metrics["test_samples"] > 0
     assert sorted(path.name for path in calls) == sorted(FILES)
@@ -216,15 +217,15 @@ def test_verifying_hashes_while_the_block_reads_and_raises_at_its_end(tmp_path, 
     directory.mkdir()
     save_torch(directory, torch_state())
     hashed_on: list[str] = []
-    real = checkpoint._sha256
+    real = checkpoint._file_digest
 
-    def on_which_thread(path: Path) -> str:
+    def on_which_thread(path: Path, *args) -> str:
         import threading
 
         hashed_on.append(threading.current_thread().name)
-        return real(path)
+        return real(path, *args)
 
-    monkeypatch.setattr(checkpoint, "_sha256", on_which_thread)
+    monkeypatch.setattr(checkpoint, "_file_digest", on_which_thread)
     with checkpoint.verifying(directory) as manifest:
         assert manifest["epoch"] == 1
     assert len(hashed_on) == len(FILES) and all(name.startswith("raykit-verify") for name in hashed_on)
@@ -240,3 +241,41 @@ def test_verifying_hashes_while_the_block_reads_and_raises_at_its_end(tmp_path, 
     with pytest.raises(KeyError, match="mine"):
         with checkpoint.verifying(save_dir):
             raise KeyError("mine")
+
+
+def test_a_version_1_checkpoint_with_sha256_checksums_still_verifies_and_restores(tmp_path):
+    """Checkpoints written before BLAKE3 (format version 1) list SHA-256 checksums: they restore, and a
+    damaged file in one is still caught."""
+    directory = tmp_path / "checkpoint_epoch=0001"
+    directory.mkdir()
+    save_torch(directory, torch_state())
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["version"] = 1
+    manifest["files"] = {name: {"sha256": hashlib.sha256((directory / name).read_bytes()).hexdigest(),
+                                "bytes": entry["bytes"]} for name, entry in manifest["files"].items()}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    assert ckpt.restore(str(directory), *torch_state())[0]["epoch"] == 1
+    assert checkpoint.checksum(manifest["files"]["model.pt"])[0] == "sha256"
+    data = bytearray((directory / "model.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (directory / "model.pt").write_bytes(data)
+    with pytest.raises(CheckpointError, match="model.pt: checksum differs"):
+        ckpt.restore(str(directory), *torch_state())
+    with pytest.raises(CheckpointError, match="names no checksum; accepted: blake3, sha256"):
+        checkpoint.checksum({"md5": "0", "bytes": 1})
+
+
+def test_without_the_blake3_package_checkpoints_use_sha256_and_say_what_a_blake3_one_needs(tmp_path, monkeypatch):
+    written = tmp_path / "written_with_blake3"
+    written.mkdir()
+    save_torch(written, torch_state())
+    monkeypatch.setattr(checkpoint, "_DIGESTS", {"sha256": hashlib.sha256})
+    monkeypatch.setattr(checkpoint, "DIGEST", "sha256")
+    directory = tmp_path / "checkpoint_epoch=0001"
+    directory.mkdir()
+    save_torch(directory, torch_state())
+    entry = json.loads((directory / "manifest.json").read_text())["files"]["model.pt"]
+    assert entry["sha256"] == hashlib.sha256((directory / "model.pt").read_bytes()).hexdigest()
+    assert ckpt.restore(str(directory), *torch_state())[0]["epoch"] == 1
+    with pytest.raises(CheckpointError, match="BLAKE3 checksums, and the blake3 package .* pip install blake3"):
+        ckpt.restore(str(written), *torch_state())

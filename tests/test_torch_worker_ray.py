@@ -4,7 +4,6 @@ when a run ends, best-K retention, export, and 2 workers vs 1."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -13,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import blake3
 import numpy as np
 import pytest
 import torch
@@ -101,7 +101,7 @@ def assert_complete_in_storage(run_dir: str) -> None:
         on_disk = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
         assert on_disk == set(manifest["files"]) | {"manifest.json"}
         for name, entry in manifest["files"].items():
-            assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == entry["sha256"], directory / name
+            assert blake3.blake3((directory / name).read_bytes()).hexdigest() == entry["blake3"], directory / name
 
 
 def test_every_checkpoint_is_complete_in_storage_when_the_run_returns(straight):

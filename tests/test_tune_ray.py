@@ -93,7 +93,7 @@ def test_pbt_exploit_loads_the_better_trials_checkpoint(ray_address, storage):
     assert exploits, "no trial was restored from another trial's checkpoint"
     for entry in exploits:  # the weights loaded are exactly the donor checkpoint's
         manifest = json.loads((Path(entry["checkpoint"]) / "manifest.json").read_text())
-        assert entry["weights_sha256"] == manifest["files"]["model.pt"]["sha256"]
+        assert entry["weights_checksum"] == "blake3:" + manifest["files"]["model.pt"]["blake3"]
 
 
 def test_optuna_and_hyperband(ray_address, storage):

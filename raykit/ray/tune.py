@@ -23,6 +23,7 @@ import ray.tune
 from ray.util.queue import Empty, Queue
 
 from raykit import engine, interrupts, storage
+from raykit.checkpoint import checksum
 from raykit.history import read_history_csv
 from raykit.metrics import is_metric_column
 from raykit.ray.cluster import worker_resources
@@ -245,8 +246,8 @@ def _record_restore(run_dir: str, checkpoint) -> None:
 
     with checkpoint.as_directory() as directory:
         manifest = json.loads((Path(directory) / "manifest.json").read_text())
-    entry = {"checkpoint": checkpoint.path, "epoch": manifest["epoch"],
-             "weights_sha256": manifest["files"][manifest["weights"]]["sha256"]}
+    algorithm, digest = checksum(manifest["files"][manifest["weights"]])
+    entry = {"checkpoint": checkpoint.path, "epoch": manifest["epoch"], "weights_checksum": f"{algorithm}:{digest}"}
     path = storage.join(run_dir, "restores.jsonl")
     before = storage.read_text(path) if storage.exists(path) else ""
     storage.write_text(path, before + json.dumps(entry) + "\n")
