@@ -159,3 +159,125 @@ def test_down_stops_no_ray_it_did_not_start(ray_address, ray_temp):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+class FakeProcess:
+    """A Popen-like process that records, in one shared log, what was done to it."""
+
+    pid = 2**30  # above any pid_max: no such process, so no children
+
+    def __init__(self, name: str, log: list, exits_on_sigterm: bool):
+        self.name, self.log, self.exits_on_sigterm, self.returncode = name, log, exits_on_sigterm, None
+
+    def poll(self):
+        return self.returncode
+
+    def terminate(self):
+        self.log.append(("terminate", self.name))
+        if self.exits_on_sigterm:
+            self.returncode = -15
+
+    def wait(self, timeout=None):
+        self.log.append(("wait", self.name))
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired(self.name, timeout)
+        return self.returncode
+
+
+def test_a_ray_this_process_started_stops_its_processes_together(monkeypatch):
+    """Ray stops its processes one after another, each given a second on SIGTERM, which the raylet, GCS and
+    monitor let pass (3-4 s at every exit here): all but the reaper get SIGTERM before any is waited for, a
+    quarter second in all, and Ray's own shutdown then kills what is left without waiting again, the reaper
+    last, as before. A joined Ray (no processes of ours) is left as it is."""
+    from types import SimpleNamespace
+
+    from raykit.ray import cluster
+
+    log: list = []
+    kinds = {"raylet": False, "gcs_server": True, "monitor": False, "reaper": True}
+    node = SimpleNamespace(all_processes={kind: [SimpleNamespace(process=FakeProcess(kind, log, exits))]
+                                          for kind, exits in kinds.items()})
+    node.kill_all_processes = lambda **kwargs: log.append(("ray kills the rest", kwargs))
+    monkeypatch.setattr(cluster, "STOP_GRACE_S", 0.05)
+    cluster.stop_processes_together(node)
+    node.kill_all_processes(check_alive=False, allow_graceful=True, wait=False)
+    terminated = [name for action, name in log if action == "terminate"]
+    assert terminated == ["raylet", "gcs_server", "monitor"]  # every one before the first wait; not the reaper
+    assert [action for action, _ in log][:3] == ["terminate"] * 3 and ("wait", "raylet") in log
+    assert log[-1] == ("ray kills the rest", {"check_alive": False, "allow_graceful": False, "wait": False})
+    joined = SimpleNamespace(all_processes={}, kill_all_processes="Ray's own")
+    cluster.stop_processes_together(joined)
+    cluster.stop_processes_together(None)
+    assert joined.kill_all_processes == "Ray's own"
+
+
+def test_what_a_started_ray_s_processes_started_is_stopped_with_them(monkeypatch):
+    """The raylet's agents and workers outlive a killed raylet (by a minute, seen here): they are stopped with
+    it, on SIGTERM or, ignoring that, by SIGKILL."""
+    from types import SimpleNamespace
+
+    import psutil
+
+    from raykit.ray import cluster
+
+    # A "raylet" (ignoring SIGTERM, as Ray 2.60's does for seconds) whose child ignores SIGTERM too.
+    raylet = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 60 & wait"])
+    deadline = time.monotonic() + 10
+    while not psutil.Process(raylet.pid).children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = psutil.Process(raylet.pid).children()[0]
+    node = SimpleNamespace(all_processes={"raylet": [SimpleNamespace(process=raylet)]})
+
+    def ray_kills_its_own(**kwargs):
+        raylet.kill()
+        raylet.wait()
+
+    node.kill_all_processes = ray_kills_its_own
+    monkeypatch.setattr(cluster, "STOP_GRACE_S", 0.1)
+    cluster.stop_processes_together(node)
+    node.kill_all_processes(check_alive=False, allow_graceful=True, wait=False)
+    child.wait(timeout=10)  # (psutil.TimeoutExpired if it were left running)
+    assert not child.is_running()
+
+
+STARTED_RAY_PROBE = """
+import signal, sys
+import ray
+from raykit.ray import cluster
+cluster.connect(None)
+node = ray._private.worker._global_node
+for kind, infos in node.all_processes.items():
+    for info in infos:
+        status = open(f"/proc/{info.process.pid}/status").read()
+        blocked = int(next(line for line in status.splitlines() if line.startswith("SigBlk")).split()[1], 16)
+        print(kind, bool(blocked & (1 << (signal.SIGTERM - 1))))
+import psutil
+ours = [psutil.Process(info.process.pid) for infos in node.all_processes.values() for info in infos]
+for process in ours + [child for process in ours for child in process.children(recursive=True)]:
+    print("process", f"{process.pid}:{process.create_time()}")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads signal masks from /proc (Linux)")
+def test_the_processes_of_a_ray_started_here_stop_on_sigterm_and_leave_nothing(ray_temp):
+    """cluster.connect holds back Ctrl-C while joining a running Ray; a Ray it starts must not inherit that
+    block (its raylet and GCS then ignored SIGTERM). At exit its processes, and what they started, are gone."""
+    out = subprocess.run([sys.executable, "-c", STARTED_RAY_PROBE], cwd=REPO, env=fresh_shell_env(ray_temp),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line.split() for line in out.stdout.splitlines()]
+    blocked = {kind: value for kind, value in lines if kind != "process"}
+    assert {"raylet", "gcs_server"} <= set(blocked) and set(blocked.values()) == {"False"}, blocked
+    import psutil
+
+    started = [value.split(":") for kind, value in lines if kind == "process"]
+    assert len(started) > len(blocked)  # the raylet's agents (and workers) among them
+
+    def alive(pid: str, created: str) -> bool:  # (an exited process left unreaped, a zombie, is not)
+        try:
+            process = psutil.Process(int(pid))
+            return process.create_time() == float(created) and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    assert [pid for pid, created in started if alive(pid, created)] == []
