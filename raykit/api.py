@@ -10,6 +10,7 @@ import secrets
 import time
 
 from raykit import checks, failures, inline, interrupts, lock, storage
+from raykit.augment import channel_problems
 from raykit.backends import backend_info
 from raykit.data import DataPlan, plan_data
 from raykit.data.catalog import FACTORY_URI, is_from_python, is_named_dataset, refuse_python_data
@@ -158,10 +159,12 @@ def _finish(run_spec: RunSpec, run_dir: str, plan, outcome, watch: Stopwatch, st
 def _check_against_data(spec: RunSpec, plan: DataPlan) -> None:
     """The starting weights must be there (a zoo model's pretrained file, fetched now if allowed) and
     ``finetune.init_from`` must fit the model built for this data (the backend reads the file's tensor
-    names and shapes); a per-class focal ``alpha`` needs one weight per class. Raised before Ray starts."""
+    names and shapes); a per-class focal ``alpha`` needs one weight per class; the augmentation must suit the
+    images' channels. Raised before Ray starts."""
     num_classes = spec.model.num_classes or plan.info.num_classes
     problems = backend_info(spec.framework).weights_problems(spec, plan.info.input_shape, num_classes)
     problems += loss_problems(spec.train, num_classes) if spec.train.loss == FOCAL else []
+    problems += channel_problems(spec.augment.preset, spec.augment.ops, plan.info.input_shape[-1])
     if problems:
         raise SpecError(problems)
 

@@ -392,6 +392,25 @@ def resolve_ops(preset: str, ops: list) -> list[dict]:
     return [_fill(item) for item in [*PRESETS[preset], *ops]]
 
 
+def channel_problems(preset: str, ops: list, channels: int) -> list[tuple[str, str]]:
+    """What the recipe cannot do to images of ``channels`` channels, by field (checked against the data
+    before Ray starts; the backends' ops would refuse it on every worker): normalize's mean and std need
+    one value or one per channel, a hue jitter needs RGB."""
+    problems = []
+    for index, item in enumerate(resolve_ops(preset, ops)):
+        user = index - len(PRESETS[preset])
+        where = f"augment.ops[{user}]" if user >= 0 else f"augment.preset {preset!r}'s {item['op']}"
+        if item["op"] == "normalize":
+            for name in ("mean", "std"):
+                if len(item[name]) not in (1, channels):
+                    problems.append((f"{where}.{name}", f"got {item[name]} ({len(item[name])} values) for images with "
+                                                        f"{channels} channel(s); accepted: 1 value or {channels}"))
+        if item["op"] == "color_jitter" and item["hue"] > 0 and channels != 3:
+            problems.append((f"{where}.hue", f"got {item['hue']} for images with {channels} channel(s); accepted: "
+                                             "0 unless the images are RGB (3 channels)"))
+    return problems
+
+
 def _fill(item: Mapping) -> dict:
     name = item["op"]
     if is_user_op(name):  # its parameters are the function's: passed as they are

@@ -213,3 +213,15 @@ def test_a_missing_bucket_is_named_before_ray(no_ray, capsys, tmp_path, monkeypa
         server.stop()
     err = capsys.readouterr().err
     assert code == 2 and "storage" in err and "'no-such-bucket-raykit' does not exist" in err
+
+
+@pytest.mark.parametrize("ops, field, value", [
+    ("[{op: normalize, mean: imagenet}]", "augment.ops[0].mean", "[0.485, 0.456, 0.406] (3 values)"),
+    ("[{op: hflip}, {op: normalize, mean: [0.5], std: [0.2, 0.3]}]", "augment.ops[1].std", "[0.2, 0.3] (2 values)"),
+    ("[{op: color_jitter, hue: 0.1}]", "augment.ops[0].hue", "got 0.1"),
+])
+def test_an_augmentation_that_does_not_suit_the_images_channels_is_named_before_ray(no_ray, capsys, tmp_path, ops,
+                                                                                     field, value):
+    """digits are 1-channel: ImageNet's RGB statistics or a hue jitter would fail on every worker."""
+    err = train(capsys, tmp_path, f"augment.ops={ops}")
+    assert field in err and value in err and "1 channel(s)" in err, err
