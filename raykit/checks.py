@@ -100,6 +100,9 @@ def weights_problems(location: str, field: str, framework: str | None = None) ->
                                                                   "weights file")
             return []
         name = location.lower().rstrip("/")
+        if framework and file_framework(name) != framework:
+            raise _problem(location, f"a {file_framework(name)} weights file",
+                           f"with framework {framework}: {WEIGHTS_FILES[framework]}")
         if name.endswith(".safetensors"):
             safetensors_header(location)
         elif name.endswith(".keras"):
@@ -113,6 +116,16 @@ def weights_problems(location: str, field: str, framework: str | None = None) ->
     except FileProblem as exc:
         return [(field, str(exc))]
     return []
+
+
+# What each backend's ``finetune.init_from`` reads, beside a raykit checkpoint directory of its framework.
+WEIGHTS_FILES = {"torch": "a raykit torch checkpoint directory, a torch.save file (.pt, .pth, ...) or .safetensors",
+                 "tf": "a raykit tf checkpoint directory, a .keras file or a .weights.h5 file"}
+
+
+def file_framework(name: str) -> str:
+    """The framework whose files ``name`` is named as: Keras's ``.keras`` and ``.h5``, else torch's."""
+    return "tf" if name.lower().endswith((".keras", ".h5")) else "torch"
 
 
 def _problem(location: str, what: str, expected: str) -> FileProblem:

@@ -225,3 +225,14 @@ def test_an_augmentation_that_does_not_suit_the_images_channels_is_named_before_
     """digits are 1-channel: ImageNet's RGB statistics or a hue jitter would fail on every worker."""
     err = train(capsys, tmp_path, f"augment.ops={ops}")
     assert field in err and value in err and "1 channel(s)" in err, err
+
+
+@pytest.mark.parametrize("framework, name", [("tf", "weights.pt"), ("tf", "model.safetensors"),
+                                             ("torch", "model.keras"), ("torch", "model.weights.h5")])
+def test_a_weights_file_of_the_other_framework_is_named_before_ray(no_ray, capsys, tmp_path, framework, name):
+    """Each backend reads its own framework's files: the other's failed on every worker."""
+    path = tmp_path / name
+    path.write_bytes(b"not read: the name says whose it is")
+    err = train(capsys, tmp_path, f"framework={framework}", f"finetune.init_from={path}")
+    other = "torch" if framework == "tf" else "tf"
+    assert "finetune.init_from" in err and f"a {other} weights file" in err and f"with framework {framework}:" in err
