@@ -236,3 +236,8 @@ def test_a_weights_file_of_the_other_framework_is_named_before_ray(no_ray, capsy
     err = train(capsys, tmp_path, f"framework={framework}", f"finetune.init_from={path}")
     other = "torch" if framework == "tf" else "tf"
     assert "finetune.init_from" in err and f"a {other} weights file" in err and f"with framework {framework}:" in err
+
+
+def test_images_too_small_for_a_keras_application_are_named_before_ray(no_ray, capsys, tmp_path):
+    err = train(capsys, tmp_path, "framework=tf", "model.name=keras:Xception")
+    assert "data.resize" in err and "8x8" in err and "at least 71x71" in err, err

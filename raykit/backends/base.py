@@ -62,8 +62,8 @@ class BackendInfo:
         refusals: ``refusals(spec) -> [(field, message)]``: option combinations it cannot run, and why.
         weights_check: ``weights_check(spec, input_shape, num_classes) -> [(field, message)]``: the starting
             weights (``model.pretrained`` there, ``finetune.init_from`` fitting the
-            model), run once the data is planned, before Ray starts (it may import the framework, and fetch
-            pretrained weights).
+            model) and whether the model takes the data's images at all, run once the data is planned,
+            before Ray starts (it may import the framework, and fetch pretrained weights).
         required_modules: Python modules it needs installed (located before a run starts, never imported).
         install_name: what those modules are, for people (``"TensorFlow"``).
         install_extra: the raykit extra that installs them (``"tf"``: ``pip install 'raykit[tf]'``).

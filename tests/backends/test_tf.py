@@ -80,6 +80,22 @@ def test_the_keras_zoo_lists_every_classification_model_of_keras_applications():
     assert set(KERAS_APPLICATIONS) == constructors
 
 
+def test_the_keras_zoo_knows_each_constructor_s_smallest_input():
+    """Each constructor in MIN_INPUT_SIZE refuses one pixel less (Keras checks before building anything);
+    the driver then names data.resize before Ray starts (raykit.backends.tf.zoo.input_problems)."""
+    import keras
+
+    from raykit.backends.tf.zoo import MIN_INPUT_SIZE, input_problems
+
+    for name, smallest in MIN_INPUT_SIZE.items():
+        with pytest.raises(ValueError, match=f"at least {smallest}"):
+            getattr(keras.applications, name)(include_top=False, weights=None,
+                                              input_shape=(smallest - 1, smallest - 1, 3))
+    assert input_problems("keras:InceptionV3", (32, 32, 3))[0][0] == "data.resize"
+    assert "at least 75x75" in input_problems("keras:InceptionV3", (74, 80, 3))[0][1]
+    assert input_problems("keras:InceptionV3", (75, 75, 3)) == input_problems("keras:MobileNetV3Small", (8, 8, 3)) == []
+
+
 def test_a_keras_zoo_model_takes_its_kwargs_gets_raykits_head_and_loads_only_from_the_cache(tmp_path, monkeypatch):
     from raykit.backends.tf.models import application_base, cache_only_downloads
 

@@ -37,6 +37,11 @@ def refusals(spec) -> list[tuple[str, str]]:
     return problems
 
 
+def _input_check(spec, input_shape, num_classes: int) -> list[tuple[str, str]]:
+    """A keras: model the data's images are too small for, on the driver once the data is planned."""
+    return zoo.input_problems(spec.model.name, input_shape) if spec.model.name.startswith(zoo.PREFIX) else []
+
+
 INFO = BackendInfo(
     name="tf",
     implementation="raykit.backends.tf.backend:TFBackend",
@@ -52,6 +57,7 @@ INFO = BackendInfo(
     export_formats=("keras", "saved_model"),
     capabilities=frozenset({GPU}),
     refusals=refusals,
+    weights_check=_input_check,
     required_modules=("tensorflow", "keras"),
     install_name="TensorFlow",
     install_extra="tf",

@@ -47,6 +47,11 @@ KERAS_APPLICATIONS: dict[str, str] = {
     "Xception": "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
 }
 
+# The smallest input height and width each constructor builds for (keras.applications' obtain_input_shape
+# min_size; a test checks each against Keras); MobileNetV3 checks none.
+MIN_INPUT_SIZE: dict[str, int] = {**{name: 32 for name in KERAS_APPLICATIONS if not name.startswith("MobileNetV3")},
+                                  "InceptionResNetV2": 75, "InceptionV3": 75, "Xception": 71}
+
 # Constructor arguments raykit sets itself: the base is built without its top, for the run's input shape.
 RESERVED_KWARGS = ("include_top", "weights", "input_shape", "input_tensor", "classes", "classifier_activation")
 
@@ -82,3 +87,15 @@ def kwargs_problems(kwargs: dict) -> list[tuple[str, str]]:
                                     "raykit's head); accepted: the constructor's other arguments, e.g. pooling, "
                                     "alpha")
             for key in RESERVED_KWARGS if key in kwargs]
+
+
+def input_problems(model_name: str, input_shape: tuple) -> list[tuple[str, str]]:
+    """A keras: model the data's images are too small for (its constructor would refuse them on every
+    worker)."""
+    smallest = MIN_INPUT_SIZE.get(model_name.removeprefix(PREFIX))
+    height, width = input_shape[:2]
+    if smallest and min(height, width) < smallest:
+        return [("data.resize", f"got images of {height}x{width} for model.name={model_name!r}, which needs at least "
+                                f"{smallest}x{smallest}; accepted: data.resize: [{smallest}, {smallest}] or larger, or "
+                                "another model")]
+    return []
