@@ -281,3 +281,24 @@ def test_the_processes_of_a_ray_started_here_stop_on_sigterm_and_leave_nothing(r
             return False
 
     assert [pid for pid, created in started if alive(pid, created)] == []
+
+
+def test_a_port_is_free_once_nothing_listens_even_with_connections_in_time_wait():
+    """`raykit up` right after `raykit down`: the stopped GCS's connections wait out TIME_WAIT on its port,
+    which Ray's server binds anyway; only a listener makes the port taken."""
+    import socket
+
+    from raykit.ray.local import _port_is_free
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    assert not _port_is_free(port)
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server side closes first: its end of the connection waits in TIME_WAIT
+    client.close()
+    server.close()
+    assert _port_is_free(port)
