@@ -70,9 +70,7 @@ def join_timings(driver: dict, worker: dict | None, fit_started_at: float, fit_e
         timings["worker_setup_s"] = entered - created
     else:  # a reused process, or no /proc: one span from the fit call to the loop
         timings["to_worker_process_s"] = entered - fit_started_at
-    for key in ("data_s", "model_build_s", "epochs_s", "final_evaluation_s"):
-        if key in worker:
-            timings[key] = worker[key]
+    timings.update(_loop_phases(worker))
     timings["worker_exit_s"] = max(0.0, fit_ended_at - left)
     return _ordered(timings)
 
@@ -81,9 +79,13 @@ def inline_timings(driver: dict, worker: dict | None) -> dict:
     """The phases of a run trained in the driver process itself (:mod:`raykit.inline`): the driver's and the
     loop's, with no Ray start, worker process or shut-down between them."""
     timings = {key: value for key, value in driver.items() if key != "fit_s"}
-    timings.update({key: value for key, value in (worker or {}).items()
-                    if key in ("data_s", "model_build_s", "epochs_s", "final_evaluation_s")})
+    timings.update(_loop_phases(worker or {}))
     return _ordered(timings)
+
+
+def _loop_phases(worker: dict) -> dict:
+    """The phases the training loop itself times (:func:`raykit.engine.fit`, then rank 0's evaluation)."""
+    return {key: worker[key] for key in ("data_s", "model_build_s", "epochs_s", "final_evaluation_s") if key in worker}
 
 
 def _ordered(timings: dict) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 from raykit import storage
 from raykit.backends.tf import INFO, zoo
 from raykit.checkpoint import MANIFEST, UnsafeFileError, read_manifest
+from raykit.checks import WEIGHTS_FILES
 from raykit.spec import FinetuneSpec, RunSpec, load_trained_spec
 
 
@@ -156,8 +157,7 @@ def _source_model(path: Path, location: str) -> keras.Model:
                                   f"that loading it would run ({str(exc).split('. ')[0]}); raykit loads .keras "
                                   "files in Keras's safe mode only. Accepted: a .keras file without Lambda layers "
                                   "or custom code, or the model's .weights.h5") from None
-    raise ValueError(f"finetune.init_from: got {location!r}; accepted with framework tf: a raykit tf checkpoint "
-                     "directory, a .keras file or a .weights.h5 file")
+    raise ValueError(f"finetune.init_from: got {location!r}; accepted with framework tf: {WEIGHTS_FILES['tf']}")
 
 
 def copy_matching(source: keras.Model, target: keras.Model, location: str) -> LoadReport:
