@@ -237,7 +237,14 @@ def wandb_records(path: Path):
 
 def wandb_runs(directory: Path) -> dict[str, dict]:
     """Every offline run under ``directory``: {id: {name, group, project, config, attempts, history}};
-    the attempts of one id (a resumed run) are merged in order, history as {step: {metric: value}}."""
+    the attempts of one id (a resumed run) are merged in order, history as {step: {metric: value}}.
+
+    This process's W&B service is shut down first: ``run.finish()`` returns once the service has the
+    exit record, not once its writer has flushed the ``.wandb`` file (CI read a finished run's file with
+    no record in it); ``wandb.teardown()`` waits for the service to write everything and exit."""
+    import wandb
+
+    wandb.teardown()
     runs: dict[str, dict] = {}
     for path in sorted(directory.glob("wandb/offline-run-*/run-*.wandb")):
         for record in wandb_records(path):
