@@ -7,7 +7,9 @@ through bare ``torch.save``/``torch.load`` + ``load_state_dict`` of the same dic
 alternating. raykit also writes RNG states and a manifest; it hashes every file (BLAKE3) as it writes it (on a
 helper thread, overlapping the write) and verifies every file once on restore; that verification is timed
 on its own to say how much of the gap it is.
-(b) raykit's in-process loop (``fit``, torch on 2 threads) on synthetic 32x32x3 images, ResNet-18, with
+(b) raykit's in-process loop (``fit``, torch on 2 threads) on 32x32x3 images, ResNet-18: synthetic ones, or with
+``--loop-data`` a slice of CIFAR-10 (the JPEG Parquet copy: the first 80% of ``--loop-rows`` training images
+for training, the next 20% for validation), with
 ``checkpoint.every_n_epochs=1`` vs only after the last epoch, alternating runs. The report does what rank 0's
 report does under Ray Train (raykit.ray.worker): it hands each checkpoint to one upload thread that copies it
 to a storage directory as Ray's does (``pyarrow.fs.copy_files``, 64 MiB chunks) and deletes it, one upload
@@ -19,7 +21,8 @@ reports beyond the epoch's train + validation) plus the background upload's dura
 shares the cores (so it loses at most that), over the same run's epoch seconds; the verdict is on
 that bound.
 
-    .venv/bin/python benchmarks/checkpoint_io.py [--repeats 5] [--loop-repeats 3] [--epochs 4] [--results FILE]
+    .venv/bin/python benchmarks/checkpoint_io.py [--repeats 5] [--loop-repeats 3] [--epochs 4]
+        [--loop-data ../shared/data/cifar10 --loop-rows 2000] [--results FILE]
 """
 
 from __future__ import annotations
@@ -150,13 +153,13 @@ class Upload:
         self.thread.shutdown()
 
 
-def loop_run(uri: str, epochs: int, every: int, work: Path, background: bool) -> dict:
+def loop_run(data: list[str], epochs: int, every: int, work: Path, background: bool) -> dict:
     """One ``fit``, means over the middle epochs (2 .. epochs - 1): seconds from one report to the next
     (``interval``), the epoch's train + validation (``epoch``), the rest (``stall``: checkpoint save, report);
     and each upload's seconds (``upload``; in the background, or within ``stall``)."""
     storage = work / f"storage-{every}"
     upload = Upload(storage, background)
-    spec = load_spec(None, [f"data.uri={uri}", f"model.name={LOOP_MODEL}", "scaling.num_workers=1",
+    spec = load_spec(None, [*data, f"model.name={LOOP_MODEL}", "scaling.num_workers=1",
                             f"train.epochs={epochs}", f"checkpoint.every_n_epochs={every}",
                             "train.tensorboard=false"])
     fit(spec, WorkerSession(report=upload))
@@ -175,7 +178,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="(a) save + load round trips per side")
     parser.add_argument("--loop-repeats", type=int, default=3, help="(b) runs per mode")
     parser.add_argument("--epochs", type=int, default=4, help="(b) epochs per run (at least 3)")
-    parser.add_argument("--loop-rows", type=int, default=600, help="(b) synthetic 32x32x3 images (70%% train)")
+    parser.add_argument("--loop-rows", type=int, default=600, help="(b) images (synthetic: 70%% train; CIFAR-10: "
+                                                                   "80%% train, 20%% validation)")
+    parser.add_argument("--loop-data", type=Path, help="(b) a CIFAR-10 Parquet folder (train.parquet) to train on "
+                                                       "instead of synthetic images")
     parser.add_argument("--upload", choices=("background", "in-report"), default="background",
                         help="(b) how a checkpoint reaches storage: Ray's asynchronous upload (raykit's) or a "
                              "synchronous one, within the report")
@@ -186,15 +192,29 @@ def main() -> None:
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="raykit-bench-ckpt-"))
     io_runs = file_io(args.arch, args.repeats, work)
-    uri = synthetic_npz(work / "images.npz", args.loop_rows, LOOP_SHAPE)
+    data = loop_data(args, work)
     loop: dict[int, list] = {1: [], args.epochs: []}
     for _ in range(args.loop_repeats):  # alternate the modes
         for every in loop:
-            loop[every].append(loop_run(uri, args.epochs, every, work, args.upload == "background"))
+            loop[every].append(loop_run(data, args.epochs, every, work, args.upload == "background"))
     shutil.rmtree(work)
     table = render(io_runs, loop, args)
     print(table)
     write_section(SECTION, table, args.results)
+
+
+def loop_data(args, work: Path) -> list[str]:
+    """The ``data.*`` overrides of the loop's runs: a slice of ``--loop-data`` (CIFAR-10) or synthetic images."""
+    if args.loop_data is None:
+        return [f"data.uri={synthetic_npz(work / 'images.npz', args.loop_rows, LOOP_SHAPE)}"]
+    from benchmarks.parity_cifar import write_slices
+
+    if not (args.loop_data / "train.parquet").is_file():
+        raise SystemExit(f"--loop-data: no train.parquet in {args.loop_data} (see ../shared/data/cifar10/README.md)")
+    train = args.loop_rows * 4 // 5
+    # A test file of its own (100 images, evaluated once after the loop), or a test split is carved from train.
+    uris = write_slices(args.loop_data, work, train, args.loop_rows - train, 100)
+    return [f"{key}={uri}" for key, uri in uris.items()]
 
 
 def render(io_runs: dict, loop: dict, args) -> str:
@@ -239,8 +259,9 @@ def render_loop(loop: dict, args) -> list[str]:
     bound = [100 * c / e["epoch"] for c, e in zip(cost, every)]
     epoch = statistics.median(e["epoch"] for e in every)
     cifar_epoch = epoch * CIFAR10_TRAIN / last[0]["train_images"]
-    lines = [f"(b) raykit's in-process loop (torch, 2 threads), {LOOP_MODEL} on {args.loop_rows} synthetic "
-             f"{'x'.join(map(str, LOOP_SHAPE))} images ({last[0]['train_images']} training), {args.epochs} epochs, "
+    images = ("synthetic " if args.loop_data is None else "CIFAR-10 (JPEG copy) ") + "x".join(map(str, LOOP_SHAPE))
+    lines = [f"(b) raykit's in-process loop (torch, 2 threads), {LOOP_MODEL} on {args.loop_rows} {images} images "
+             f"({last[0]['train_images']} training), {args.epochs} epochs, "
              f"{args.loop_repeats} runs per mode alternating. Each checkpoint is uploaded as under Ray Train "
              "(`pyarrow.fs.copy_files` to a storage directory, then deleted) "
              + ("in one background thread while training goes on (raykit's asynchronous upload)."
@@ -256,7 +277,7 @@ def render_loop(loop: dict, args) -> list[str]:
              f"{spread([n['interval'] for n in last], 2)} | {spread([e['stall'] for e in every], 3)} | "
              f"{spread([e['upload'] for e in every], 3)}{'' if background else ' (within the stall)'} | "
              f"{spread(lost, 1, '%')} | {spread(bound, 1, '%')} |"]
-    summary = verdict(f"Time lost to checkpointing every epoch, {LOOP_MODEL} 32x32, at most, %", bound, 2,
+    summary = verdict(f"Time lost to checkpointing every epoch, {LOOP_MODEL} {images}, at most, %", bound, 2,
                       at_least=False, digits=1)
     seconds = statistics.median(cost)
     return lines + ["", f"{summary} Runs compared directly: {spread(lost, 1, '%')}, within the run-to-run spread of "

@@ -90,6 +90,8 @@ def verdict(name: str, values: list[float], target: float, *, at_least: bool = T
     """``name: median (min, max); target >= t: met.`` (or ``< t``, ``not met``), judged on the median."""
     median = statistics.median(values)
     met = median >= target if at_least else median < target
+    while not met and digits < 6 and float(f"{median:.{digits}f}") == target:
+        digits += 1  # 0.949 would print as "0.95 ... target >= 0.95: not met"
     return f"{name}: {spread(values, digits)}; target {'>=' if at_least else '<'} {target:g}: " \
            f"**{'met' if met else 'not met'}**."
 

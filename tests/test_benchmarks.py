@@ -133,12 +133,14 @@ def test_augment_throughput_benchmark_runs_at_tiny_size(tmp_path):
 def test_checkpoint_io_benchmark_runs_at_tiny_size(tmp_path):
     results = tmp_path / "RESULTS.md"
     out = run_cli(["benchmarks/checkpoint_io.py", "--arch", "resnet18", "--repeats", "1", "--loop-repeats", "1",
-                   "--epochs", "3", "--loop-rows", "40", "--results", str(results)])
+                   "--epochs", "3", "--loop-rows", "40", "--loop-data", "tests/data/cifar10_slice",
+                   "--results", str(results)])
     assert out.returncode == 0, out.stderr[-3000:]
     text = results.read_text()
     assert "## Checkpoint I/O: raykit vs bare torch.save/torch.load" in text
     assert "| bare `torch.save` / `torch.load` |" in text and "| resnet18 | " in text
-    assert "Time lost to checkpointing every epoch, resnet18 32x32" in text
+    assert "resnet18 on 40 CIFAR-10 (JPEG copy) 32x32x3 images (32 training)" in text
+    assert "Time lost to checkpointing every epoch, resnet18 CIFAR-10 (JPEG copy) 32x32x3, at most" in text
 
 
 CIFAR = REPO.parent / "shared" / "data" / "cifar10"
