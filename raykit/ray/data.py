@@ -52,10 +52,10 @@ def _split_dataset(split: SplitRows, spec: RunSpec, seed: int, reshuffle: bool, 
     if not cache:
         return chunk_dataset(split.source, chunks, wanted, spec.data.read_cpus, order, reshuffle_seed=reshuffle_seed)
     decoded = chunk_dataset(split.source, chunks, wanted, spec.data.read_cpus, order).materialize()
-    return decoded if reshuffle_seed is None else _reshuffled_every_epoch(decoded, reshuffle_seed)
+    return decoded if reshuffle_seed is None else reshuffled_every_epoch(decoded, reshuffle_seed)
 
 
-def _reshuffled_every_epoch(blocks: ray.data.Dataset, seed: int) -> ray.data.Dataset:
+def reshuffled_every_epoch(blocks: ray.data.Dataset, seed: int) -> ray.data.Dataset:
     """``blocks`` (one per chunk: chunk numbers to read, or a chunk's decoded rows) in a new seeded order at
     every execution, i.e. every epoch: each worker's stream then mixes other chunks each epoch, not only
     rows within its local shuffle buffer. (Before decoding it reorders the tiny chunk numbers, so nothing
@@ -91,7 +91,7 @@ def chunk_dataset(source, chunks: list, wanted: np.ndarray, read_cpus: float, or
     order = range(len(chunks)) if order is None else order
     items = ray.data.from_items([{"chunk": int(i)} for i in order], override_num_blocks=max(1, len(order)))
     if reshuffle_seed is not None:
-        items = _reshuffled_every_epoch(items, reshuffle_seed)
+        items = reshuffled_every_epoch(items, reshuffle_seed)
     return items.map_batches(_ChunkReader(source, chunks, wanted), batch_size=1, batch_format="numpy",
                              num_cpus=read_cpus)
 

@@ -5,9 +5,9 @@ in the driver, then everything handed to the workers.
   store once; every worker reads its node's copy without copying it (nothing is pickled into the trainer
   config but a reference).
 - Larger Ray Datasets (or ``data.loader: stream``) stream: ``train`` and ``val`` go to Ray Train, which
-  streaming-splits them into disjoint per-worker shards (as :mod:`raykit.ray.data` does for Parquet), in
-  the dataset's own order mixed by each worker's ``data.shuffle_buffer``; rank 0 reads ``test`` whole for
-  the end-of-run evaluation. Streamed datasets must come with their own ``val`` (and ``test``, unless
+  streaming-splits them into disjoint per-worker shards (as :mod:`raykit.ray.data` does for Parquet); the
+  training dataset's blocks come in a new seeded order every epoch (``train.seed``), their rows mixed by
+  each worker's ``data.shuffle_buffer``; rank 0 reads ``test`` whole for the end-of-run evaluation. Streamed datasets must come with their own ``val`` (and ``test``, unless
   ``data.test_fraction`` is 0): carving rows out of a stream would take a global shuffle.
 
 Planning a Ray Dataset reads one row (its columns, dtypes and shape) and its row count; without
@@ -28,6 +28,7 @@ from raykit.data.errors import DataError
 from raykit.data.from_python import (RAY_DATA, GivenPlan, checked_arrays, checked_labels, choose_columns, column_type,
                                      describe, fingerprint_uri, image_shape, images_as_stored, plan_arrays)
 from raykit.data.splits import SPLITS
+from raykit.ray.data import reshuffled_every_epoch
 from raykit.spec import RunSpec
 
 LABEL_BATCH = 65536  # labels read per batch when a streamed dataset's classes are counted
@@ -154,7 +155,8 @@ class _XYRows:
 
 def hold(plan: GivenPlan, spec: RunSpec) -> GivenData:
     """Hand ``plan``'s data to Ray: arrays into the object store (the plan lets go of its copy), datasets
-    mapped to x/y rows (decoded once into the object store with ``data.stream_cache: on``)."""
+    mapped to x/y rows (decoded once into the object store with ``data.stream_cache: on``), train's blocks
+    reordered every epoch."""
     if plan.arrays is not None:
         held = GivenData(plan.info, arrays=ray.put(plan.arrays))
         plan.arrays = None
@@ -164,5 +166,8 @@ def hold(plan: GivenPlan, spec: RunSpec) -> GivenData:
     for name, dataset in plan.datasets.items():
         rows = dataset.select_columns(list(plan.columns)).map_batches(
             _XYRows(plan.columns, classes, name), batch_format="numpy", num_cpus=spec.data.read_cpus)
-        datasets[name] = rows.materialize() if spec.data.stream_cache == "on" else rows
+        rows = rows.materialize() if spec.data.stream_cache == "on" else rows
+        # Without it every epoch would stream the same blocks to the same workers in the same order, mixed
+        # only within each worker's shuffle buffer.
+        datasets[name] = reshuffled_every_epoch(rows, spec.train.seed) if name == "train" else rows
     return GivenData(plan.info, datasets=datasets)
