@@ -255,3 +255,40 @@ def test_planning_decodes_one_image_per_source_not_its_row_group(tmp_path, decod
     decoded.clear()
     assert len(load_splits(data_spec(uri=uri)).train) > 0
     assert len(decoded) == 60 + 1  # every image once when the splits are read (and one for the plan)
+
+
+# data.color_mode and data.resize apply to images held as arrays (digits, .npz) as they do to files.
+
+@pytest.mark.parametrize("color_mode, resize", [("grayscale", (6, 5)), ("rgb", (12, 16)), ("grayscale", None)])
+def test_arrays_get_the_channels_and_size_that_decoding_the_same_images_gives(color_mode, resize):
+    from raykit.data.images import as_read, decode, encode_png
+
+    for channels in (1, 3):
+        x, _ = make.images(6, classes=3, channels=channels)
+        from_files = np.stack([decode(encode_png(image), "image", color_mode, resize) for image in x])
+        from_arrays = as_read(x.astype(np.float32) / 255, color_mode, resize, "the arrays")
+        assert from_arrays.shape == from_files.shape and from_arrays.dtype == np.float32
+        # Pillow resamples uint8 in fixed point and rounds to uint8; the arrays stay float.
+        difference = np.abs(from_arrays * 255 - from_files)
+        assert difference.max() <= 1.5 and difference.mean() < 0.5
+
+
+def test_digits_and_npz_are_read_at_data_resize_in_data_color_mode(tmp_path):
+    assert plan_data(data_spec(uri="digits")).info.input_shape == (8, 8, 1)
+    digits = plan_data(data_spec(uri="digits", resize=[32, 24], color_mode="rgb"))
+    assert digits.info.input_shape == (32, 24, 3)
+    x, _ = digits.splits["train"].source.read_rows(np.arange(4))
+    assert x.shape == (4, 32, 24, 3) and np.array_equal(x[..., 0], x[..., 2])  # gray repeated
+    uri = make.write_npz(str(tmp_path / "images.npz"), *make.images(20, classes=2, channels=3))
+    assert load_splits(data_spec(uri=uri, color_mode="grayscale", resize=[4, 4])).input_shape == (4, 4, 1)
+    four = make.write_npz(str(tmp_path / "rgba.npz"), *make.images(20, classes=2, channels=4))
+    assert load_splits(data_spec(uri=four)).input_shape == (8, 8, 4)  # auto: as stored
+    with pytest.raises(DataError, match=r"data.color_mode: got 'rgb' for .*rgba.npz, whose images have 4 "
+                                        r"channels; accepted: auto"):
+        load_splits(data_spec(uri=four, color_mode="rgb"))
+
+
+def test_convert_keeps_the_channels_of_arrays(tmp_path):
+    uri = make.write_npz(str(tmp_path / "gray.npz"), *make.images(12, classes=2, channels=1))
+    convert(uri, str(tmp_path / "parquet"), progress=False)
+    assert load_splits(data_spec(uri=str(tmp_path / "parquet"))).input_shape == (8, 8, 1)

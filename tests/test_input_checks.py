@@ -241,3 +241,10 @@ def test_a_weights_file_of_the_other_framework_is_named_before_ray(no_ray, capsy
 def test_images_too_small_for_a_keras_application_are_named_before_ray(no_ray, capsys, tmp_path):
     err = train(capsys, tmp_path, "framework=tf", "model.name=keras:Xception")
     assert "data.resize" in err and "8x8" in err and "at least 71x71" in err, err
+    # What the error advises works on the digits too (held as arrays, resized as files are).
+    from raykit.backends.tf.zoo import input_problems
+    from raykit.data import plan_data
+    from raykit.spec import load_spec
+
+    spec = load_spec(None, ["framework=tf", "model.name=keras:Xception", "data.resize=[71,71]"])
+    assert input_problems(spec.model.name, plan_data(spec.data).info.input_shape) == []

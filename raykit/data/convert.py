@@ -16,7 +16,7 @@ import numpy as np
 from raykit import storage
 from raykit.data.errors import DataError
 from raykit.data.images import encode_png
-from raykit.data.sources import ReadOptions, Source, open_source
+from raykit.data.sources import ReadOptions, Source, detect_format, open_source
 
 
 @dataclass
@@ -33,7 +33,9 @@ def convert(src: str, dst: str, *, fmt: str = "auto", rows_per_file: int = 10_00
     ``part-00000.parquet, ...`` with an ``image`` column (encoded bytes) and a ``label`` column."""
     if rows_per_file < 1 or rows_per_group < 1:
         raise DataError(f"rows per file / row group: got {rows_per_file} / {rows_per_group}; accepted: >= 1")
-    source = open_source(src, fmt, ReadOptions(color_mode="rgb"))
+    # Image files are converted to RGB (a folder mixing modes becomes one); arrays keep their channels.
+    arrays = detect_format(src, fmt) in ("npz", "digits")
+    source = open_source(src, fmt, ReadOptions(color_mode="auto" if arrays else "rgb"))
     if source.format not in ("image_folder", "npz", "digits"):
         raise DataError(f"SRC: got a {source.format} source ({src}); accepted: an image folder, a .npz file or "
                         "digits (Parquet is already Parquet)")

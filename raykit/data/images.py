@@ -32,6 +32,34 @@ def decode(data: bytes, name: str, color_mode: str, resize: tuple[int, int] | No
     return array[..., None] if array.ndim == 2 else array
 
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as Pillow converts RGB to L
+
+
+def as_read(x: np.ndarray, color_mode: str, resize: tuple[int, int] | None, name: str) -> np.ndarray:
+    """Images held as arrays (``(N, H, W, C)`` float32 in [0, 1]: the digits, an .npz) with ``data.color_mode``
+    and ``data.resize`` applied as :func:`decode` applies them to files: RGB to grayscale by Pillow's luma,
+    grayscale repeated to RGB, then each channel resized bilinearly. ``name`` is what an error reports."""
+    channels = x.shape[-1]
+    if color_mode != "auto" and channels not in (1, 3):
+        raise DataError(f"data.color_mode: got {color_mode!r} for {name}, whose images have {channels} channels; "
+                        "accepted: auto (images as stored), or grayscale / rgb for images of 1 or 3 channels")
+    if color_mode == "grayscale" and channels == 3:
+        x = (x @ np.asarray(LUMA, np.float32))[..., None]
+    elif color_mode == "rgb" and channels == 1:
+        x = np.repeat(x, 3, axis=-1)
+    if resize is None or tuple(x.shape[1:3]) == tuple(resize):
+        return x
+    from PIL import Image
+
+    height, width = resize
+    out = np.empty((len(x), height, width, x.shape[-1]), np.float32)
+    for index, image in enumerate(x):
+        for channel in range(x.shape[-1]):
+            plane = Image.fromarray(np.ascontiguousarray(image[..., channel], np.float32), mode="F")
+            out[index, ..., channel] = np.asarray(plane.resize((width, height), Image.Resampling.BILINEAR))
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
 def color_mode_of(data: bytes, name: str) -> str:
     """``grayscale`` for single-channel files (L, 1, I, F modes), else ``rgb``."""
     from PIL import Image, UnidentifiedImageError

@@ -20,7 +20,7 @@ import numpy as np
 
 from raykit import storage
 from raykit.data.errors import DataError
-from raykit.data.images import color_mode_of, decode, stack_same_shape
+from raykit.data.images import as_read, color_mode_of, decode, stack_same_shape
 
 FORMATS = ("auto", "digits", "npz", "parquet", "image_folder")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -210,7 +210,7 @@ def open_source(uri: str, fmt: str, options: ReadOptions, labels_required: bool 
         from raykit.data import digits
 
         x, y = digits.load()
-        return Source(uri, fmt, y, options, arrays=(x, y))
+        return Source(uri, fmt, y, options, arrays=(as_read(x, options.color_mode, options.resize, "the digits"), y))
     if fmt == "npz":
         return _open_npz(uri, options, labels_required)
     if fmt == "parquet":
@@ -273,6 +273,7 @@ def _open_npz(uri: str, options: ReadOptions, labels_required: bool = True) -> S
                         "(N, H, W, C) and y (N,) with the same N")
     x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
     labels, names = _class_indices(np.asarray(y), f"{uri} array 'y'", allow_unlabelled=not labels_required)
+    x = as_read(x, options.color_mode, options.resize, uri)
     return Source(uri, "npz", labels, options, class_names=names, arrays=(x, labels))
 
 

@@ -7,8 +7,9 @@ in the driver, then everything handed to the workers.
 - Larger Ray Datasets (or ``data.loader: stream``) stream: ``train`` and ``val`` go to Ray Train, which
   streaming-splits them into disjoint per-worker shards (as :mod:`raykit.ray.data` does for Parquet); the
   training dataset's blocks come in a new seeded order every epoch (``train.seed``), their rows mixed by
-  each worker's ``data.shuffle_buffer``; rank 0 reads ``test`` whole for the end-of-run evaluation. Streamed datasets must come with their own ``val`` (and ``test``, unless
-  ``data.test_fraction`` is 0): carving rows out of a stream would take a global shuffle.
+  each worker's ``data.shuffle_buffer``; rank 0 reads ``test`` whole for the end-of-run evaluation.
+  Streamed datasets must come with their own ``val`` (and ``test``, unless ``data.test_fraction`` is 0):
+  carving rows out of a stream would take a global shuffle.
 
 Planning a Ray Dataset reads one row (its columns, dtypes and shape) and its row count; without
 ``model.num_classes`` a streamed dataset's label column is also read once, for the classes.

@@ -81,10 +81,12 @@ class DataSpec:
                                              "{bytes, path} struct) or fixed-shape numeric arrays; a "
                                              "ray.data.Dataset from Python: its image (or feature) column "
                                              "('x' when 'image' is absent).", nonempty=True)
-    color_mode: str = _field("auto", help="Decoded channels: grayscale (1), rgb (3), or auto = the first image's.",
+    color_mode: str = _field("auto", help="Channels of the images read (decoded files, or arrays: the digits, an "
+                                          ".npz): grayscale (1), rgb (3), or auto = the first image's.",
                              choices=("auto", "grayscale", "rgb"))
-    resize: list[int] = _field([], help="[height, width] every decoded image is resized to (bilinear); [] keeps "
-                                        "the stored size (then all images must share it).", ge=1)
+    resize: list[int] = _field([], help="[height, width] every image read (decoded files, or arrays: the digits, "
+                                        "an .npz) is resized to (bilinear); [] keeps the stored size (then all "
+                                        "images must share it).", ge=1)
     loader: str = _field("auto", help="memory: every worker holds its data decoded; stream: Ray Data reads and "
                                       "decodes on CPU workers and streams disjoint shards to the training workers; "
                                       "auto: stream when the decoded training split exceeds memory_limit_mb. Data "
