@@ -7,6 +7,7 @@ import contextlib
 from typing import Iterator
 
 import ray
+from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer as _RayDataParallelTrainer
 
 from raykit import interrupts
@@ -27,9 +28,13 @@ class DataParallelTrainer(_RayDataParallelTrainer):
     6.9 s -> 5.7 s median). Its one job, removing the workers' placement group when the controller dies
     without doing so (killed, out of memory), is done by the driver as the fit returns or raises: the
     placement groups of this job made during the fit and still there are removed. Sweep trials keep Ray's
-    cleaner: several trials of one job fit at once there."""
+    cleaner: several trials of one job fit at once there.
+
+    Without ``asks_autoscaler`` (a cluster that no autoscaler grows), the controller does not ask the
+    AutoscalingCoordinator for resources (:class:`FixedScalingWithoutAutoscaler`)."""
 
     releases_placement_groups = False
+    asks_autoscaler = True  # False where no autoscaler grows the cluster (raykit.ray.trainer.build_trainer)
 
     def _create_default_callbacks(self):
         from ray.train.v2._internal.callbacks import DatasetsCallback
@@ -44,12 +49,36 @@ class DataParallelTrainer(_RayDataParallelTrainer):
         with interrupts.handlers_restored(), released:  # Ray's fit leaves its SIGINT handler installed
             return super().fit()
 
+    def _initialize_and_run_controller(self, **controller_init_kwargs):
+        policy = controller_init_kwargs.get("scaling_policy")
+        if not self.asks_autoscaler and type(policy) is FixedScalingPolicy:
+            controller_init_kwargs["scaling_policy"] = FixedScalingWithoutAutoscaler(self.scaling_config)
+        return super()._initialize_and_run_controller(**controller_init_kwargs)
+
     def _register_sigint_handler(self, controller) -> None:
         """Ray's handler aborts the run on Ctrl-C, then exits 0 or surfaces the controller's death as a failed
         run (exit 1), and leaves SIGTERM to end the process without any cleanup. raykit's aborts the run on
         either signal (the workers stop; committed checkpoints stay, so the same name resumes) and raises
         ``Interrupted`` here, in the driver's main thread, so the caller's cleanup runs."""
         interrupts.abort_then_raise(lambda: abort(controller))
+
+
+class FixedScalingWithoutAutoscaler(FixedScalingPolicy):
+    """Ray's fixed-size scaling policy, less its requests to an autoscaler, for a cluster that none grows.
+
+    Ray's policy asks the cluster's AutoscalingCoordinator for the workers' resources as the controller
+    starts (and every 20 s after): an actor made for it on first use, one more process importing Ray Data,
+    which the controller waits for (up to 5 s) before it starts the workers. Where no autoscaler can act
+    on the request (one node, no autoscaler: a laptop's local Ray), it only delays the run."""
+
+    def after_controller_start(self, train_run_context) -> None:
+        pass
+
+    def _maybe_send_resource_request(self) -> None:
+        pass
+
+    def _send_resource_request(self) -> None:
+        pass
 
 
 # How long a Ctrl-C waits for the controller's graceful abort (measured on 2 cores: 3-8 s, workers starting).

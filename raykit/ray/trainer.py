@@ -91,7 +91,9 @@ def build_trainer(spec: RunSpec, run_dir: str, *, callbacks: list | None = None,
 
         loop_config["data_info"] = data.info_dict(plan.info)
         common["datasets"] = data.datasets(plan, spec)
-    return trainer_class(backend_info(spec.framework).trainer)(train_loop_per_worker, **common)
+    trainer = trainer_class(backend_info(spec.framework).trainer)(train_loop_per_worker, **common)
+    trainer.asks_autoscaler = not single_fixed_node()  # nothing would act on its resource requests
+    return trainer
 
 
 def trainer_class(name: str):
