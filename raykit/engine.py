@@ -38,7 +38,13 @@ from raykit.spec import RunSpec
 from raykit.storage import join, write_text
 from raykit.timing import Stopwatch
 
-EVAL_BATCH = 1024  # rows per evaluation batch: no gradients, so larger than training batches
+
+def eval_batch_rows(use_gpu: bool) -> int:
+    """Rows per evaluation batch (validation, test): no gradients, so larger than training batches on a GPU.
+    On the CPU activations that outgrow the caches cost more than the batches save: the seed CNN on
+    10,000 CIFAR-10 images (channels-last, 2 threads) took 0.9 s in batches of 128, 2.4 s in batches of
+    1024."""
+    return 1024 if use_gpu else 128
 
 
 def fit(spec: RunSpec, session: WorkerSession) -> dict:
@@ -132,7 +138,8 @@ def _feeds(backend: Backend, spec: RunSpec, session: WorkerSession, splits: Spli
         return (backend.take(train, index) for index in batch_indices(order, spec.per_worker_batch_size)[:cap])
 
     return _Feeds(train_batches, lambda: (backend.take(val, index)
-                                          for index in batch_indices(np.arange(len(rows)), EVAL_BATCH)))
+                                          for index in batch_indices(np.arange(len(rows)),
+                                                                     eval_batch_rows(session.use_gpu))))
 
 
 class _Run:
@@ -298,7 +305,7 @@ def evaluate_split(spec: RunSpec, checkpoint_dir: str, split: str = "test", use_
     loss_sum = backend.evaluation_loss(spec, num_classes)
     stats = EvalStats(num_classes, spec.train.metrics, data.info.class_names)
     truth, predictions = [], []
-    for x, y in data.batches(split, EVAL_BATCH):
+    for x, y in data.batches(split, eval_batch_rows(use_gpu)):
         logits = np.asarray(backend.logits(model, to_float(x)), np.float64)
         stats.add(loss_sum(logits, y), logits, y)
         truth.append(y)

@@ -146,11 +146,12 @@ def accuracy(model: nn.Module, split: tuple[np.ndarray, np.ndarray], mean, std, 
     model.eval()
     x, y = split
     correct = 0
-    for start in range(0, len(y), 1024):
-        images = torch.from_numpy(x[start:start + 1024]).to(device)
+    rows = 1024 if torch.device(device).type == "cuda" else 128  # on a CPU large batches outgrow the caches
+    for start in range(0, len(y), rows):
+        images = torch.from_numpy(x[start:start + rows]).to(device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             logits = model((to_input(images) - mean) / std)
-        correct += int((logits.argmax(1).cpu() == torch.from_numpy(y[start:start + 1024])).sum())
+        correct += int((logits.argmax(1).cpu() == torch.from_numpy(y[start:start + rows])).sum())
     return correct / len(y)
 
 

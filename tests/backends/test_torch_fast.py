@@ -74,6 +74,21 @@ def test_auto_layout_is_channels_last_for_conv_nets_only_and_the_optimizer_is_fu
     assert built("optim.name=rmsprop").optimizer.defaults["foreach"] is None  # no fused kernel: torch's default
 
 
+@pytest.mark.parametrize("layout", ["auto", "off"])
+def test_the_inference_model_runs_in_the_layout_training_used_and_gives_the_same_logits(tmp_path, layout):
+    backend = built(f"train.channels_last={layout}")
+    backend.save_checkpoint(str(tmp_path), state={"epoch": 1}, metrics={}, spec=backend.spec.to_dict(),
+                            rng_states=[backend.capture_rng()])
+    model = TorchBackend.inference_model(backend.spec, str(tmp_path), (32, 32, 3), 10)
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) == (layout == "auto")
+    images = np.random.default_rng(0).random((5, 32, 32, 3), dtype=np.float32)
+    backend.model.eval()
+    with torch.no_grad():
+        expected = backend.model(backend.augmenter.eval_batch(to_model_layout(torch.from_numpy(images))))
+    np.testing.assert_allclose(TorchBackend.logits(model, images), expected.numpy(), atol=1e-5)
+
+
 def test_a_streamed_read_only_batch_is_used_without_a_host_copy():
     pixels = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
     pixels.setflags(write=False)  # as Ray Data hands them out
