@@ -100,8 +100,9 @@ def weights_problems(location: str, field: str, framework: str | None = None) ->
                                                                   "weights file")
             return []
         name = location.lower().rstrip("/")
-        if framework and file_framework(name) != framework:
-            raise _problem(location, f"a {file_framework(name)} weights file",
+        named_for = file_framework(name)
+        if framework and named_for != framework:
+            raise _problem(location, f"a {named_for} weights file",
                            f"with framework {framework}: {WEIGHTS_FILES[framework]}")
         if name.endswith(".safetensors"):
             safetensors_header(location)

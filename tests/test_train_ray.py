@@ -189,20 +189,17 @@ def test_the_autoscaler_is_not_asked_for_resources_on_a_single_fixed_node_only(r
     from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer as RayDataParallelTrainer
 
-    from raykit.ray import data_parallel, trainer
+    from raykit.ray import cluster, data_parallel, trainer
 
     spec = load_spec(None, [f"storage={tmp_path}"])
     built = trainer.build_trainer(spec, str(tmp_path / "run"))
-    assert built.asks_autoscaler is False  # the session's Ray: one node, no autoscaler
-    monkeypatch.setattr(trainer, "single_fixed_node", lambda: False)  # say a second node joined
-    assert trainer.build_trainer(spec, str(tmp_path / "run")).asks_autoscaler is True
-
     handed = []
     monkeypatch.setattr(RayDataParallelTrainer, "_initialize_and_run_controller",
                         lambda self, **kwargs: handed.append(kwargs["scaling_policy"]))
-    for asks in (False, True):
-        built.asks_autoscaler = asks
-        built._initialize_and_run_controller(scaling_policy=FixedScalingPolicy(built.scaling_config))
+    assert cluster.single_fixed_node()  # the session's Ray: one node, no autoscaler
+    built._initialize_and_run_controller(scaling_policy=FixedScalingPolicy(built.scaling_config))
+    monkeypatch.setattr(cluster, "single_fixed_node", lambda: False)  # say a second node joined
+    built._initialize_and_run_controller(scaling_policy=FixedScalingPolicy(built.scaling_config))
     assert [type(policy) for policy in handed] == [data_parallel.FixedScalingWithoutAutoscaler, FixedScalingPolicy]
 
     asked = []

@@ -34,8 +34,8 @@ def convert(src: str, dst: str, *, fmt: str = "auto", rows_per_file: int = 10_00
     if rows_per_file < 1 or rows_per_group < 1:
         raise DataError(f"rows per file / row group: got {rows_per_file} / {rows_per_group}; accepted: >= 1")
     # Image files are converted to RGB (a folder mixing modes becomes one); arrays keep their channels.
-    arrays = detect_format(src, fmt) in ("npz", "digits")
-    source = open_source(src, fmt, ReadOptions(color_mode="auto" if arrays else "rgb"))
+    fmt = detect_format(src, fmt)  # once: for a directory that lists it
+    source = open_source(src, fmt, ReadOptions(color_mode="auto" if fmt in ("npz", "digits") else "rgb"))
     if source.format not in ("image_folder", "npz", "digits"):
         raise DataError(f"SRC: got a {source.format} source ({src}); accepted: an image folder, a .npz file or "
                         "digits (Parquet is already Parquet)")

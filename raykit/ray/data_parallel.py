@@ -30,11 +30,10 @@ class DataParallelTrainer(_RayDataParallelTrainer):
     placement groups of this job made during the fit and still there are removed. Sweep trials keep Ray's
     cleaner: several trials of one job fit at once there.
 
-    Without ``asks_autoscaler`` (a cluster that no autoscaler grows), the controller does not ask the
-    AutoscalingCoordinator for resources (:class:`FixedScalingWithoutAutoscaler`)."""
+    On a cluster that no autoscaler grows, the controller does not ask the AutoscalingCoordinator for
+    resources (:class:`FixedScalingWithoutAutoscaler`)."""
 
     releases_placement_groups = False
-    asks_autoscaler = True  # False where no autoscaler grows the cluster (raykit.ray.trainer.build_trainer)
 
     def _create_default_callbacks(self):
         from ray.train.v2._internal.callbacks import DatasetsCallback
@@ -50,8 +49,10 @@ class DataParallelTrainer(_RayDataParallelTrainer):
             return super().fit()
 
     def _initialize_and_run_controller(self, **controller_init_kwargs):
+        from raykit.ray import cluster  # here, not at the top: the controller imports this module too
+
         policy = controller_init_kwargs.get("scaling_policy")
-        if not self.asks_autoscaler and type(policy) is FixedScalingPolicy:
+        if type(policy) is FixedScalingPolicy and cluster.single_fixed_node():  # nothing would act on requests
             controller_init_kwargs["scaling_policy"] = FixedScalingWithoutAutoscaler(self.scaling_config)
         return super()._initialize_and_run_controller(**controller_init_kwargs)
 

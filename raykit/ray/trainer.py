@@ -91,10 +91,7 @@ def build_trainer(spec: RunSpec, run_dir: str, *, callbacks: list | None = None,
 
         loop_config["data_info"] = data.info_dict(plan.info)
         common["datasets"] = data.datasets(plan, spec)
-    trainer = trainer_class(backend_info(spec.framework).trainer)(train_loop_per_worker, **common)
-    # Nothing would act on its resource requests (a trainer built before Ray is up keeps Ray's default).
-    trainer.asks_autoscaler = not (ray.is_initialized() and single_fixed_node())
-    return trainer
+    return trainer_class(backend_info(spec.framework).trainer)(train_loop_per_worker, **common)
 
 
 def trainer_class(name: str):
